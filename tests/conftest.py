@@ -1,0 +1,71 @@
+"""Test policy shared by every suite.
+
+* ``@pytest.mark.kernel`` tests need the real ``bpf()`` syscall (root or CAP_BPF);
+  ``@pytest.mark.netns`` tests need namespaces and veth (root).  Without privileges they skip
+  with a reason, but ``PYXDP_REQUIRE_KERNEL=1`` (set by ``.ci/run``) turns that skip into a
+  failure, so CI can never go green by skipping the kernel.
+* Every test is checked for leaked file descriptors.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REQUIRE_KERNEL = os.environ.get("PYXDP_REQUIRE_KERNEL") == "1"
+
+
+def _kernel_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (or CAP_BPF + CAP_NET_ADMIN) for bpf()"
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return "kernel has no BTF at /sys/kernel/btf/vmlinux"
+    return None
+
+
+def _netns_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces and veth pairs"
+    if not os.path.exists("/proc/self/ns/net"):
+        return "kernel has no network namespaces"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, probe in (("kernel", _kernel_problem), ("netns", _netns_problem)):
+        if item.get_closest_marker(marker) is None:
+            continue
+        why = probe()
+        if why is None:
+            continue
+        if REQUIRE_KERNEL:
+            pytest.fail(f"PYXDP_REQUIRE_KERNEL=1 but {marker} test cannot run: {why}")
+        pytest.skip(f"{marker} test skipped: {why}")
+
+
+def _open_fds() -> set[int]:
+    try:
+        return {int(x) for x in os.listdir("/proc/self/fd")}
+    except OSError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_fds(request: pytest.FixtureRequest):
+    """Fail a test that leaves kernel objects (fds) open behind it."""
+    before = _open_fds()
+    yield
+    if request.node.get_closest_marker("allow_fd_leak"):
+        return
+    leaked = _open_fds() - before
+    details = []
+    for fd in sorted(leaked):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own fd)
+        if target.startswith("anon_inode:bpf") or target.startswith("anon_inode:[bpf"):
+            details.append(f"fd {fd} -> {target}")
+    if details:
+        pytest.fail("test leaked BPF file descriptors: " + ", ".join(details))

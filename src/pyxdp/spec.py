@@ -1,0 +1,111 @@
+"""Pure descriptions of BPF objects: what an ELF file (or the compiler, or the assembler)
+produces, and what either the kernel loader or the emulator consumes.
+
+``XxxSpec`` is a description; the bare names (``Program``, ``Map``) are live objects.  A spec
+is deterministic: the same bytes in give the same spec out, whatever the running kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyxdp._uapi import AttachType, MapType, ProgType
+from pyxdp.isa import Instruction, PseudoSrc
+from pyxdp.maps import MapSpec
+
+XDP_FLAGS_HAS_FRAGS = 1 << 5  # BPF_F_XDP_HAS_FRAGS (prog_flags)
+
+
+@dataclass(frozen=True)
+class MapRef:
+    """A ``LD_IMM64`` that must be patched with a map: its fd, or the address of its value."""
+
+    map_name: str
+    kind: PseudoSrc = PseudoSrc.MAP_FD   # MAP_FD or MAP_VALUE
+    offset: int = 0                      # byte offset into value 0 (MAP_VALUE)
+
+
+@dataclass(frozen=True)
+class FuncInfo:
+    insn_off: int      # instruction slot where the function starts
+    type_id: int       # BTF id of its FUNC type
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class LineInfo:
+    insn_off: int      # instruction slot
+    file_name: str
+    line: int
+    column: int
+    line_text: str = ""
+    file_name_off: int = 0  # offsets into the BTF string section (for loading)
+    line_off: int = 0
+    line_col: int = 0       # raw (line << 10 | column) as in .BTF.ext
+
+
+@dataclass
+class ProgramSpec:
+    """One program: instructions plus everything needed to load or emulate it.
+
+    ``map_refs`` maps instruction *indexes* (into ``instructions``) of ``LD_IMM64``
+    instructions to the map they reference; their ``imm`` is a placeholder until load.
+    """
+
+    name: str
+    type: ProgType
+    instructions: list[Instruction]
+    section: str = ""
+    expected_attach_type: AttachType | None = None
+    attach_to: str = ""
+    license: str = "GPL"
+    kernel_version: int = 0
+    flags: int = 0
+    map_refs: dict[int, MapRef] = field(default_factory=dict)
+    func_info: list[FuncInfo] = field(default_factory=list)
+    line_info: list[LineInfo] = field(default_factory=list)
+    core_relos: list[Any] = field(default_factory=list)
+
+    def source_line(self, insn_index: int) -> LineInfo | None:
+        """The line info in force at instruction *index* ``insn_index`` (None if unknown)."""
+        slot = 0
+        for i, insn in enumerate(self.instructions):
+            if i == insn_index:
+                break
+            slot += insn.slots
+        best = None
+        for li in self.line_info:
+            if li.insn_off <= slot and (best is None or li.insn_off >= best.insn_off):
+                best = li
+        return best
+
+
+@dataclass
+class VariableSpec:
+    """A global variable living in a data map (``.rodata``, ``.data``, ``.bss``, ...)."""
+
+    name: str
+    map_name: str
+    offset: int
+    size: int
+    type_id: int = 0
+
+
+@dataclass
+class ObjectSpec:
+    """Everything in one object file: programs, maps, global variables and BTF."""
+
+    programs: dict[str, ProgramSpec] = field(default_factory=dict)
+    maps: dict[str, MapSpec] = field(default_factory=dict)
+    variables: dict[str, VariableSpec] = field(default_factory=dict)
+    license: str = "GPL"
+    kernel_version: int = 0
+    btf: Any = None          # pyxdp.btf.Btf when the object has BTF
+    path: str = ""
+
+
+__all__ = [
+    "FuncInfo", "LineInfo", "MapRef", "MapSpec", "MapType", "ObjectSpec", "ProgramSpec",
+    "VariableSpec", "XDP_FLAGS_HAS_FRAGS",
+]

@@ -15,6 +15,7 @@ per thread on Linux): ``tb.call("sink", fn, *args)``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import os
@@ -169,10 +170,8 @@ def remove_stale(prefix: str = "pyxdp-") -> list[str]:
 def _delete_ns(full: str) -> None:
     from pyroute2 import netns
 
-    try:
+    with contextlib.suppress(OSError):
         netns.remove(full)
-    except OSError:
-        pass
 
 
 class Testbed:
@@ -300,6 +299,28 @@ class Testbed:
         check_address(f"{net.network_address}/{net.prefixlen}")
         with NetNS(self.ns_name(ns)) as n:
             n.route("add", dst=str(net), gateway=gateway)
+
+    def set_gro(self, ns: str, ifname: str, on: bool = True) -> None:
+        """Switch GRO on a veth end (ETHTOOL_SGRO ioctl).
+
+        A veth end with GRO on runs NAPI, so it accepts XDP frames (``XDP_TX`` or live-frame
+        transmissions from its peer) even without a native XDP program of its own, and hands
+        them to the stack: generic XDP, TC and netfilter then see them.
+        """
+        import fcntl
+        import socket
+        import struct
+
+        def ioctl() -> None:
+            val = ctypes.create_string_buffer(struct.pack("II", 0x2C, int(on)))  # ETHTOOL_SGRO
+            ifr = bytearray(struct.pack("16sQ", ifname.encode(), ctypes.addressof(val)))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                fcntl.ioctl(s.fileno(), 0x8946, ifr)  # SIOCETHTOOL
+
+        try:
+            self.call(ns, ioctl)
+        except OSError as e:
+            raise TestbedError(f"cannot set GRO on {ns}/{ifname}: {e}") from e
 
     def sysctl(self, ns: str, key: str, value: str) -> None:
         def write() -> None:

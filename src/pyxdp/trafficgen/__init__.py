@@ -1,0 +1,12 @@
+"""Traffic generator: XDP live frames from inside the sending namespace.
+
+:func:`generator_program` builds the per-packet rewriting program for a template frame;
+:class:`Generator` sends it with ``BPF_PROG_TEST_RUN`` + ``BPF_F_TEST_XDP_LIVE_FRAMES``
+on one or more CPUs, bounded by count and duration, and reports pps/bps.
+"""
+
+from pyxdp.trafficgen._program import FrameLayout, TemplateError, generator_program, layout_of
+from pyxdp.trafficgen._run import Generator, Report
+
+__all__ = ["FrameLayout", "Generator", "Report", "TemplateError", "generator_program",
+           "layout_of"]

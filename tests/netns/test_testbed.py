@@ -79,7 +79,7 @@ def test_bad_names_and_failures_raise_and_still_clean_up() -> None:
 def test_stale_leftovers_of_dead_runs_are_removed() -> None:
     from pyroute2 import netns
 
-    dead = f"pyxdp-999999-abcdef-stale"
+    dead = "pyxdp-999999-abcdef-stale"
     netns.create(dead)
     try:
         assert dead in _ns_list()

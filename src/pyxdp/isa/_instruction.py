@@ -169,7 +169,7 @@ def _unused(insn: Instruction, *fields: str) -> str | None:
     return None
 
 
-def _problem(insn: Instruction) -> str | None:  # noqa: C901 - one table, read top to bottom
+def _problem(insn: Instruction) -> str | None:  # one table, read top to bottom
     code = insn.opcode
     cls = code & 0x07
     if cls in (Class.ALU, Class.ALU64):

@@ -7,6 +7,7 @@ on one or more CPUs, bounded by count and duration, and reports pps/bps.
 
 from pyxdp.trafficgen._program import FrameLayout, TemplateError, generator_program, layout_of
 from pyxdp.trafficgen._run import Generator, Report
+from pyxdp.trafficgen._templates import MAX_FRAME, MIN_FRAME, PROTOS, template
 
-__all__ = ["FrameLayout", "Generator", "Report", "TemplateError", "generator_program",
-           "layout_of"]
+__all__ = ["MAX_FRAME", "MIN_FRAME", "PROTOS", "FrameLayout", "Generator", "Report",
+           "TemplateError", "generator_program", "layout_of", "template"]

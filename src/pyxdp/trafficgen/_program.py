@@ -111,13 +111,16 @@ def _add_word_update(b: Builder, acc: int, old_off: int, new_reg: int, tmp: int,
 
 
 def generator_program(frame: bytes, *, sources: int = 1, base_source: int | None = None,
-                      ports: int = 1, base_port: int | None = None) -> list[Instruction]:
+                      ports: int = 1, base_port: int | None = None,
+                      action: XdpAction = XdpAction.TX) -> list[Instruction]:
     """Instructions of a generator for ``frame``.
 
     ``sources > 1`` varies the last 32 bits of the source address over
     ``base_source .. base_source + sources - 1`` (default: the template's own address);
     ``ports > 1`` varies the UDP/TCP source port likewise.  Random per packet
-    (``bpf_get_prandom_u32``), so several CPUs need no shared counter.
+    (``bpf_get_prandom_u32``), so several CPUs need no shared counter.  ``action`` other
+    than ``TX`` (e.g. ``DROP``) builds the same per-packet work without sending: the
+    generator's own cost, for benchmarks.
     """
     lay = layout_of(frame)
     if not 1 <= sources <= 1 << 31 or not 1 <= ports <= 65536:
@@ -140,7 +143,7 @@ def generator_program(frame: bytes, *, sources: int = 1, base_source: int | None
     b.ldx("w", 2, 6, 0).ldx("w", 3, 6, 4)
     b.mov64(4, R2).add64(4, lay.min_len).jgt(4, R3, "drop")
     if not vary:
-        return b.mov64(0, XdpAction.TX).exit().label("drop").mov64(0, XdpAction.DROP).exit(
+        return b.mov64(0, int(action)).exit().label("drop").mov64(0, XdpAction.DROP).exit(
         ).build()
     # r5: L4 checksum accumulator, r4: IPv4 header checksum accumulator, r8/r9/r3: scratch
     l4 = lay.l4_csum_off >= 0
@@ -166,6 +169,6 @@ def generator_program(frame: bytes, *, sources: int = 1, base_source: int | None
         _fold_and_store(b, 5, 3, lay.l4_csum_off, lay.udp, "l4")
     if lay.ip_csum_off >= 0:
         _fold_and_store(b, 4, 3, lay.ip_csum_off, False, "ip")
-    b.mov64(0, XdpAction.TX).exit()
+    b.mov64(0, int(action)).exit()
     b.label("drop").mov64(0, XdpAction.DROP).exit()
     return b.build()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyxdp.isa import XdpAction
 from pyxdp.kernel import BPF_F_TEST_XDP_LIVE_FRAMES, Program, XdpMd, test_run
 from pyxdp.trafficgen._program import generator_program
 
@@ -53,12 +54,12 @@ class Generator:
 
     def __init__(self, ifindex: int, frame: bytes, *, sources: int = 1, ports: int = 1,
                  base_source: int | None = None, base_port: int | None = None,
-                 program: Program | None = None) -> None:
+                 action: XdpAction = XdpAction.TX, program: Program | None = None) -> None:
         self.ifindex = ifindex
         self.frame = bytes(frame)
         self.prog = program or Program.load(
             generator_program(self.frame, sources=sources, ports=ports,
-                              base_source=base_source, base_port=base_port),
+                              base_source=base_source, base_port=base_port, action=action),
             name="pyxdp_gen")
 
     def close(self) -> None:

@@ -1,0 +1,74 @@
+"""Pinning: giving kernel objects a name in a bpf filesystem so they outlive the process.
+
+bpffs is not always mounted (containers, minimal systems), so :func:`ensure_bpffs` mounts
+it on demand instead of making every caller handle ``ENOENT``/``EPERM`` from ``OBJ_PIN``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from pyxdp._uapi import Cmd
+from pyxdp.kernel._fd import Fd, fd_number
+from pyxdp.kernel._sys import ObjAttr, bpf, bytes_addr
+
+BPF_FS_MAGIC = 0xCAFE4A11
+DEFAULT_BPFFS = "/sys/fs/bpf"
+BPF_F_RDONLY = 1 << 3
+BPF_F_WRONLY = 1 << 4
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_void_p]
+
+
+def is_bpffs(path: str) -> bool:
+    """Whether ``path`` lies on a mounted bpf filesystem (``statfs`` magic)."""
+    return _statfs_magic(path) == BPF_FS_MAGIC
+
+
+def _statfs_magic(path: str) -> int | None:
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    if _libc.statfs(os.fsencode(path), buf) != 0:
+        return None
+    return int.from_bytes(buf.raw[:8], "little")  # f_type is the first (long) field
+
+
+def ensure_bpffs(path: str = DEFAULT_BPFFS) -> str:
+    """Make sure a bpf filesystem is mounted at ``path`` (mount it if not); returns ``path``."""
+    if is_bpffs(path):
+        return path
+    os.makedirs(path, exist_ok=True)
+    if _libc.mount(b"bpf", os.fsencode(path), b"bpf", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot mount bpffs at {path}: {os.strerror(err)}", path)
+    return path
+
+
+def obj_pin(fd: object, path: str) -> None:
+    """Pin the object behind ``fd`` at ``path`` (BPF_OBJ_PIN); the path must be on bpffs."""
+    raw = os.fsencode(path)
+    attr = ObjAttr(pathname=bytes_addr(raw), bpf_fd=fd_number(fd))
+    bpf(Cmd.OBJ_PIN, attr)
+
+
+def obj_get(path: str, flags: int = 0) -> Fd:
+    """Open a pinned object (BPF_OBJ_GET); ``flags`` may be BPF_F_RDONLY / BPF_F_WRONLY."""
+    raw = os.fsencode(path)
+    attr = ObjAttr(pathname=bytes_addr(raw), file_flags=flags)
+    return Fd(bpf(Cmd.OBJ_GET, attr))
+
+
+def unpin(path: str, missing_ok: bool = False) -> None:
+    """Remove a pin (the object lives on while anything else holds it)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+__all__ = ["BPF_FS_MAGIC", "BPF_F_RDONLY", "BPF_F_WRONLY", "DEFAULT_BPFFS", "ensure_bpffs",
+           "is_bpffs", "obj_get", "obj_pin", "unpin"]

@@ -80,6 +80,9 @@ class MapType(IntEnum):
     TASK_STORAGE = 29
     BLOOM_FILTER = 30
     USER_RINGBUF = 31
+    # newer than the Debian 12 headers this table was generated from (values from 6.18 uapi)
+    CGRP_STORAGE = 32
+    ARENA = 33
 
 
 class ProgType(IntEnum):
@@ -117,6 +120,7 @@ class ProgType(IntEnum):
     LSM = 29
     SK_LOOKUP = 30
     SYSCALL = 31
+    NETFILTER = 32  # 6.4
 
 
 class AttachType(IntEnum):
@@ -166,6 +170,21 @@ class AttachType(IntEnum):
     PERF_EVENT = 41
     TRACE_KPROBE_MULTI = 42
     LSM_CGROUP = 43
+    # newer than the Debian 12 headers this table was generated from (values from 6.18 uapi)
+    STRUCT_OPS = 44
+    NETFILTER = 45
+    TCX_INGRESS = 46
+    TCX_EGRESS = 47
+    TRACE_UPROBE_MULTI = 48
+    CGROUP_UNIX_CONNECT = 49
+    CGROUP_UNIX_SENDMSG = 50
+    CGROUP_UNIX_RECVMSG = 51
+    CGROUP_UNIX_GETPEERNAME = 52
+    CGROUP_UNIX_GETSOCKNAME = 53
+    NETKIT_PRIMARY = 54
+    NETKIT_PEER = 55
+    TRACE_KPROBE_SESSION = 56
+    TRACE_UPROBE_SESSION = 57
 
 
 class LinkType(IntEnum):
@@ -181,3 +200,9 @@ class LinkType(IntEnum):
     PERF_EVENT = 7
     KPROBE_MULTI = 8
     STRUCT_OPS = 9
+    # newer than the Debian 12 headers (values from 6.18 uapi)
+    NETFILTER = 10
+    TCX = 11
+    UPROBE_MULTI = 12
+    NETKIT = 13
+    SOCKMAP = 14

@@ -90,6 +90,7 @@ class VariableSpec:
     offset: int
     size: int
     type_id: int = 0
+    readonly: bool = False   # lives in a frozen .rodata* map: settable only before load
 
 
 @dataclass
@@ -103,6 +104,9 @@ class ObjectSpec:
     kernel_version: int = 0
     btf: Any = None          # pyxdp.btf.Btf when the object has BTF
     path: str = ""
+    # initial slots of prog arrays / map-in-maps from relocations in ``.maps``:
+    # map name -> {index: program or map name}
+    map_slots: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 __all__ = [

@@ -31,6 +31,7 @@ from pyxdp.kernel._link import (
     create_xdp_link,
 )
 from pyxdp.kernel._map import BPF_F_NO_PREALLOC, Map
+from pyxdp.kernel.loader import Collection, load_collection
 from pyxdp.kernel._pin import (
     BPF_F_RDONLY,
     BPF_F_WRONLY,
@@ -55,6 +56,7 @@ from pyxdp.kernel._testrun import (
 __all__ = [
     "BPF_F_NO_PREALLOC", "BPF_F_RDONLY", "BPF_F_REPLACE", "BPF_F_TEST_RUN_ON_CPU",
     "BPF_F_TEST_SKB_CHECKSUM_COMPLETE", "BPF_F_TEST_XDP_LIVE_FRAMES", "BPF_F_WRONLY",
+    "Collection", "load_collection",
     "DEFAULT_BPFFS", "XDP_FLAGS_DRV_MODE", "XDP_FLAGS_HW_MODE", "XDP_FLAGS_SKB_MODE",
     "XDP_FLAGS_UPDATE_IF_NOEXIST", "Fd", "Link", "LinkInfo", "Map", "MapInfo", "ProgInfo",
     "Program", "TestRunResult", "XdpMd", "bpf", "create_xdp_link", "ensure_bpffs",

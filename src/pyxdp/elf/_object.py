@@ -1,0 +1,136 @@
+"""``load_object``: an ELF BPF object (path or bytes) to a pure :class:`ObjectSpec`."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+from pyxdp.btf import Btf, BtfExt, fixup_datasecs
+from pyxdp.elf._link import Func, classify_relocations, link, rebase_ext, split_functions
+from pyxdp.elf._maps import btf_maps, data_maps, legacy_maps, map_slots
+from pyxdp.elf._reader import STT_SECTION, ElfReader
+from pyxdp.elf._sections import classify_section
+from pyxdp.errors import BtfError, DecodeError, ElfError
+from pyxdp.spec import ObjectSpec, ProgramSpec
+
+_MAX_FILE = 1 << 30
+
+
+def _read_input(src: str | os.PathLike[str] | bytes | bytearray | memoryview
+                ) -> tuple[bytes, str]:
+    if isinstance(src, bytes | bytearray | memoryview):
+        return bytes(src), ""
+    path = os.fspath(src)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_FILE + 1)
+    except OSError as e:
+        raise ElfError(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > _MAX_FILE:
+        raise ElfError(f"{path} is larger than {_MAX_FILE} bytes")
+    return data, path
+
+
+def object_name(path: str) -> str:
+    """libbpf's object name: the file's base name up to its first dot."""
+    return Path(path).name.split(".", 1)[0] if path else ""
+
+
+def load_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview,
+                name: str | None = None) -> ObjectSpec:
+    """Parse a BPF ELF object into an :class:`ObjectSpec`.
+
+    ``name`` (default: the file name up to its first dot) prefixes the kernel names of the
+    global data maps, as libbpf does.  Any problem with the file raises :class:`ElfError`
+    or :class:`BtfError` saying what is wrong.
+    """
+    data, path = _read_input(src)
+    try:
+        return _load(data, path, object_name(path) if name is None else name)
+    except (ElfError, BtfError):
+        raise
+    except (DecodeError, struct.error, KeyError, IndexError, ValueError, OverflowError,
+            RecursionError, UnicodeDecodeError, TypeError, ZeroDivisionError) as e:
+        # a check we do not have yet; still a bad object, never a crash
+        raise ElfError(f"malformed object: {type(e).__name__}: {e}") from None
+
+
+def _load(data: bytes, path: str, obj_name: str) -> ObjectSpec:
+    reader = ElfReader(data)
+    spec = ObjectSpec(path=path)
+    lic = reader.by_name.get("license")
+    if lic is not None:
+        spec.license = lic.data.split(b"\0", 1)[0].decode(errors="replace")
+    ver = reader.by_name.get("version")
+    if ver is not None:
+        if len(ver.data) != 4:
+            raise ElfError(f"version section is {len(ver.data)} bytes, expected 4")
+        spec.kernel_version = struct.unpack("<I", ver.data)[0]
+
+    btf = ext = None
+    if ".BTF" in reader.by_name:
+        btf = Btf.parse(reader.by_name[".BTF"].data)
+        fixup_datasecs(btf, lambda n: _section_size(reader, n),
+                       lambda sec, var: _symbol_offset(reader, sec, var))
+        if ".BTF.ext" in reader.by_name:
+            ext = BtfExt.parse(reader.by_name[".BTF.ext"].data, btf)
+    spec.btf = btf
+
+    # maps: BTF-defined, legacy, then global data
+    map_at: dict[tuple[int, int], str] = {}
+    bmaps = btf_maps(reader, btf)
+    if bmaps:
+        msec = reader.by_name[".maps"]
+        for mname, bm in bmaps.items():
+            spec.maps[mname] = bm.spec
+            map_at[(msec.index, bm.offset)] = mname
+        spec.map_slots = map_slots(reader, bmaps)
+    lmaps = legacy_maps(reader)
+    for mname, (off, mspec) in lmaps.items():
+        if mname in spec.maps:
+            raise ElfError(f"map {mname!r} is defined twice")
+        spec.maps[mname] = mspec
+        map_at[(reader.by_name["maps"].index, off)] = mname
+    dmaps, data_index, spec.variables = data_maps(reader, obj_name, btf)
+    spec.maps.update(dmaps)
+
+    # code
+    funcs_by_sec: dict[int, list[Func]] = {}
+    for sec in reader.sections:
+        if sec.is_exec and sec.size:
+            funcs_by_sec[sec.index] = split_functions(reader, sec)
+    for idx, funcs in funcs_by_sec.items():
+        classify_relocations(reader, reader.sections[idx], funcs, map_at, data_index)
+    for idx, funcs in funcs_by_sec.items():
+        sec = reader.sections[idx]
+        if sec.name == ".text":
+            continue
+        kind = classify_section(sec.name)
+        for f in funcs:
+            if f.name in spec.programs:
+                raise ElfError(f"program {f.name!r} is defined twice")
+            linked = link(f, funcs_by_sec)
+            fi, li, co = rebase_ext(linked, ext, btf)
+            spec.programs[f.name] = ProgramSpec(
+                name=f.name, type=kind.type, instructions=linked.insns, section=sec.name,
+                expected_attach_type=kind.expected_attach_type,  # type: ignore[arg-type]
+                attach_to=kind.attach_to, license=spec.license,
+                kernel_version=spec.kernel_version, flags=kind.flags,
+                map_refs=linked.map_refs, func_info=fi, line_info=li, core_relos=co)
+    return spec
+
+
+def _section_size(reader: ElfReader, name: str) -> int | None:
+    sec = reader.by_name.get(name)
+    return None if sec is None else sec.size
+
+
+def _symbol_offset(reader: ElfReader, section: str, var: str) -> int | None:
+    sec = reader.by_name.get(section)
+    if sec is None:
+        return None
+    for s in reader.symbols:
+        if s.shndx == sec.index and s.name == var and s.type != STT_SECTION:
+            return s.value
+    return None

@@ -1,0 +1,250 @@
+"""Load a whole object (an :class:`~pyxdp.spec.ObjectSpec`) into the kernel, libbpf-style.
+
+Order matters and follows libbpf: BTF first (maps and programs refer to it), then maps
+(``.rodata`` filled and frozen *before* any program load, so the verifier can treat its
+values as constants), then CO-RE relocation against the running kernel's BTF, then the
+programs, and last the initial slots of prog arrays and map-in-maps, which need both.
+
+::
+
+    spec = load_object("prog.o")
+    set_variable(spec, "ret_action", 1)
+    with load_collection(spec) as coll:
+        coll.programs["xdp_main"].test_run(packet)
+        coll.variables["packets"].value
+"""
+
+from __future__ import annotations
+
+import copy
+import errno as _errno
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pyxdp._uapi import MapType, ProgType
+from pyxdp.btf import Btf, BtfFeatures, CoreResolver, Kind, apply_core_relocations, sanitize
+from pyxdp.btf import load_vmlinux as _load_vmlinux
+from pyxdp.errors import BpfError, BtfError, MapError
+from pyxdp.kernel._fd import Fd
+from pyxdp.kernel._map import Map
+from pyxdp.kernel._pin import obj_pin
+from pyxdp.kernel._prog import Program
+from pyxdp.kernel.features import load_btf
+from pyxdp.maps import MapSpec
+from pyxdp.spec import ObjectSpec, ProgramSpec, VariableSpec
+
+PIN_BY_NAME = 1               # LIBBPF_PIN_BY_NAME
+# map types the kernel refuses BTF key/value ids for (libbpf drops them the same way)
+_NO_BTF_MAPS = frozenset({
+    MapType.PERF_EVENT_ARRAY, MapType.PROG_ARRAY, MapType.CGROUP_ARRAY,
+    MapType.STACK_TRACE, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.DEVMAP,
+    MapType.DEVMAP_HASH, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKMAP, MapType.SOCKHASH,
+    MapType.QUEUE, MapType.STACK, MapType.RINGBUF})
+
+
+class Variable:
+    """A global variable of a loaded object, read and written through its data map."""
+
+    def __init__(self, spec: VariableSpec, m: Map) -> None:
+        self.spec = spec
+        self.map = m
+
+    @property
+    def raw(self) -> bytes:
+        data = self.map._lookup(bytes(4))
+        if data is None:
+            raise MapError(f"data map {self.map.name!r} has no value 0")
+        return data[self.spec.offset:self.spec.offset + self.spec.size]
+
+    @raw.setter
+    def raw(self, value: bytes) -> None:
+        if self.spec.readonly:
+            raise MapError(f"variable {self.spec.name!r} is in frozen {self.spec.map_name};"
+                           " set it on the ObjectSpec before loading (set_variable)")
+        if len(value) != self.spec.size:
+            raise ValueError(f"variable {self.spec.name!r} is {self.spec.size} bytes,"
+                             f" got {len(value)}")
+        data = self.map._lookup(bytes(4)) or bytes(self.map.spec.value_size)
+        new = data[:self.spec.offset] + bytes(value) + data[self.spec.offset + self.spec.size:]
+        self.map._update(bytes(4), new, 0)
+
+    @property
+    def value(self) -> int | bytes:
+        """An unsigned little-endian int for 1/2/4/8-byte variables, else bytes."""
+        raw = self.raw
+        return int.from_bytes(raw, "little") if len(raw) in (1, 2, 4, 8) else raw
+
+    @value.setter
+    def value(self, value: int | bytes) -> None:
+        if isinstance(value, int):
+            value = value.to_bytes(self.spec.size, "little", signed=value < 0)
+        self.raw = value
+
+    def __repr__(self) -> str:
+        return f"<Variable {self.spec.name!r} in {self.spec.map_name} = {self.value!r}>"
+
+
+class Collection:
+    """Loaded programs, maps and variables of one object; closing it releases them all
+    (pinned maps and anything a link holds stay alive in the kernel)."""
+
+    def __init__(self) -> None:
+        self.programs: dict[str, Program] = {}
+        self.maps: dict[str, Map] = {}
+        self.variables: dict[str, Variable] = {}
+        self.btf_fd: Fd | None = None
+        self.core_results: dict[str, list[Any]] = {}
+
+    def close(self) -> None:
+        for p in self.programs.values():
+            p.close()
+        for m in self.maps.values():
+            m.close()
+        if self.btf_fd is not None:
+            self.btf_fd.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.programs)
+
+    def __repr__(self) -> str:
+        return (f"<Collection programs={list(self.programs)} maps={list(self.maps)}"
+                f" variables={list(self.variables)}>")
+
+
+def _load_btf(btf: Btf, features: BtfFeatures) -> Fd | None:
+    """BPF_BTF_LOAD; like libbpf, a kernel that refuses the BTF only costs the debug info."""
+    try:
+        return load_btf(sanitize(btf, features).encode())
+    except BpfError as e:
+        if e.errno == _errno.EPERM:
+            raise
+        return None
+
+
+def _check_pinned(name: str, pinned: Map, spec: MapSpec) -> None:
+    """libbpf's map_is_reuse_compat: the pin must have the layout the object expects."""
+    got = pinned.spec
+    for attr in ("type", "key_size", "value_size", "max_entries", "flags"):
+        if getattr(got, attr) != getattr(spec, attr):
+            raise MapError(f"pinned map {name!r} has {attr} {getattr(got, attr)}, the object"
+                           f" wants {getattr(spec, attr)}")
+
+
+def _create_map(name: str, spec: MapSpec, btf_fd: Fd | None, pin_path: str | None) -> Map:
+    # without a pin_path a BY_NAME map has nowhere to live: it is an ordinary map then
+    pin = os.path.join(pin_path, spec.name) if pin_path and spec.pinning == PIN_BY_NAME else None
+    if pin is not None and os.path.exists(pin):
+        m = Map.from_pin(pin)
+        try:
+            _check_pinned(name, m, spec)
+        except BaseException:
+            m.close()
+            raise
+        return m
+    use_btf = btf_fd if spec.type not in _NO_BTF_MAPS and (
+        spec.key_type_id or spec.value_type_id) else None
+    try:
+        m = Map.create(spec, btf_fd=use_btf)
+    except BpfError as e:
+        if use_btf is None or e.errno == _errno.EPERM:
+            raise
+        m = Map.create(spec)      # libbpf retries without BTF too
+    if pin is not None:
+        try:
+            os.makedirs(os.path.dirname(pin), exist_ok=True)
+            obj_pin(m.fd, pin)
+        except BaseException:
+            m.close()
+            raise
+    return m
+
+
+def _attach_btf_id(prog: ProgramSpec, vmlinux: Btf | None) -> int:
+    """The vmlinux BTF id a tracing/LSM program attaches to (0 when not needed)."""
+    if prog.type not in (ProgType.TRACING, ProgType.LSM) or not prog.attach_to:
+        return 0
+    if vmlinux is None:
+        raise BtfError(f"program {prog.name!r} needs kernel BTF to find {prog.attach_to!r}")
+    if prog.section.startswith("tp_btf"):
+        name, kind = "btf_trace_" + prog.attach_to, Kind.TYPEDEF
+    elif prog.type == ProgType.LSM:
+        name, kind = "bpf_lsm_" + prog.attach_to, Kind.FUNC
+    else:
+        name, kind = prog.attach_to, Kind.FUNC
+    ids = vmlinux.find(name, kind)
+    if not ids:
+        raise BtfError(f"program {prog.name!r}: kernel has no {kind.name} {name!r} to attach to")
+    return ids[0]
+
+
+def load_collection(obj: ObjectSpec, pin_path: str | None = None, *,
+                    vmlinux: Btf | None = None, features: BtfFeatures | None = None,
+                    log_level: int = 0) -> Collection:
+    """Load every map and program of ``obj``.
+
+    ``pin_path`` is the bpffs directory for maps declared with ``pinning = BY_NAME``: an
+    existing pin of the same name is reused (and checked for the same layout), otherwise
+    the new map is pinned there.  ``vmlinux`` is the target BTF for CO-RE (default: the
+    running kernel's).  On any failure everything created so far is closed again.
+    """
+    coll = Collection()
+    try:
+        _load_into(coll, obj, pin_path, vmlinux, features or BtfFeatures(), log_level)
+    except BaseException:
+        coll.close()
+        raise
+    return coll
+
+
+def _needs_vmlinux(obj: ObjectSpec) -> bool:
+    return any(p.core_relos or (p.type in (ProgType.TRACING, ProgType.LSM) and p.attach_to)
+               for p in obj.programs.values())
+
+
+def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux: Btf | None,
+               features: BtfFeatures, log_level: int) -> None:
+    if obj.btf is not None:
+        coll.btf_fd = _load_btf(obj.btf, features)
+    slotted = set(obj.map_slots)
+    for name, spec in obj.maps.items():
+        coll.maps[name] = _create_map(name, spec, coll.btf_fd, pin_path)
+    for vname, var in obj.variables.items():
+        if var.map_name in coll.maps:
+            coll.variables[vname] = Variable(var, coll.maps[var.map_name])
+    if vmlinux is None and _needs_vmlinux(obj):
+        vmlinux = _load_vmlinux()
+    resolver = CoreResolver(obj.btf, vmlinux) if obj.btf is not None and vmlinux else None
+    for pname, pspec in obj.programs.items():
+        spec = pspec
+        if pspec.core_relos:
+            if resolver is None:
+                raise BtfError(f"program {pname!r} has CO-RE relocations but no BTF to"
+                               " resolve them against")
+            spec = copy.copy(pspec)
+            spec.instructions = list(pspec.instructions)
+            spec.map_refs = dict(pspec.map_refs)
+            coll.core_results[pname] = apply_core_relocations(spec, obj.btf, vmlinux,
+                                                              resolver)
+        with_btf = coll.btf_fd is not None
+        coll.programs[pname] = Program.load(
+            spec, maps=coll.maps, btf_fd=coll.btf_fd if with_btf else None,
+            func_info=None if with_btf else [], line_info=None if with_btf else [],
+            attach_btf_id=_attach_btf_id(spec, vmlinux), log_level=log_level)
+    for mname in slotted:
+        target = coll.maps[mname]
+        for idx, what in obj.map_slots[mname].items():
+            source: Mapping[str, Any] = (coll.programs if obj.maps[mname].type ==
+                                         MapType.PROG_ARRAY else coll.maps)
+            if what not in source:
+                raise MapError(f"map {mname!r} slot {idx}: {what!r} was not loaded")
+            target[idx] = source[what]
+
+
+__all__ = ["Collection", "Variable", "load_collection"]

@@ -31,7 +31,6 @@ from pyxdp.kernel._link import (
     create_xdp_link,
 )
 from pyxdp.kernel._map import BPF_F_NO_PREALLOC, Map
-from pyxdp.kernel.loader import Collection, load_collection
 from pyxdp.kernel._pin import (
     BPF_F_RDONLY,
     BPF_F_WRONLY,
@@ -52,6 +51,7 @@ from pyxdp.kernel._testrun import (
     XdpMd,
     test_run,
 )
+from pyxdp.kernel.loader import Collection, load_collection
 
 __all__ = [
     "BPF_F_NO_PREALLOC", "BPF_F_RDONLY", "BPF_F_REPLACE", "BPF_F_TEST_RUN_ON_CPU",

@@ -1,0 +1,44 @@
+"""Userspace implementations of BPF maps for the emulator, behind :func:`create_map`."""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from typing import Any
+
+from pyxdp._uapi import MapType
+from pyxdp.emu.maps.array import ArrayMap
+from pyxdp.emu.maps.base import EmuMap, EmuMapError
+from pyxdp.emu.maps.hash import HashMap
+from pyxdp.emu.maps.lpm import LpmTrie
+from pyxdp.emu.maps.special import ProgArray, RingBuf, SlotMap
+from pyxdp.maps import MapSpec
+
+_CLASSES: dict[MapType, type[EmuMap]] = {
+    MapType.ARRAY: ArrayMap, MapType.PERCPU_ARRAY: ArrayMap,
+    MapType.HASH: HashMap, MapType.PERCPU_HASH: HashMap, MapType.LRU_HASH: HashMap,
+    MapType.LRU_PERCPU_HASH: HashMap, MapType.LPM_TRIE: LpmTrie,
+    MapType.DEVMAP: SlotMap, MapType.DEVMAP_HASH: SlotMap, MapType.CPUMAP: SlotMap,
+    MapType.XSKMAP: SlotMap, MapType.PROG_ARRAY: ProgArray, MapType.RINGBUF: RingBuf,
+}
+
+
+def default_ncpus() -> int:
+    """Possible CPUs, like the kernel sizes per-CPU values (so shapes match real maps)."""
+    return os.cpu_count() or 1
+
+
+def create_map(spec: MapSpec, key_type: Any = None, value_type: Any = None,
+               ncpus: int | None = None) -> EmuMap:
+    """Create an emulated map described by ``spec`` (initial ``contents`` included)."""
+    cls = _CLASSES.get(spec.type)
+    if cls is None:
+        raise EmuMapError(_errno.EINVAL, f"the emulator has no {spec.type.name} maps")
+    if spec.type == MapType.RINGBUF and (spec.max_entries <= 0 or
+                                         spec.max_entries & (spec.max_entries - 1)):
+        raise EmuMapError(_errno.EINVAL, "ring buffer size must be a power of two")
+    return cls(spec, key_type, value_type, default_ncpus() if ncpus is None else ncpus)
+
+
+__all__ = ["ArrayMap", "EmuMap", "EmuMapError", "HashMap", "LpmTrie", "ProgArray", "RingBuf",
+           "SlotMap", "create_map", "default_ncpus"]

@@ -1,0 +1,86 @@
+"""Common ground of the emulator's maps: kernel errno errors and the VM-side interface.
+
+Emulated maps implement :class:`pyxdp.maps.MapBase` (the same protocol kernel maps
+implement) for the control plane, and a small *VM-side* interface the helpers use:
+``emu_lookup`` returns the live buffer and offset of a value (so a program's writes through
+the returned pointer are visible in the map, as in the kernel), ``emu_update`` and
+``emu_delete`` return a kernel-style ``-errno`` instead of raising.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from typing import Any
+
+from pyxdp.errors import MapError
+from pyxdp.maps import MapBase, MapSpec, UpdateFlags
+
+Buffer = bytearray
+
+
+class EmuMapError(MapError):
+    """A map operation the kernel would refuse; ``errno`` is the kernel's errno."""
+
+    def __init__(self, err: int, message: str) -> None:
+        self.errno = err
+        super().__init__(f"{message} [{_errno.errorcode.get(err, err)}]")
+
+
+def check_flags(flags: int, exists: bool) -> None:
+    """Enforce BPF_NOEXIST / BPF_EXIST like the kernel's ``check_flags``."""
+    if flags & ~(UpdateFlags.NOEXIST | UpdateFlags.EXIST | UpdateFlags.F_LOCK) or (
+            flags & UpdateFlags.NOEXIST and flags & UpdateFlags.EXIST):
+        raise EmuMapError(_errno.EINVAL, f"invalid update flags {flags:#x}")
+    if exists and flags & UpdateFlags.NOEXIST:
+        raise EmuMapError(_errno.EEXIST, "key exists and BPF_NOEXIST was given")
+    if not exists and flags & UpdateFlags.EXIST:
+        raise EmuMapError(_errno.ENOENT, "key does not exist and BPF_EXIST was given")
+
+
+class EmuMap(MapBase):
+    """Base of every emulator map."""
+
+    static_values = False   # True when value buffers live as long as the map (arrays)
+
+    def __init__(self, spec: MapSpec, key_type: Any = None, value_type: Any = None,
+                 ncpus: int = 1) -> None:
+        super().__init__(spec, key_type, value_type, ncpus)
+        self.value_size = spec.value_size
+        self.key_size = spec.key_size
+        for key, value in spec.contents:
+            self._update(bytes(key), self._widen(bytes(value)), UpdateFlags.ANY)
+
+    def _widen(self, value: bytes) -> bytes:
+        """Initial contents give one value; per-CPU maps store it for every CPU."""
+        if self.percpu and len(value) == self.value_size:
+            pad = bytes(self._stride - self.value_size)
+            return (value + pad) * self.ncpus
+        return value
+
+    def _check_sizes(self, key: bytes, value: bytes | None = None) -> None:
+        if len(key) != self.key_size:
+            raise EmuMapError(_errno.EINVAL, f"key must be {self.key_size} bytes, "
+                                             f"got {len(key)}")
+        if value is not None:
+            want = self._stride * self.ncpus if self.percpu else self.value_size
+            if len(value) != want:
+                raise EmuMapError(_errno.EINVAL, f"value must be {want} bytes, "
+                                                 f"got {len(value)}")
+
+    # -- VM side -------------------------------------------------------------------------
+    def emu_lookup(self, key: bytes, cpu: int) -> tuple[Buffer, int] | None:
+        raise EmuMapError(_errno.EOPNOTSUPP, f"{self.type.name} maps cannot be looked up "
+                                             "from a program")
+
+    def emu_update(self, key: bytes, value: bytes, flags: int, cpu: int) -> int:
+        try:
+            self._update(key, self._widen(value), flags)
+        except EmuMapError as e:
+            return -e.errno
+        return 0
+
+    def emu_delete(self, key: bytes) -> int:
+        try:
+            return 0 if self._delete(key) else -_errno.ENOENT
+        except EmuMapError as e:
+            return -e.errno

@@ -1,0 +1,253 @@
+"""Loading a program into the emulator and running it.
+
+:func:`load` takes a :class:`~pyxdp.spec.ProgramSpec`, raw bytes or a list of
+instructions, validates and translates it once, and returns an :class:`EmuProgram`.  Faults
+inside translated code surface as :class:`EmulatorError` carrying the pc (recovered from the
+generated source line, so the hot path pays nothing for it), the instruction and, for memory
+faults, the address.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import weakref
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from pyxdp._uapi import ProgType
+from pyxdp.emu.cfg import Layout, analyse, invalid
+from pyxdp.emu.helpers import IMPLEMENTED, TailCall
+from pyxdp.emu.machine import Machine
+from pyxdp.emu.maps import EmuMap, create_map
+from pyxdp.emu.memory import CTX, M64, MEM, base_of
+from pyxdp.emu.translate import Compiled, translate
+from pyxdp.emu.xdp import XdpResult, verdict_of
+from pyxdp.errors import EmulatorError
+from pyxdp.isa import HELPER_NAMES, LD_IMM64, Instruction, PseudoSrc, decode
+from pyxdp.maps import MapSpec
+from pyxdp.spec import MapRef, ObjectSpec, ProgramSpec
+
+_FDS = itertools.count(1 << 20)
+_CTX_ADDR = base_of(CTX)
+_PROGRAMS: weakref.WeakValueDictionary[int, EmuProgram] = weakref.WeakValueDictionary()
+_VM_FAULTS = (IndexError, KeyError, TypeError, struct.error, ValueError, OverflowError,
+              AttributeError)
+
+
+def program_by_fd(fd: int) -> EmuProgram | None:
+    return _PROGRAMS.get(fd)
+
+
+def register_program(prog: EmuProgram) -> None:
+    _PROGRAMS[prog.fd] = prog
+
+
+class EmuProgram:
+    """A translated program bound to a machine and its maps."""
+
+    def __init__(self, insns: list[Instruction], *, name: str = "prog",
+                 prog_type: ProgType = ProgType.XDP, maps: Mapping[Any, EmuMap] | None = None,
+                 map_refs: Mapping[int, MapRef] | None = None,
+                 machine: Machine | None = None) -> None:
+        self.name = name
+        self.type = prog_type
+        self.instructions = insns
+        self.machine = machine or Machine()
+        self.maps: dict[Any, EmuMap] = dict(maps or {})
+        self.map_refs = dict(map_refs or {})
+        self.fd = next(_FDS)
+        register_program(self)
+        self.layout: Layout = analyse(insns)
+        self.compiled: Compiled = self._translate()
+        self._main = self.compiled.funcs[0]
+
+    # -- translation ---------------------------------------------------------------------
+    def _map_for(self, pc: int, insn: Instruction) -> tuple[EmuMap, int]:
+        ref = self.map_refs.get(pc)
+        if ref is not None:
+            key: Any = ref.map_name
+            offset = ref.offset
+        else:
+            key = insn.imm & 0xFFFFFFFF
+            offset = (insn.imm >> 32) & 0xFFFFFFFF
+        m = self.maps.get(key)
+        if m is None:
+            raise invalid(f"LD_IMM64 refers to map {key!r}, which was not given", pc, insn)
+        return m, offset
+
+    def _resolve_ld(self, pc: int) -> int:
+        insn = self.instructions[pc]
+        src = insn.src
+        ref = self.map_refs.get(pc)
+        if ref is not None:
+            src = ref.kind
+        if src == PseudoSrc.IMM64:
+            return insn.imm & M64
+        if src in (PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX):
+            return self.machine.map_handle(self._map_for(pc, insn)[0])
+        if src in (PseudoSrc.MAP_VALUE, PseudoSrc.MAP_IDX_VALUE):
+            m, offset = self._map_for(pc, insn)
+            return self.machine.map_value_address(m, offset)
+        if src == PseudoSrc.FUNC:
+            return self.machine.func_handle(self, self.layout.targets[pc])
+        raise invalid(f"LD_IMM64 pseudo source {src} is not supported", pc, insn)
+
+    def _translate(self) -> Compiled:
+        helper_ids: set[int] = set()
+        fast: dict[int, str] = {}
+        env = self.machine.env()
+        for pc, insn in enumerate(self.instructions):
+            if insn.is_helper_call:
+                if insn.imm not in IMPLEMENTED:
+                    name = HELPER_NAMES.get(insn.imm, "unknown")
+                    raise EmulatorError(f"helper bpf_{name} (id {insn.imm}) is not"
+                                        " implemented by the emulator", pc, insn)
+                helper_ids.add(insn.imm)
+            elif insn.opcode == LD_IMM64 and (insn.src == PseudoSrc.MAP_FD or (
+                    self.map_refs.get(pc, MapRef("", PseudoSrc.IMM64)).kind
+                    == PseudoSrc.MAP_FD)):
+                m = self._map_for(pc, insn)[0]
+                handle = self.machine.map_handle(m)
+                if handle not in fast:
+                    fast[handle] = f"LK{len(fast)}"
+                    env[fast[handle]] = self.machine.fast_lookup(m)
+        return translate(self.layout, env, helper_ids, self._resolve_ld, fast,
+                         self.machine.budget, f"<pyxdp.emu:{self.name}:{self.fd}>")
+
+    @property
+    def source(self) -> str:
+        """The generated Python source (for the curious and for debugging)."""
+        return self.compiled.source
+
+    # -- running -------------------------------------------------------------------------
+    def _execute(self, r1: int, r2: int, pending: Exception | None = None) -> int:
+        """Run to completion following tail calls; ``pending`` is an exception the first
+        attempt already raised (the caller's fast path), handled as if raised here."""
+        prog: EmuProgram = self
+        while True:
+            try:
+                if pending is not None:
+                    exc, pending = pending, None
+                    raise exc
+                return prog._main(r1, r2, 0, 0, 0, 0)
+            except TailCall as tc:
+                nxt: EmuProgram = tc.program
+                if nxt.machine is not prog.machine:
+                    nxt.machine.adopt(prog.machine)
+                prog = nxt
+            except EmulatorError as e:
+                if e.pc is None:
+                    raise prog._locate(e, e.__traceback__) from None
+                raise
+            except _VM_FAULTS as e:
+                raise prog._locate(e, e.__traceback__) from e
+            except RecursionError as e:  # pragma: no cover - depth is capped at 8 frames
+                raise EmulatorError("Python recursion limit hit") from e
+
+    def _locate(self, exc: BaseException, tb: TracebackType | None) -> EmulatorError:
+        """Turn an exception raised inside generated code into an EmulatorError with pc."""
+        pc = address = None
+        frame_locals: dict[str, Any] = {}
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == self.compiled.filename:
+                pc = self.compiled.line_pc[tb.tb_lineno]
+                frame_locals = tb.tb_frame.f_locals
+            tb = tb.tb_next
+        if isinstance(exc, EmulatorError):
+            return EmulatorError(exc.reason, pc, self._insn(pc), exc.address)
+        insn = self._insn(pc)
+        if insn is not None and insn.is_load_store:
+            base = frame_locals.get(f"r{insn.src if insn.opcode & 7 == 1 else insn.dst}")
+            address = (base + insn.off) & M64 if isinstance(base, int) else None
+        what = "invalid memory access" if address is not None else "fault"
+        detail = f"{what} ({type(exc).__name__}: {exc})"
+        return EmulatorError(detail, pc, insn, address)
+
+    def _insn(self, pc: int | None) -> Instruction | None:
+        return self.instructions[pc] if pc is not None else None
+
+    def run(self, mem: bytes | bytearray | None = None) -> int:
+        """Run with the conformance contract: r1 = pointer to ``mem`` (or 0), r2 = its length.
+
+        Returns the full 64-bit r0.  ``mem`` is copied; the program's writes are discarded.
+        """
+        m = self.machine
+        m.begin(None)
+        if mem is None:
+            m.memory.regions.pop(MEM, None)
+            return self._execute(0, 0)
+        m.memory.regions[MEM] = bytearray(mem)
+        return self._execute(base_of(MEM), len(mem))
+
+    def run_xdp(self, packet: bytes, ingress_ifindex: int = 1, rx_queue_index: int = 0
+                ) -> XdpResult:
+        """Run as XDP on ``packet``: r1 points at a ``struct xdp_md`` over a 256-byte
+        headroom buffer; returns the verdict, the (possibly rewritten) packet and more."""
+        m = self.machine
+        state = m.xdp_state
+        state.reset(packet, ingress_ifindex, rx_queue_index)
+        m.begin(state)
+        try:   # fast path: no tail call, no fault
+            r0 = self._main(_CTX_ADDR, 0, 0, 0, 0, 0)
+        except Exception as e:
+            r0 = self._execute(_CTX_ADDR, 0, pending=e)
+        final = m.xdp or state
+        verdict = verdict_of(r0)
+        return XdpResult(verdict, final.packet, r0,
+                         m.redirect if verdict == 4 else None, m.trace, final.metadata)
+
+    def __repr__(self) -> str:
+        return (f"<EmuProgram {self.name!r} {self.type.name} "
+                f"{len(self.instructions)} insns fd={self.fd}>")
+
+
+def _maps_from(specs: Mapping[str, Any], ncpus: int | None) -> dict[Any, EmuMap]:
+    out: dict[Any, EmuMap] = {}
+    for name, value in specs.items():
+        out[name] = create_map(value, ncpus=ncpus) if isinstance(value, MapSpec) else value
+    return out
+
+
+def load(program: ProgramSpec | bytes | Iterable[Instruction], *,
+         maps: ObjectSpec | Mapping[Any, EmuMap | MapSpec] | None = None,
+         machine: Machine | None = None, name: str | None = None,
+         ncpus: int | None = None, budget: int | None = None) -> EmuProgram:
+    """Validate and translate a program for the emulator.
+
+    ``maps`` names the maps the program's ``LD_IMM64`` instructions refer to: an
+    ``ObjectSpec`` (its map specs are instantiated), or a dict from map name (for a
+    ``ProgramSpec``'s ``map_refs``) or fd number (for raw instructions) to an emulated map
+    object or a ``MapSpec`` to instantiate.  ``budget`` caps executed instructions per
+    function invocation (default 1,000,000).
+    """
+    if machine is None:
+        machine = Machine(budget=budget) if budget is not None else Machine()
+    elif budget is not None:
+        machine.budget = budget
+    if isinstance(maps, ObjectSpec):
+        maps = maps.maps
+    emu_maps = _maps_from(maps or {}, ncpus)
+    if isinstance(program, ProgramSpec):
+        return EmuProgram(list(program.instructions), name=name or program.name,
+                          prog_type=program.type, maps=emu_maps, map_refs=program.map_refs,
+                          machine=machine)
+    if isinstance(program, bytes | bytearray):
+        insns = decode(program)
+    else:
+        insns = list(program)
+    return EmuProgram(insns, name=name or "prog", maps=emu_maps, machine=machine)
+
+
+def run_packets(program: EmuProgram, packets: Iterable[bytes], ingress_ifindex: int = 1
+                ) -> Counter[str]:
+    """Run ``program`` over ``packets``; count verdicts by name (``XDP_PASS`` ...)."""
+    counts: Counter[str] = Counter()
+    for pkt in packets:
+        counts["XDP_" + program.run_xdp(pkt, ingress_ifindex).verdict.name] += 1
+    return counts
+
+
+__all__ = ["EmuProgram", "load", "program_by_fd", "register_program", "run_packets"]

@@ -1,0 +1,258 @@
+"""Translate a whole program into Python source once, and compile it.
+
+Each eBPF function (the main program and every bpf-to-bpf callee or callback) becomes one
+Python function whose registers are locals.  Control flow: forward branches are emitted as
+nested ``if`` statements with the target block *inlined* when it has one predecessor or is
+small (tail duplication), so straight-line parsers run without any dispatch at all.  Blocks
+that are loop heads, or too big to duplicate, are reached through a ``while True`` loop
+that selects the block with a binary tree of comparisons on the block index.  A block that
+jumps back to itself becomes a plain inner ``while`` loop.  Loops count executed
+instructions and stop at the budget.
+
+Every emitted line remembers the instruction it came from (``Compiled.line_pc``), so a fault
+inside generated code is reported with its pc without any per-instruction bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyxdp.emu.cfg import Block, Layout, Subprog
+from pyxdp.emu.codegen import InsnGen
+from pyxdp.emu.memory import MAX_FRAMES, frame_pointer
+from pyxdp.isa import JmpOp
+
+INLINE_LIMIT = 24      # instructions a multi-predecessor block may have to be duplicated
+MAX_INDENT = 40        # deeper than this, targets go through the dispatch loop
+
+ENV_NAMES = ("M", "STK", "FP", "U16", "U32", "U64", "B16", "B32", "B64", "S8", "S16", "S32",
+             "P16", "P32", "P64", "SDIV", "SMOD", "SW64", "ATOM", "CMPX", "CALLX", "RUNAWAY",
+             "DEEP")
+
+
+class _Restart(Exception):
+    """A block had to become a dispatch block after emission started."""
+
+
+@dataclass
+class Compiled:
+    funcs: dict[int, Callable[..., int]]
+    source: str
+    filename: str
+    line_pc: list[int]     # 1-based source line -> pc (index 0 unused)
+
+
+class _Source:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.pcs: list[int] = []
+        self.indent = 0
+        self.pc = 0
+
+    def emit(self, text: str) -> None:
+        self.lines.append("    " * self.indent + text)
+        self.pcs.append(self.pc)
+
+
+class _FuncGen:
+    def __init__(self, layout: Layout, sub: Subprog, out: _Source, gen: InsnGen,
+                 budget: int) -> None:
+        self.layout, self.sub, self.out, self.gen = layout, sub, out, gen
+        self.budget = budget
+        self.dispatch: set[int] = {sub.start} | sub.loop_heads
+        self._plan()
+
+    def _plan(self) -> None:
+        """Pick dispatch blocks: loop heads and multi-predecessor blocks too big to copy."""
+        self.isize: dict[int, int] = {}
+        for start in sorted(self.sub.blocks, reverse=True):
+            blk = self.sub.blocks[start]
+            size = blk.end - blk.start
+            for s in blk.succs:
+                if s > start and s not in self.dispatch:
+                    size += self.isize[s]
+            if blk.preds > 1 and size > INLINE_LIMIT:
+                self.dispatch.add(start)
+            self.isize[start] = size
+
+    def emit(self) -> None:
+        out = self.out
+        base_len, base_pcs, base_indent = len(out.lines), len(out.pcs), out.indent
+        while True:
+            try:
+                self._emit_function()
+                return
+            except _Restart:
+                del out.lines[base_len:]
+                del out.pcs[base_pcs:]
+                out.indent = base_indent
+
+    def _emit_function(self) -> None:
+        out, sub = self.out, self.sub
+        out.pc = sub.start
+        out.emit(f"def f{sub.start}(r1, r2, r3, r4, r5, depth):")
+        out.indent += 1
+        main = sub.start == 0 and 0 not in self.layout.targets.values()
+        self.gen.fixed = {10: frame_pointer(0)} if main else {}
+        if not main:
+            out.emit(f"if depth >= {MAX_FRAMES}: DEEP({sub.start})")
+        out.emit("; ".join(self._prologue()))
+        if len(self.dispatch) == 1 and not sub.has_loop:
+            self._block(sub.start)
+        else:
+            out.emit(f"b = {sub.start}")
+            out.emit("while True:")
+            out.indent += 1
+            self._tree(sorted(self.dispatch))
+            out.indent -= 1
+        out.indent -= 1
+
+    def _prologue(self) -> list[str]:
+        """Locals the body needs: stack, frame pointer, registers it may read unset."""
+        used: set[int] = set()
+        stack = False
+        for insn in self.layout.insns[self.sub.start:self.sub.end]:
+            used |= {insn.dst, insn.src}
+            stack = stack or 10 in (insn.dst, insn.src)
+        stmts = ["S = STK[depth]", "r10 = FP[depth]"] if stack else []
+        regs = [f"r{r}" for r in (0, 6, 7, 8, 9) if r in used or r == 0]
+        if regs:
+            stmts.append(" = ".join(regs) + " = 0")
+        if self.sub.has_loop:
+            stmts.append("n = 0")
+        return stmts or ["pass"]
+
+    def _tree(self, starts: list[int]) -> None:
+        out = self.out
+        if len(starts) == 1:
+            self._block(starts[0])
+            return
+        mid = len(starts) // 2
+        out.pc = starts[mid]
+        out.emit(f"if b < {starts[mid]}:")
+        out.indent += 1
+        self._tree(starts[:mid])
+        out.indent -= 1
+        out.emit("else:")
+        out.indent += 1
+        self._tree(starts[mid:])
+        out.indent -= 1
+
+    def _count(self, blk: Block, check: bool) -> None:
+        if not self.sub.has_loop:
+            return
+        self.out.emit(f"n += {blk.end - blk.start}")
+        if check:
+            self.out.emit(f"if n > {self.budget}: RUNAWAY({blk.start})")
+
+    def _block(self, start: int) -> None:
+        """Emit block ``start`` and (recursively) its inlined successors."""
+        out, gen, insns = self.out, self.gen, self.layout.insns
+        blk = self.sub.blocks[start]
+        term = insns[blk.end - 1]
+        self_loop = term.is_branch and self.layout.targets[blk.end - 1] == start
+        out.pc = start
+        if self_loop:
+            out.emit("while True:")
+            out.indent += 1
+        self._count(blk, check=start in self.sub.loop_heads)
+        if start in self.dispatch or self_loop:
+            gen.reset()
+        last = blk.end - 1 if (term.is_branch or term.is_exit) else blk.end
+        pc = start
+        while pc < last:
+            out.pc = pc
+            insn = insns[pc]
+            if insn.is_pseudo_call:
+                gen.pseudo_call(self.layout.targets[pc])
+                pc += 1
+                continue
+            nxt = insns[pc + 1] if pc + 1 < last else None
+            pc += gen.gen(pc, insn, nxt)
+        out.pc = blk.end - 1
+        if term.is_exit:
+            const = gen.const.get(0)
+            if const is not None and out.lines and out.lines[-1].strip() == f"r0 = {const:#x}":
+                out.lines[-1] = out.lines[-1].replace(f"r0 = {const:#x}", f"return {const:#x}")
+            else:
+                out.emit(f"return {gen.use(0)}")
+        elif not term.is_branch:
+            gen.flush()
+            self._goto(blk.end, start)
+        elif self_loop:
+            self._self_loop_end(blk, term)
+        elif term.op == JmpOp.JA:
+            gen.flush()
+            self._goto(self.layout.targets[blk.end - 1], start)
+        else:
+            self._cond(blk, term)
+
+    def _self_loop_end(self, blk: Block, term: Any) -> None:
+        out, gen = self.out, self.gen
+        if term.op != JmpOp.JA:
+            cond = gen.condition(term)
+            gen.flush()
+            out.emit(f"if not ({cond}): break")
+        else:
+            gen.flush()
+        out.indent -= 1
+        gen.reset()
+        if term.op != JmpOp.JA:
+            self._goto(blk.end, blk.start)
+
+    def _cond(self, blk: Block, term: Any) -> None:
+        out, gen = self.out, self.gen
+        cond = gen.condition(term)
+        gen.flush()
+        taken, fall = self.layout.targets[blk.end - 1], blk.end
+        snap = gen.snapshot()
+        # nest the cheaper side; a dispatch goto is the cheapest of all
+        t_cost = 0 if taken in self.dispatch else self.isize[taken]
+        f_cost = 0 if fall in self.dispatch else self.isize[fall]
+        if f_cost < t_cost:
+            out.emit(f"if not ({cond}):")
+            first, second = fall, taken
+        else:
+            out.emit(f"if {cond}:")
+            first, second = taken, fall
+        out.indent += 1
+        self._goto(first, blk.start)
+        out.indent -= 1
+        gen.restore(snap)
+        self._goto(second, blk.start)
+
+    def _goto(self, target: int, origin: int) -> None:
+        out = self.out
+        if target in self.dispatch or target <= origin:
+            if target not in self.dispatch:
+                self.dispatch.add(target)
+                raise _Restart
+            out.emit(f"b = {target}; continue")
+            return
+        if out.indent > MAX_INDENT:
+            self.dispatch.add(target)
+            raise _Restart
+        self._block(target)
+
+
+def translate(layout: Layout, env: dict[str, Any], helper_ids: set[int],
+              resolve_ld: Callable[[int], int], fast_lookups: dict[int, str],
+              budget: int, filename: str) -> Compiled:
+    """Generate, compile and instantiate the functions of a whole program."""
+    out = _Source()
+    gen = InsnGen(out.emit, resolve_ld, fast_lookups.get)
+    extra = sorted({f"h{h}" for h in helper_ids} | set(fast_lookups.values()))
+    params = ", ".join(ENV_NAMES + tuple(extra))
+    out.emit(f"def __make({params}):")
+    out.indent = 1
+    for sub in layout.subprogs.values():
+        _FuncGen(layout, sub, out, gen, budget).emit()
+    out.emit("return {" + ", ".join(f"{s}: f{s}" for s in layout.subprogs) + "}")
+    source = "\n".join(out.lines) + "\n"
+    code = compile(source, filename, "exec")
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    funcs = namespace["__make"](**{k: env[k] for k in ENV_NAMES + tuple(extra)})
+    return Compiled(funcs, source, filename, [0, *out.pcs])

@@ -1,0 +1,152 @@
+"""The XDP packet buffer and ``struct xdp_md`` as the emulator presents them.
+
+The buffer is laid out like a driver's frame: ``data_hard_start``, reserved room for the
+``struct xdp_frame`` (40 bytes), headroom up to ``XDP_PACKET_HEADROOM`` (256), the packet,
+and tailroom up to a 4 KiB frame minus ``skb_shared_info``.  The region the VM sees spans
+``[data_hard_start, data_end)`` and is resized in place by ``bpf_xdp_adjust_tail``, so a
+read past ``data_end`` faults exactly where the verifier's packet bounds would.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import struct
+from dataclasses import dataclass, field
+
+from pyxdp.emu.memory import PACKET, base_of
+from pyxdp.isa import XdpAction
+
+HEADROOM = 256
+XDP_FRAME_SIZE = 40
+FRAME_SIZE = 4096
+SHINFO_SIZE = 320
+ETH_HLEN = 14
+META_MAX = 32
+_CTX = struct.Struct("<6I")
+PACKET_BASE = base_of(PACKET)
+_HEAD = bytes(HEADROOM)
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Where ``XDP_REDIRECT`` sends the packet: an ifindex, or a map entry."""
+
+    ifindex: int | None = None
+    map: str | None = None
+    map_type: str | None = None
+    key: int | bytes | None = None
+    value: int | None = None          # ifindex (devmap), queue size (cpumap), socket (xsk)
+    broadcast: bool = False
+    exclude_ingress: bool = False
+
+
+@dataclass(slots=True)
+class XdpResult:
+    """Outcome of one XDP run."""
+
+    verdict: XdpAction
+    packet: bytes
+    r0: int
+    redirect: Redirect | None = None
+    trace: list[str] = field(default_factory=list)
+    meta: bytes = b""
+
+
+class XdpState:
+    """One packet in flight: buffer plus the ``data``/``data_meta`` offsets."""
+
+    __slots__ = (
+        "_ctx_cache",
+        "buf",
+        "data",
+        "ingress_ifindex",
+        "meta",
+        "moved",
+        "rx_queue_index",
+    )
+
+    def __init__(self, packet: bytes = b"", ingress_ifindex: int = 1,
+                 rx_queue_index: int = 0) -> None:
+        self.buf = bytearray(_HEAD)
+        self._ctx_cache: dict[tuple[int, int, int], bytes] = {}
+        self.ingress_ifindex = ingress_ifindex
+        self.rx_queue_index = rx_queue_index
+        self.moved = False
+        self.reset(packet, ingress_ifindex, rx_queue_index)
+
+    def reset(self, packet: bytes, ingress_ifindex: int = 1, rx_queue_index: int = 0
+              ) -> None:
+        """Reuse this buffer for the next packet (cheaper than a new state per packet)."""
+        if self.moved:
+            self.buf[:] = _HEAD
+        self.buf[HEADROOM:] = packet
+        self.data = self.meta = HEADROOM
+        self.moved = False
+        if (ingress_ifindex != self.ingress_ifindex
+                or rx_queue_index != self.rx_queue_index):
+            self._ctx_cache.clear()
+        self.ingress_ifindex = ingress_ifindex
+        self.rx_queue_index = rx_queue_index
+
+    def ctx_bytes(self) -> bytes:
+        key = (self.data, self.meta, len(self.buf))
+        ctx = self._ctx_cache.get(key)
+        if ctx is None:
+            if len(self._ctx_cache) > 256:
+                self._ctx_cache.clear()
+            ctx = self._ctx_cache[key] = _CTX.pack(
+                PACKET_BASE + self.data, PACKET_BASE + len(self.buf),
+                PACKET_BASE + self.meta, self.ingress_ifindex, self.rx_queue_index, 0)
+        return ctx
+
+    @property
+    def packet(self) -> bytes:
+        return bytes(self.buf[self.data:])
+
+    @property
+    def metadata(self) -> bytes:
+        return bytes(self.buf[self.meta:self.data]) if self.meta != self.data else b""
+
+    # -- the adjust helpers (return 0 or -errno, like the kernel) ------------------------
+    def adjust_head(self, delta: int) -> int:
+        data = self.data + delta
+        metalen = self.data - self.meta
+        if data - metalen < XDP_FRAME_SIZE or data > len(self.buf) - ETH_HLEN:
+            return -_errno.EINVAL
+        if metalen:
+            self.buf[self.meta + delta:data] = self.buf[self.meta:self.data]
+        self.moved = True
+        self.meta += delta
+        self.data = data
+        return 0
+
+    def adjust_meta(self, delta: int) -> int:
+        meta = self.meta + delta
+        metalen = self.data - meta
+        if meta < XDP_FRAME_SIZE or meta > self.data:
+            return -_errno.EINVAL
+        if metalen & 3 or metalen > META_MAX:
+            return -_errno.EACCES
+        self.moved = True
+        self.meta = meta
+        return 0
+
+    def adjust_tail(self, delta: int) -> int:
+        end = len(self.buf) + delta
+        if end > FRAME_SIZE - SHINFO_SIZE and delta > 0:
+            return -_errno.EINVAL
+        if end < self.data + ETH_HLEN:
+            return -_errno.EINVAL
+        if delta > 0:
+            self.buf.extend(bytes(delta))
+        elif delta < 0:
+            del self.buf[end:]
+        return 0
+
+
+_VERDICTS = tuple(XdpAction)
+
+
+def verdict_of(r0: int) -> XdpAction:
+    """Unknown return codes are treated as ``XDP_ABORTED``, as the kernel does."""
+    return _VERDICTS[r0] if r0 < len(_VERDICTS) else XdpAction.ABORTED

@@ -1,0 +1,5 @@
+import sys
+
+from pyxdp.cli import main
+
+sys.exit(main())

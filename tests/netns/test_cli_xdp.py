@@ -1,0 +1,74 @@
+"""`pyxdp attach/status/detach` against a real namespace, as a user would type them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pyxdp import testbed, xdp
+
+pytestmark = [pytest.mark.netns, pytest.mark.kernel]
+DROP_OBJ = os.path.join(os.path.dirname(__file__), "..", "data", "obj")
+
+
+def pyxdp(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyxdp", *argv], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def bed():
+    with testbed.pair() as tb:
+        yield tb
+
+
+@pytest.fixture
+def drop_object() -> str:
+    """A committed clang-built test object with exactly one XDP program."""
+    from pyxdp.elf import load_object
+
+    for name in sorted(os.listdir(DROP_OBJ)):
+        path = os.path.join(DROP_OBJ, name)
+        spec = load_object(path)
+        xdp_progs = [p for p in spec.programs.values() if p.type == 6]
+        if len(xdp_progs) == 1 and not any(m.pinning for m in spec.maps.values()):
+            return path
+    pytest.fail("no single-program XDP object in tests/data/obj")
+
+
+@pytest.mark.parametrize("link", [True, False])
+def test_attach_status_detach(bed, drop_object: str, link: bool) -> None:
+    ns = bed.ns_name("sink")
+    extra = [] if link else ["--no-link"]
+    pin_root = f"/sys/fs/bpf/pyxdp-test-{os.getpid()}"
+    r = pyxdp("attach", "veth1", drop_object, "--netns", ns, "--mode", "generic",
+              "--pin-root", pin_root, *extra)
+    assert r.returncode == 0, r.stderr
+    assert "attached" in r.stdout and "generic" in r.stdout
+    st = bed.call("sink", xdp.status, "veth1")
+    assert len(st.attachments) == 1 and (st.attachments[0].link_id > 0) == link
+    r = pyxdp("status", "veth1", "--netns", ns, "--json")
+    rows = json.loads(r.stdout)
+    assert rows[0]["attachments"][0]["prog_id"] == st.attachments[0].prog_id
+    r = pyxdp("detach", "veth1", "--netns", ns, "--pin-root", pin_root)
+    assert r.returncode == 0 and "detached" in r.stdout
+    assert bed.call("sink", xdp.status, "veth1").attachments == ()
+    assert not os.path.exists(pin_root)
+
+
+def test_errors_are_one_clear_line(bed, drop_object: str, tmp_path) -> None:
+    ns = bed.ns_name("sink")
+    r = pyxdp("attach", "nosuch0", drop_object, "--netns", ns)
+    assert r.returncode == 1 and "no such interface 'nosuch0'" in r.stderr
+    bad = tmp_path / "bad.o"
+    bad.write_bytes(b"not an elf at all")
+    r = pyxdp("attach", "veth1", str(bad), "--netns", ns)
+    assert r.returncode == 1 and "ELF" in r.stderr and "Traceback" not in r.stderr
+    r = pyxdp("attach", "veth1", drop_object, "--netns", "pyxdp-no-such-ns")
+    assert r.returncode == 1 and "no network namespace" in r.stderr
+    r = pyxdp("attach", "veth1", drop_object, "--netns", ns, "--mode", "turbo")
+    assert r.returncode == 2

@@ -57,12 +57,16 @@ class Result:
     rows: list[Row] = field(default_factory=list)
     gen_alone_pps: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    refs: list[Any] = field(default_factory=list)   # pyxdp.bench.refs.Pair
+    refs_missing: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"meta": self.meta, "gen_alone_mpps": round(self.gen_alone_pps / 1e6, 3),
                 "rows": [{**{k: v for k, v in asdict(r).items()}, "mpps": round(r.pps / 1e6, 3),
                           "sink_mpps": round(1e3 / r.sink_ns, 3) if r.sink_ns > 0 else None}
-                         for r in self.rows]}
+                         for r in self.rows],
+                "references": [p.as_dict() for p in self.refs],
+                "references_missing": self.refs_missing}
 
 
 def _quiet_pair(tb: Testbed) -> None:
@@ -78,7 +82,8 @@ class SeedBench:
     """Runs every row on one bed; each row attaches its sink, sends, counts, detaches."""
 
     def __init__(self, count: int = 2_000_000, duration: float = 4.0,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, refs: bool = True) -> None:
+        self.refs = refs
         self.count = count
         self.duration = duration
         self.log = log
@@ -215,6 +220,12 @@ class SeedBench:
                     self.row_xdp("XDP native TX", XdpAction.TX, "native"),
                     self.row_xdp("XDP_PASS to stack", XdpAction.PASS, "native")]
             res.rows = [r for r in rows if r is not None]
+            if self.refs:
+                from pyxdp.bench.refs import run_refs
+
+                tb.set_gro("sink", "veth1", False)
+                self.log("references (same bed, same run):")
+                res.refs, res.refs_missing = run_refs(tb, self.count, self.duration, self.log)
         self.tb = None
         tc = next((r.pps for r in res.rows if r.name.startswith("TC")), 0.0)
         for r in res.rows:
@@ -253,6 +264,14 @@ def markdown(res: Result) -> str:
                      f" {sink_mpps} | {r.gen_pps / 1e6:.2f} | {r.note} |")
     lines += ["", "Reference (one Xeon core, mlx5): TC drop 3.45 Mpps, XDP drop 16.9,"
               " XDP TX 13.7 (ratios 4.9x and 4.0x to TC)."]
+    if res.refs or res.refs_missing:
+        lines += ["", "## pyxdp next to its references (delivered Mpps at the sink)", "",
+                  "| what | pyxdp | reference | ratio | note |", "|---|---|---|---|---|"]
+        for p in res.refs:
+            lines.append(f"| {p.name} | {p.pyxdp_pps / 1e6:.2f} | {p.ref_pps / 1e6:.2f}"
+                         f" ({p.ref_name}) | {p.ratio:.3f} | {p.note} |")
+        if res.refs_missing:
+            lines += ["", f"Not measured: {res.refs_missing}"]
     return "\n".join(lines) + "\n"
 
 

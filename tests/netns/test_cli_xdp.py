@@ -72,3 +72,29 @@ def test_errors_are_one_clear_line(bed, drop_object: str, tmp_path) -> None:
     assert r.returncode == 1 and "no network namespace" in r.stderr
     r = pyxdp("attach", "veth1", drop_object, "--netns", ns, "--mode", "turbo")
     assert r.returncode == 2
+
+
+def test_trafficgen_cli_sends_what_the_sink_counts() -> None:
+    from pyxdp import progs
+    from pyxdp.isa import XdpAction
+    from pyxdp.kernel import Map, Program
+
+    with testbed.pair() as tb:
+        sink = tb.interfaces[("sink", "veth1")]
+        m = Map.create(progs.counters_spec())
+        p = Program.load(progs.xdp_count(XdpAction.DROP), maps={progs.COUNTERS: m})
+        att = tb.call("sink", xdp.attach, "veth1", p, "native")
+        try:
+            r = pyxdp("trafficgen", "veth0", "--netns", tb.ns_name("gen"), "--count",
+                      "100000", "--dst-mac", sink.mac, "--proto", "tcp-syn", "--sources",
+                      "100", "--ports", "10", "--json")
+            assert r.returncode == 0, r.stderr
+            rep = json.loads(r.stdout)
+            assert rep["sent"] == 100_000 and rep["pps"] > 0
+            assert progs.read_counters(m)[0] >= 100_000
+        finally:
+            tb.call("sink", att.detach)
+            p.close()
+            m.close()
+        r = pyxdp("trafficgen", "veth0", "--netns", tb.ns_name("gen"), "--dst", "10.1.1.1")
+        assert r.returncode == 1 and "outside 198.18.0.0/15" in r.stderr

@@ -17,7 +17,7 @@ from pyxdp import __version__
 from pyxdp.errors import PyxdpError
 
 # command-group modules, imported lazily; a group not built yet is simply absent
-COMMAND_MODULES = ("_asm", "_emu", "_kernel", "_xdp", "_bench", "_demo", "_compile",
+COMMAND_MODULES = ("_asm", "_emu", "_kernel", "_xdp", "_trafficgen", "_bench", "_demo", "_compile",
                    "_filter")
 
 

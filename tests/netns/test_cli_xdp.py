@@ -98,3 +98,27 @@ def test_trafficgen_cli_sends_what_the_sink_counts() -> None:
             m.close()
         r = pyxdp("trafficgen", "veth0", "--netns", tb.ns_name("gen"), "--dst", "10.1.1.1")
         assert r.returncode == 1 and "outside 198.18.0.0/15" in r.stderr
+
+
+def test_status_warns_about_redirect_targets(bed) -> None:
+    from pyxdp._uapi import MapType, ProgType
+    from pyxdp.asm import Builder
+    from pyxdp.kernel import Map, Program
+    from pyxdp.maps import MapSpec
+    from pyxdp.spec import ProgramSpec
+
+    b = Builder().ld_map_fd(1, "tx").mov64(2, 0).mov64(3, 0).call("redirect_map").exit()
+    spec = ProgramSpec("redir", ProgType.XDP, b.build(), map_refs=b.spec_map_refs())
+    target = bed.interfaces[("sink", "veth1")].ifindex
+    with Map.create(MapSpec("tx", MapType.DEVMAP, 4, 4, 4)) as dm:
+        dm[0] = target
+        with Program.load(spec, maps={"tx": dm}) as p:
+            att = bed.call("sink", xdp.attach, "veth1", p, "native")
+            try:
+                r = pyxdp("status", "veth1", "--netns", bed.ns_name("sink"), "--json")
+                warnings = json.loads(r.stdout)[0]["warnings"]
+                assert len(warnings) == 1 and "veth1 is a veth" in warnings[0]
+                r = pyxdp("status", "veth1", "--netns", bed.ns_name("sink"))
+                assert "warning" in r.stdout and "peer runs an XDP program" in r.stdout
+            finally:
+                bed.call("sink", att.detach)

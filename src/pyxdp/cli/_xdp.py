@@ -151,10 +151,13 @@ def _redirect_warnings(att: Any) -> list[str]:
             except XdpError:
                 warnings.append(f"redirect target ifindex {ifindex} does not exist here")
                 continue
-            if not st.attachments and st.kind == "veth":
-                warnings.append(f"redirect target {st.ifname} is a veth without an XDP"
-                                " program: frames redirected there are dropped unless its"
-                                " peer runs XDP (or has GRO on)")
+            if st.kind == "veth":
+                warnings.append(f"redirect target {st.ifname} is a veth: frames redirected"
+                                " there are dropped unless its peer runs an XDP program (or"
+                                " has GRO on)")
+            elif not st.attachments:
+                warnings.append(f"redirect target {st.ifname} has no XDP program: some"
+                                " drivers only accept redirected frames when one is loaded")
     return warnings
 
 

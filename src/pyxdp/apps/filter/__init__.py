@@ -1,0 +1,1 @@
+"""``pyxdp filter``: DDoS protection at XDP speed (rules, data plane, control plane)."""

@@ -1,0 +1,430 @@
+"""Filter rules: the model, the TOML rule file, plain address lists, and validation.
+
+A rule matches on any combination of fields; every field it names must match.  Errors name
+the file, the line and the rule, and a rule set is validated whole before anything is
+applied (nothing is ever half-applied).
+
+Rule file (TOML)::
+
+    [filter]
+    default = "allow"          # or "deny"
+    dry_run = false            # count what would be dropped, drop nothing
+
+    [[rule]]
+    name = "bad-net"
+    action = "deny"            # deny | allow
+    src = ["198.19.0.0/16", "2001:db8:bad::/48"]
+    proto = "tcp"              # tcp | udp | icmp | icmpv6 | a number
+    dport = "1-1023"           # a port, "lo-hi", or a list of those
+    tcp_flags = "syn,!ack"     # or "xmas", "null"; "!" means must be clear
+    rate = { pps = 1000, burst = 2000, per = "source" }   # deny above the rate
+
+Other match fields: ``dst``, ``sport``, ``src_mac``, ``vlan``, ``fragment``, ``ip_options``,
+``malformed``, ``length = "0-64"``, ``pattern = { base = "payload", offset = 2,
+bytes = "0100", mask = "ff00" }`` (``base``: ``l3``, ``l4`` or ``payload``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pyxdp.errors import PyxdpError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "icmpv6": 58}
+TCP_FLAGS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20,
+             "ece": 0x40, "cwr": 0x80}
+TCP_PRESETS = {"xmas": (0x29, 0x29), "null": (0xFF, 0x00), "syn-flood": (0x12, 0x02)}
+MATCH_FIELDS = ("src", "dst", "proto", "sport", "dport", "src_mac", "vlan", "tcp_flags",
+                "fragment", "ip_options", "malformed", "length", "pattern")
+KNOWN_KEYS = {"name", "action", "rate", "comment", *MATCH_FIELDS}
+MAX_PATTERN = 16
+MAX_PATTERN_OFFSET = 1500
+
+
+class RuleError(PyxdpError, ValueError):
+    """A bad rule: ``where`` is ``file:line`` (or the API call) and ``rule`` its name."""
+
+    def __init__(self, message: str, where: str = "", rule: str = "") -> None:
+        self.where = where
+        self.rule = rule
+        self.reason = message
+        head = where
+        if rule:
+            head = f"{head}: rule {rule!r}" if head else f"rule {rule!r}"
+        super().__init__(f"{head}: {message}" if head else message)
+
+
+class Action(Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True)
+class PortRange:
+    lo: int
+    hi: int
+
+    def __str__(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    base: str          # l3 | l4 | payload
+    offset: int
+    value: bytes
+    mask: bytes
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    pps: int = 0       # 0: no packet limit
+    bps: int = 0       # bits per second, 0: no byte limit
+    burst: int = 0     # packets (and burst * 1500 bytes); default: one second's worth
+    prefix4: int = 32  # per source address (32/128) or per prefix
+    prefix6: int = 128
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    action: Action = Action.DENY
+    src: tuple[Network, ...] = ()
+    dst: tuple[Network, ...] = ()
+    proto: int | None = None
+    sport: tuple[PortRange, ...] = ()
+    dport: tuple[PortRange, ...] = ()
+    src_mac: bytes | None = None
+    vlan: int | None = None
+    tcp_flags: tuple[int, int] | None = None   # (mask, value)
+    fragment: bool | None = None
+    ip_options: bool | None = None
+    malformed: bool | None = None
+    length: tuple[int, int] | None = None
+    pattern: Pattern | None = None
+    rate: RateLimit | None = None
+    where: str = field(default="", compare=False)
+
+    def match_key(self) -> tuple[Any, ...]:
+        """What the rule matches, without its name and action (to find contradictions)."""
+        return tuple(getattr(self, f) for f in MATCH_FIELDS)
+
+
+@dataclass
+class RuleSet:
+    rules: list[Rule] = field(default_factory=list)
+    default: Action = Action.ALLOW
+    dry_run: bool = False
+
+    def validate(self) -> RuleSet:
+        """Whole-set checks: unique names, no duplicates, no contradictions."""
+        names: dict[str, Rule] = {}
+        keys: dict[tuple[Any, ...], Rule] = {}
+        for r in self.rules:
+            if r.name in names:
+                raise RuleError(f"duplicate rule name (first at {names[r.name].where})",
+                                r.where, r.name)
+            names[r.name] = r
+            k = r.match_key()
+            if k in keys:
+                other = keys[k]
+                if other.action != r.action or other.rate != r.rate:
+                    raise RuleError(f"contradicts rule {other.name!r} ({other.where}): same"
+                                    f" match, {other.action.value} vs {r.action.value}",
+                                    r.where, r.name)
+                raise RuleError(f"duplicates rule {other.name!r} ({other.where})", r.where,
+                                r.name)
+            keys[k] = r
+        return self
+
+
+# -- parsing of single fields ----------------------------------------------------------------
+def _networks(value: Any, where: str, rule: str, what: str) -> tuple[Network, ...]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise RuleError(f"{what}: expected a prefix string, got {item!r}", where, rule)
+        try:
+            net = ipaddress.ip_network(item.strip(), strict=True)
+        except ValueError as e:
+            hint = ""
+            try:
+                fixed = ipaddress.ip_network(item.strip(), strict=False)
+                hint = f" (did you mean {fixed}?)"
+            except ValueError:
+                pass
+            raise RuleError(f"{what}: bad prefix {item!r}: {e}{hint}", where, rule) from None
+        out.append(net)
+    if not out:
+        raise RuleError(f"{what}: empty list", where, rule)
+    return tuple(out)
+
+
+def _ports(value: Any, where: str, rule: str, what: str) -> tuple[PortRange, ...]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        text = str(item).strip()
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", text)
+        if not m or isinstance(item, bool):
+            raise RuleError(f"{what}: expected a port or 'lo-hi', got {item!r}", where, rule)
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if not 0 <= lo <= hi <= 65535:
+            raise RuleError(f"{what}: port range {text!r} must satisfy 0 <= lo <= hi <= 65535",
+                            where, rule)
+        out.append(PortRange(lo, hi))
+    return tuple(out)
+
+
+def _proto(value: Any, where: str, rule: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255:
+        return value
+    if isinstance(value, str) and value.lower() in PROTOS:
+        return PROTOS[value.lower()]
+    raise RuleError(f"proto: expected one of {', '.join(PROTOS)} or 0..255, got {value!r}",
+                    where, rule)
+
+
+def _tcp_flags(value: Any, where: str, rule: str) -> tuple[int, int]:
+    if not isinstance(value, str):
+        raise RuleError(f"tcp_flags: expected a string like 'syn,!ack', got {value!r}",
+                        where, rule)
+    text = value.strip().lower()
+    if text in TCP_PRESETS:
+        return TCP_PRESETS[text]
+    mask = val = 0
+    for part in text.split(","):
+        part = part.strip()
+        neg = part.startswith("!")
+        name = part.lstrip("!")
+        if name not in TCP_FLAGS:
+            raise RuleError(f"tcp_flags: unknown flag {name!r} (use {', '.join(TCP_FLAGS)},"
+                            f" or {', '.join(TCP_PRESETS)})", where, rule)
+        bit = TCP_FLAGS[name]
+        mask |= bit
+        if not neg:
+            val |= bit
+    return mask, val
+
+
+def _mac(value: Any, where: str, rule: str) -> bytes:
+    if isinstance(value, str) and re.fullmatch(r"([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}", value):
+        return bytes(int(x, 16) for x in re.split("[:-]", value))
+    raise RuleError(f"src_mac: expected aa:bb:cc:dd:ee:ff, got {value!r}", where, rule)
+
+
+def _range(value: Any, where: str, rule: str, what: str, top: int) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", str(value).strip())
+    if not m:
+        raise RuleError(f"{what}: expected 'lo-hi', got {value!r}", where, rule)
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if not 0 <= lo <= hi <= top:
+        raise RuleError(f"{what}: range must satisfy 0 <= lo <= hi <= {top}", where, rule)
+    return lo, hi
+
+
+def _hex(value: Any, where: str, rule: str, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise RuleError(f"pattern.{what}: expected hex digits, got {value!r}", where, rule)
+    try:
+        return bytes.fromhex(value.replace(" ", "").replace(":", ""))
+    except ValueError:
+        raise RuleError(f"pattern.{what}: {value!r} is not hex", where, rule) from None
+
+
+def _pattern(value: Any, where: str, rule: str) -> Pattern:
+    if not isinstance(value, dict):
+        raise RuleError("pattern: expected a table {base, offset, bytes, mask}", where, rule)
+    unknown = set(value) - {"base", "offset", "bytes", "mask"}
+    if unknown:
+        raise RuleError(f"pattern: unknown key(s) {', '.join(sorted(unknown))}", where, rule)
+    base = value.get("base", "payload")
+    if base not in ("l3", "l4", "payload"):
+        raise RuleError(f"pattern.base: expected l3, l4 or payload, got {base!r}", where, rule)
+    offset = value.get("offset", 0)
+    if not isinstance(offset, int) or not 0 <= offset <= MAX_PATTERN_OFFSET:
+        raise RuleError(f"pattern.offset: expected 0..{MAX_PATTERN_OFFSET}, got {offset!r}",
+                        where, rule)
+    data = _hex(value.get("bytes"), where, rule, "bytes")
+    mask = _hex(value["mask"], where, rule, "mask") if "mask" in value else b"\xff" * len(data)
+    if not 1 <= len(data) <= MAX_PATTERN:
+        raise RuleError(f"pattern.bytes: 1..{MAX_PATTERN} bytes, got {len(data)}", where, rule)
+    if len(mask) != len(data):
+        raise RuleError("pattern.mask must be as long as pattern.bytes", where, rule)
+    return Pattern(base, offset, bytes(b & m for b, m in zip(data, mask)), mask)
+
+
+def _rate(value: Any, where: str, rule: str) -> RateLimit:
+    if not isinstance(value, dict):
+        raise RuleError("rate: expected a table {pps, bps, burst, per}", where, rule)
+    unknown = set(value) - {"pps", "bps", "burst", "per"}
+    if unknown:
+        raise RuleError(f"rate: unknown key(s) {', '.join(sorted(unknown))}", where, rule)
+    nums = {}
+    for k in ("pps", "bps", "burst"):
+        v = value.get(k, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > 1 << 40:
+            raise RuleError(f"rate.{k}: expected a non-negative integer, got {v!r}", where, rule)
+        nums[k] = v
+    if not nums["pps"] and not nums["bps"]:
+        raise RuleError("rate: give pps, bps or both", where, rule)
+    per = value.get("per", "source")
+    if per == "source":
+        p4, p6 = 32, 128
+    elif isinstance(per, str) and re.fullmatch(r"/\d+(,/\d+)?", per):
+        parts = [int(x) for x in per.replace("/", "").split(",")]
+        p4 = parts[0]
+        p6 = parts[1] if len(parts) > 1 else 64
+        if not (0 <= p4 <= 32 and 0 <= p6 <= 128):
+            raise RuleError(f"rate.per: prefix lengths out of range in {per!r}", where, rule)
+    else:
+        raise RuleError(f"rate.per: expected 'source' or '/24' or '/24,/64', got {per!r}",
+                        where, rule)
+    burst = nums["burst"] or max(nums["pps"], 1)
+    return RateLimit(nums["pps"], nums["bps"], burst, p4, p6)
+
+
+def parse_rule(data: dict[str, Any], where: str = "", index: int = 0) -> Rule:
+    """One rule from a TOML table (or a dict from the Python API / CLI)."""
+    name = data.get("name", f"rule{index}")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", name):
+        raise RuleError(f"name: 1-64 characters [A-Za-z0-9_.:-], got {name!r}", where)
+    unknown = set(data) - KNOWN_KEYS
+    if unknown:
+        raise RuleError(f"unknown key(s) {', '.join(sorted(unknown))}; known: "
+                        f"{', '.join(sorted(KNOWN_KEYS))}", where, name)
+    try:
+        action = Action(data.get("action", "deny"))
+    except ValueError:
+        raise RuleError(f"action: expected allow or deny, got {data.get('action')!r}", where,
+                        name) from None
+    kw: dict[str, Any] = {"name": name, "action": action, "where": where}
+    if "src" in data:
+        kw["src"] = _networks(data["src"], where, name, "src")
+    if "dst" in data:
+        kw["dst"] = _networks(data["dst"], where, name, "dst")
+    if "proto" in data:
+        kw["proto"] = _proto(data["proto"], where, name)
+    for k in ("sport", "dport"):
+        if k in data:
+            kw[k] = _ports(data[k], where, name, k)
+            if kw.get("proto") not in (PROTOS["tcp"], PROTOS["udp"]):
+                raise RuleError(f"{k} needs proto = \"tcp\" or \"udp\"", where, name)
+    if "tcp_flags" in data:
+        kw["tcp_flags"] = _tcp_flags(data["tcp_flags"], where, name)
+        if kw.get("proto", PROTOS["tcp"]) != PROTOS["tcp"]:
+            raise RuleError("tcp_flags needs proto = \"tcp\"", where, name)
+        kw["proto"] = PROTOS["tcp"]
+    if "src_mac" in data:
+        kw["src_mac"] = _mac(data["src_mac"], where, name)
+    if "vlan" in data:
+        v = data["vlan"]
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 4095:
+            raise RuleError(f"vlan: expected 0..4095, got {v!r}", where, name)
+        kw["vlan"] = v
+    for k in ("fragment", "ip_options", "malformed"):
+        if k in data:
+            if not isinstance(data[k], bool):
+                raise RuleError(f"{k}: expected true or false, got {data[k]!r}", where, name)
+            kw[k] = data[k]
+    if "length" in data:
+        kw["length"] = _range(data["length"], where, name, "length", 65535)
+    if "pattern" in data:
+        kw["pattern"] = _pattern(data["pattern"], where, name)
+    if "rate" in data:
+        if action != Action.DENY:
+            raise RuleError("rate limits drop above the rate: use action = \"deny\"", where,
+                            name)
+        kw["rate"] = _rate(data["rate"], where, name)
+    rule = Rule(**kw)
+    if not any(getattr(rule, f) not in (None, ()) for f in MATCH_FIELDS):
+        raise RuleError("matches nothing: give at least one match field"
+                        f" ({', '.join(MATCH_FIELDS)})", where, name)
+    fams = {n.version for n in (*rule.src, *rule.dst)}
+    v4_only, v6_only = PROTOS["icmp"], PROTOS["icmpv6"]
+    if (rule.proto == v4_only and 6 in fams) or (rule.proto == v6_only and 4 in fams):
+        raise RuleError("ICMP is IPv4 and ICMPv6 is IPv6: the prefixes do not fit the proto",
+                        where, name)
+    return rule
+
+
+def _rule_lines(text: str) -> list[int]:
+    """Line numbers of each ``[[rule]]`` header, in order."""
+    return [i + 1 for i, ln in enumerate(text.splitlines())
+            if re.match(r"\s*\[\[\s*rule\s*\]\]", ln)]
+
+
+def parse_rules_text(text: str, filename: str = "<rules>") -> RuleSet:
+    """Parse and validate a TOML rule file's text."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RuleError(f"TOML syntax: {e}", filename) from None
+    unknown = set(doc) - {"filter", "rule"}
+    if unknown:
+        raise RuleError(f"unknown table(s) {', '.join(sorted(unknown))}: use [filter] and"
+                        " [[rule]]", filename)
+    top = doc.get("filter", {})
+    if not isinstance(top, dict) or set(top) - {"default", "dry_run"}:
+        raise RuleError("[filter] takes default and dry_run only", filename)
+    try:
+        default = Action(top.get("default", "allow"))
+    except ValueError:
+        raise RuleError(f"[filter] default: expected allow or deny, got {top['default']!r}",
+                        filename) from None
+    dry = top.get("dry_run", False)
+    if not isinstance(dry, bool):
+        raise RuleError("[filter] dry_run: expected true or false", filename)
+    lines = _rule_lines(text)
+    raw = doc.get("rule", [])
+    if not isinstance(raw, list):
+        raise RuleError("rules must be [[rule]] tables", filename)
+    rules = []
+    for i, table in enumerate(raw):
+        where = f"{filename}:{lines[i]}" if i < len(lines) else filename
+        rules.append(parse_rule(table, where, i + 1))
+    return RuleSet(rules, default, dry).validate()
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise RuleError(f"cannot read rule file: {e.strerror}", str(p)) from None
+    return parse_rules_text(text, str(p))
+
+
+def parse_address_list(text: str, filename: str = "<list>", *, name: str = "list",
+                       action: Action = Action.DENY, direction: str = "src") -> Rule:
+    """A plain list (ipset/FireHOL style: one address or prefix per line, ``#``/``;``
+    comments) as ONE rule matching any of its prefixes, so a million-line list is one rule
+    with one counter.  Host bits are cleared, as those lists expect."""
+    if direction not in ("src", "dst"):
+        raise RuleError(f"direction must be src or dst, not {direction!r}", filename, name)
+    nets: list[Network] = []
+    for i, line in enumerate(text.splitlines(), 1):
+        entry = re.split(r"[#;]", line, maxsplit=1)[0].strip()
+        if not entry:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise RuleError(f"not an address or prefix: {entry!r}", f"{filename}:{i}",
+                            name) from None
+    if not nets:
+        raise RuleError("the list holds no address", filename, name)
+    return Rule(name, action, **{direction: tuple(nets)}, where=filename)
+
+
+def with_where(rule: Rule, where: str) -> Rule:
+    return replace(rule, where=where)

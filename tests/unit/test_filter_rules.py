@@ -1,0 +1,140 @@
+"""Filter rule files and lists: what parses, and every refusal naming file, line and rule."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyxdp.apps.filter.rules import (
+    Action,
+    PortRange,
+    RuleError,
+    load_rules,
+    parse_address_list,
+    parse_rule,
+    parse_rules_text,
+)
+
+GOOD = """
+[filter]
+default = "allow"
+dry_run = true
+
+[[rule]]
+name = "bad-net"
+src = ["198.19.0.0/16", "2001:db8:bad::/48"]
+
+[[rule]]
+name = "syn-flood"
+proto = "tcp"
+dport = ["80", "8000-8080"]
+tcp_flags = "syn,!ack"
+rate = { pps = 1000, per = "/24" }
+
+[[rule]]
+name = "dns-any"
+proto = "udp"
+dport = 53
+pattern = { base = "payload", offset = 12, bytes = "00ff", mask = "ffff" }
+
+[[rule]]
+name = "tiny"
+length = "0-59"
+action = "deny"
+
+[[rule]]
+name = "office"
+action = "allow"
+src = "198.18.10.0/24"
+"""
+
+
+def test_good_file_parses_every_kind() -> None:
+    rs = parse_rules_text(GOOD, "good.toml")
+    assert rs.default is Action.ALLOW and rs.dry_run
+    names = [r.name for r in rs.rules]
+    assert names == ["bad-net", "syn-flood", "dns-any", "tiny", "office"]
+    bad, syn, dns, tiny, office = rs.rules
+    assert bad.src == (ipaddress.ip_network("198.19.0.0/16"),
+                       ipaddress.ip_network("2001:db8:bad::/48"))
+    assert bad.where == "good.toml:6"
+    assert syn.proto == 6 and syn.dport == (PortRange(80, 80), PortRange(8000, 8080))
+    assert syn.tcp_flags == (0x12, 0x02) and syn.rate.pps == 1000 and syn.rate.prefix4 == 24
+    assert dns.pattern.value == b"\x00\xff" and dns.pattern.offset == 12
+    assert tiny.length == (0, 59) and office.action is Action.ALLOW
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('src = "198.19.0.1/16"', "did you mean 198.19.0.0/16"),
+    ('src = "198.19.0.0/33"', "bad prefix"),
+    ('dport = 80', "needs proto"),
+    ('proto = "tcp"\ndport = "90-80"', "lo <= hi"),
+    ('proto = "tcp"\ndport = 70000', "lo <= hi"),
+    ('proto = "sctpx"', "expected one of"),
+    ('tcp_flags = "syn,bogus"', "unknown flag 'bogus'"),
+    ('src_mac = "zz:00:00:00:00:00"', "aa:bb:cc:dd:ee:ff"),
+    ('vlan = 5000', "0..4095"),
+    ('length = "10"', "lo-hi"),
+    ('pattern = { bytes = "0g" }', "is not hex"),
+    ('pattern = { bytes = "00112233445566778899aabbccddeeff00" }', "1..16 bytes"),
+    ('pattern = { bytes = "00", mask = "ffff" }', "as long as"),
+    ('rate = { burst = 5 }\nsrc = "198.19.0.0/16"', "give pps, bps"),
+    ('action = "allow"\nrate = { pps = 5 }\nsrc = "198.19.0.0/16"', "use action"),
+    ('action = "reject"\nsrc = "198.19.0.0/16"', "allow or deny"),
+    ('srcc = "198.19.0.0/16"', "unknown key(s) srcc"),
+    ('comment = "nothing here"', "matches nothing"),
+    ('proto = "icmp"\nsrc = "2001:db8::/32"', "do not fit"),
+])
+def test_bad_rules_name_file_line_and_rule(body: str, message: str) -> None:
+    text = f'[filter]\ndefault = "deny"\n\n[[rule]]\nname = "r1"\n{body}\n'
+    with pytest.raises(RuleError) as exc:
+        parse_rules_text(text, "bad.toml")
+    err = exc.value
+    assert message in str(err)
+    assert err.where == "bad.toml:4" and err.rule == "r1"
+    assert str(err).startswith("bad.toml:4: rule 'r1': ")
+
+
+def test_whole_set_refusals() -> None:
+    dup = '[[rule]]\nname = "a"\nsrc = "198.19.0.0/16"\n[[rule]]\nname = "a"\nsrc = "198.20.0.0/16"\n'
+    with pytest.raises(RuleError, match="duplicate rule name"):
+        parse_rules_text(dup, "f")
+    same = '[[rule]]\nname = "a"\nsrc = "198.19.0.0/16"\n[[rule]]\nname = "b"\nsrc = "198.19.0.0/16"\n'
+    with pytest.raises(RuleError, match="duplicates rule 'a'"):
+        parse_rules_text(same, "f")
+    contra = same.replace('name = "b"', 'name = "b"\naction = "allow"')
+    with pytest.raises(RuleError, match=r"contradicts rule 'a' \(f:1\)") as exc:
+        parse_rules_text(contra, "f")
+    assert exc.value.where == "f:4"
+    with pytest.raises(RuleError, match="TOML syntax"):
+        parse_rules_text("[[rule]\nname=", "f")
+    with pytest.raises(RuleError, match="unknown table"):
+        parse_rules_text("[rules]\n", "f")
+    with pytest.raises(RuleError, match="cannot read rule file"):
+        load_rules("/nonexistent/rules.toml")
+
+
+def test_address_list_is_one_rule_and_names_bad_lines() -> None:
+    text = "# firehol level1\n198.19.0.0/16\n198.20.1.7 ; one host\n\n2001:db8:bad::/48\n"
+    rule = parse_address_list(text, "l1.netset", name="firehol")
+    assert rule.name == "firehol" and len(rule.src) == 3
+    assert ipaddress.ip_network("198.20.1.7/32") in rule.src
+    with pytest.raises(RuleError, match=r"l1.netset:2: rule 'x': not an address"):
+        parse_address_list("198.19.0.0/16\nnot-an-ip\n", "l1.netset", name="x")
+
+
+def test_api_rules_use_the_same_validation() -> None:
+    r = parse_rule({"name": "x", "src": "198.19.0.0/16", "proto": 17, "sport": "1-2"})
+    assert r.proto == 17 and r.sport == (PortRange(1, 2),)
+    with pytest.raises(RuleError, match="name:"):
+        parse_rule({"name": "bad name!", "src": "198.19.0.0/16"})
+
+
+@given(st.text(max_size=300))
+def test_fuzzed_rule_files_only_raise_rule_error(text: str) -> None:
+    with contextlib.suppress(RuleError):
+        parse_rules_text(text, "fuzz.toml")

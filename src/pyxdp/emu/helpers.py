@@ -104,6 +104,7 @@ class Helpers:
         fmt = self.mem.read_cstr(r1, r2)
         text = render(fmt, [r3, r4, r5], lambda a: self.mem.read_cstr(a, 256))
         self.m.trace.append(text)
+        self.m.dirty = True
         return len(text) + 1
 
     def csum_diff(self, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
@@ -128,6 +129,7 @@ class Helpers:
         if prog is None or self.m.tail_calls >= MAX_TAIL_CALLS:
             return _neg(_errno.ENOENT)
         self.m.tail_calls += 1
+        self.m.dirty = True
         raise TailCall(prog)
 
     def loop(self, r1: int, r2: int, r3: int, r4: int, r5: int, depth: int = 0) -> int:
@@ -163,6 +165,7 @@ class Helpers:
         buf = bytearray(r2)
         addr = self.mem.map_buffer(buf)
         self.m.reserved[addr] = (rb, buf)
+        self.m.dirty = True
         return addr
 
     def _commit(self, addr: int, submit: bool) -> int:
@@ -229,6 +232,7 @@ class Helpers:
     def redirect(self, r1: int, r2: int, *_: int) -> int:
         if r2:
             return XdpAction.ABORTED
+        self.m.dirty = True
         self.m.redirect = Redirect(ifindex=r1 & 0xFFFFFFFF)
         return XdpAction.REDIRECT
 
@@ -239,6 +243,7 @@ class Helpers:
         broadcast = bool(r3 & BPF_F_BROADCAST) and m.type in (MapType.DEVMAP,
                                                                MapType.DEVMAP_HASH)
         if broadcast:
+            self.m.dirty = True
             self.m.redirect = Redirect(map=m.name, map_type=m.type.name, broadcast=True,
                                        exclude_ingress=bool(r3 & BPF_F_EXCLUDE_INGRESS))
             return XdpAction.REDIRECT
@@ -249,6 +254,7 @@ class Helpers:
         if value is None:
             self.m.redirect = None
             return r3 & _ACTION_MASK
+        self.m.dirty = True
         self.m.redirect = Redirect(map=m.name, map_type=m.type.name,
                                    key=int.from_bytes(key, "little"), value=value)
         return XdpAction.REDIRECT

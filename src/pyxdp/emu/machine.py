@@ -22,7 +22,6 @@ from pyxdp.emu.memory import (
     FUNC_HANDLE_BASE,
     M64,
     MAP_HANDLE_BASE,
-    MAX_DYNAMIC,
     MAX_FRAMES,
     OFFSET_MASK,
     PACKET,
@@ -39,6 +38,9 @@ _ATOMIC_OPS: dict[int, Callable[[int, int], int]] = {
     0x00: lambda a, b: a + b, 0x40: lambda a, b: a | b, 0x50: lambda a, b: a & b,
     0xA0: lambda a, b: a ^ b, 0xE0: lambda a, b: b,
 }
+
+
+KeyedLookup = Callable[[bytes], tuple[int, Any, int]]
 
 
 def _raise_runaway(budget: int) -> Callable[[int], None]:
@@ -75,6 +77,10 @@ class Machine:
         self.xdp: XdpState | None = None
         self.xdp_state = XdpState()     # reused by run_xdp for every packet
         self.tail_calls = 0
+        # set by helpers that leave per-run state behind (trace, redirect, reservations,
+        # tail calls): the fast run_xdp path then calls finish()
+        self.dirty = False
+        self.insn_count = [0]           # executed instructions, for counting translations
         self.reserved: dict[int, tuple[RingBuf, bytearray]] = {}
         self.helpers = Helpers(self)
         self.helper_table: dict[int, Callable[..., int]] = {
@@ -112,9 +118,10 @@ class Machine:
     # -- run state -----------------------------------------------------------------------
     def begin(self, xdp: XdpState | None) -> None:
         mem = self.memory
-        if len(mem.dynamic_addresses) >= MAX_DYNAMIC:
-            mem.flush_dynamic()
+        if mem.full:
+            mem.flush_dynamic(force=True)
         self.trace = []
+        self.dirty = False
         self.redirect = None
         self.tail_calls = 0
         if self.reserved:
@@ -124,6 +131,19 @@ class Machine:
             regions = mem.regions
             regions[PACKET] = xdp.buf
             regions[CTX] = xdp.ctx_bytes()
+
+    def finish(self) -> None:
+        """Leave the run state clean between runs (the fast ``run_xdp`` path relies on it
+        instead of resetting everything up front)."""
+        if self.trace:
+            self.trace = []
+        self.redirect = None
+        self.tail_calls = 0
+        if self.reserved:
+            self.reserved.clear()
+        if self.memory.full:
+            self.memory.flush_dynamic(force=True)
+        self.dirty = False
 
     def refresh_ctx(self) -> None:
         if self.xdp is not None:
@@ -177,6 +197,7 @@ class Machine:
             "SDIV": alu.sdiv, "SMOD": alu.smod, "SW64": alu.swap64,
             "ATOM": atomic, "CMPX": cmpxchg, "CALLX": callx,
             "RUNAWAY": _raise_runaway(self.budget), "DEEP": _raise_deep,
+            "CNT": self.insn_count,
         }
         for name, fmt in (("U16", "<H"), ("U32", "<I"), ("U64", "<Q"), ("B16", ">H"),
                           ("B32", ">I"), ("B64", ">Q"), ("S8", "<b"), ("S16", "<h"),
@@ -187,6 +208,15 @@ class Machine:
         for hid, fn in self.helper_table.items():
             env[f"h{hid}"] = fn
         return env
+
+    def fast_lookup_key(self, m: EmuMap) -> KeyedLookup | None:
+        """A ``map_lookup_elem`` taking the key bytes, for keys at a constant stack slot;
+        None when only the address-keyed form exists for this kind of map."""
+        if isinstance(m, HashMap) and not m.lru and not m.percpu:
+            return _hash_lookup_key(self.memory, m)
+        if isinstance(m, ArrayMap) and not m.percpu:
+            return _array_lookup_key(self.memory, m)
+        return None
 
     def fast_lookup(self, m: EmuMap) -> Callable[[int], int]:
         """A ``map_lookup_elem`` specialised for one map (the common ``r1 = map ll`` case)."""
@@ -205,6 +235,38 @@ class Machine:
                 return 0
             return map_buffer(loc[0], static) + loc[1]
         return lk
+
+
+_MISS = (0, None, 0)
+
+
+def _hash_lookup_key(mem: Memory, m: HashMap) -> KeyedLookup:
+    """Hash lookup for a key the generated code already read off the stack; returns the
+    value's address, buffer and offset so the caller need not decode the address again."""
+    store, addr_of, map_buffer = m.store, mem.dynamic_addresses.get, mem.map_buffer
+
+    def lookup(key: bytes) -> tuple[int, Any, int]:
+        bufs = store.get(key)
+        if bufs is None:
+            return _MISS
+        v = bufs[0]
+        return addr_of(id(v)) or map_buffer(v), v, 0
+    return lookup
+
+
+def _array_lookup_key(mem: Memory, m: ArrayMap) -> KeyedLookup:
+    limit, stride = m.spec.max_entries, m._stride
+    buf = m.buffers[0]
+    base = mem.map_buffer(buf, static=True)
+    from_bytes = int.from_bytes
+
+    def lookup(key: bytes) -> tuple[int, Any, int]:
+        idx = from_bytes(key, "little")
+        if idx >= limit:
+            return _MISS
+        off = idx * stride
+        return base + off, buf, off
+    return lookup
 
 
 def _hash_lookup(mem: Memory, m: HashMap) -> Callable[[int], int]:

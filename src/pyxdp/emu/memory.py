@@ -57,6 +57,7 @@ class Memory:
         self._dyn_by_id: dict[int, int] = {}
         self.dynamic_addresses = self._dyn_by_id   # id(buffer) -> base, for fast paths
         self._next = FIRST_DYNAMIC
+        self.full = False    # too many dynamic regions: flush before the next run
         self.stacks = [bytearray(STACK_SIZE) for _ in range(MAX_FRAMES)]
         for depth, stack in enumerate(self.stacks):
             self.regions[STACK0 + depth] = stack
@@ -74,7 +75,12 @@ class Memory:
         self._next += 1
         self.regions[region] = buf
         base = base_of(region)
-        (self._static_by_id if static else self._dyn_by_id)[key] = base
+        if static:
+            self._static_by_id[key] = base
+        else:
+            self._dyn_by_id[key] = base
+            if len(self._dyn_by_id) >= MAX_DYNAMIC:
+                self.full = True
         return base
 
     def unmap(self, buf: Buffer) -> None:
@@ -89,6 +95,7 @@ class Memory:
         for base in self._dyn_by_id.values():
             self.regions.pop(base >> SHIFT, None)
         self._dyn_by_id.clear()   # in place: fast paths hold a reference
+        self.full = False
 
     # -- checked access for helpers ------------------------------------------------------
     def locate(self, addr: int, size: int) -> tuple[Buffer, int]:

@@ -22,9 +22,9 @@ from pyxdp.emu.cfg import Layout, analyse, invalid
 from pyxdp.emu.helpers import IMPLEMENTED, TailCall
 from pyxdp.emu.machine import Machine
 from pyxdp.emu.maps import EmuMap, create_map
-from pyxdp.emu.memory import CTX, M64, MEM, base_of
+from pyxdp.emu.memory import CTX, M64, MEM, PACKET, base_of
 from pyxdp.emu.translate import Compiled, translate
-from pyxdp.emu.xdp import XdpResult, verdict_of
+from pyxdp.emu.xdp import _HEAD, HEADROOM, LazyXdpResult, XdpResult
 from pyxdp.errors import EmulatorError
 from pyxdp.isa import HELPER_NAMES, LD_IMM64, Instruction, PseudoSrc, decode
 from pyxdp.maps import MapSpec
@@ -33,6 +33,7 @@ from pyxdp.spec import MapRef, ObjectSpec, ProgramSpec
 _FDS = itertools.count(1 << 20)
 _CTX_ADDR = base_of(CTX)
 _PROGRAMS: weakref.WeakValueDictionary[int, EmuProgram] = weakref.WeakValueDictionary()
+_new_result = object.__new__
 _VM_FAULTS = (IndexError, KeyError, TypeError, struct.error, ValueError, OverflowError,
               AttributeError)
 
@@ -51,8 +52,9 @@ class EmuProgram:
     def __init__(self, insns: list[Instruction], *, name: str = "prog",
                  prog_type: ProgType = ProgType.XDP, maps: Mapping[Any, EmuMap] | None = None,
                  map_refs: Mapping[int, MapRef] | None = None,
-                 machine: Machine | None = None) -> None:
+                 machine: Machine | None = None, count: bool = False) -> None:
         self.name = name
+        self.counting = count
         self.type = prog_type
         self.instructions = insns
         self.machine = machine or Machine()
@@ -63,6 +65,8 @@ class EmuProgram:
         self.layout: Layout = analyse(insns)
         self.compiled: Compiled = self._translate()
         self._main = self.compiled.funcs[0]
+        self._regions = self.machine.memory.regions
+        self._memory = self.machine.memory
 
     # -- translation ---------------------------------------------------------------------
     def _map_for(self, pc: int, insn: Instruction) -> tuple[EmuMap, int]:
@@ -98,6 +102,7 @@ class EmuProgram:
     def _translate(self) -> Compiled:
         helper_ids: set[int] = set()
         fast: dict[int, str] = {}
+        fast_keys: dict[int, tuple[str, int]] = {}
         env = self.machine.env()
         for pc, insn in enumerate(self.instructions):
             if insn.is_helper_call:
@@ -113,9 +118,15 @@ class EmuProgram:
                 handle = self.machine.map_handle(m)
                 if handle not in fast:
                     fast[handle] = f"LK{len(fast)}"
-                    env[fast[handle]] = self.machine.fast_lookup(m)
-        return translate(self.layout, env, helper_ids, self._resolve_ld, fast,
-                         self.machine.budget, f"<pyxdp.emu:{self.name}:{self.fd}>")
+                    name = fast[handle]
+                env[name] = self.machine.fast_lookup(m)
+                by_key = self.machine.fast_lookup_key(m)
+                if by_key is not None:
+                    env[name + "K"] = by_key
+                    fast_keys[handle] = (name + "K", m.key_size)
+        return translate(self.layout, env, helper_ids, self._resolve_ld, fast, fast_keys,
+                         self.machine.budget, f"<pyxdp.emu:{self.name}:{self.fd}>",
+                         count=self.counting)
 
     @property
     def source(self) -> str:
@@ -151,11 +162,15 @@ class EmuProgram:
         """Turn an exception raised inside generated code into an EmulatorError with pc."""
         pc = address = None
         frame_locals: dict[str, Any] = {}
+        line = 0
         while tb is not None:
             if tb.tb_frame.f_code.co_filename == self.compiled.filename:
-                pc = self.compiled.line_pc[tb.tb_lineno]
+                line = tb.tb_lineno
+                pc = self.compiled.line_pc[line]
                 frame_locals = tb.tb_frame.f_locals
             tb = tb.tb_next
+        if line in self.compiled.merged:
+            pc = self._merged_fault_pc(line, frame_locals, pc)
         if isinstance(exc, EmulatorError):
             return EmulatorError(exc.reason, pc, self._insn(pc), exc.address)
         insn = self._insn(pc)
@@ -165,6 +180,18 @@ class EmuProgram:
         what = "invalid memory access" if address is not None else "fault"
         detail = f"{what} ({type(exc).__name__}: {exc})"
         return EmulatorError(detail, pc, insn, address)
+
+    def _merged_fault_pc(self, line: int, frame_locals: dict[str, Any], pc: int | None
+                         ) -> int | None:
+        """Which member of a merged load faulted: the first one out of its buffer."""
+        base, (_, members) = self.compiled.merged[line]
+        buf, off = frame_locals.get(f"g{base}"), frame_locals.get(f"o{base}")
+        if buf is None or not isinstance(off, int):
+            return pc
+        for member_pc, moff, size in members:
+            if off + moff + size > len(buf):
+                return member_pc
+        return pc
 
     def _insn(self, pc: int | None) -> Instruction | None:
         return self.instructions[pc] if pc is not None else None
@@ -176,28 +203,72 @@ class EmuProgram:
         """
         m = self.machine
         m.begin(None)
-        if mem is None:
-            m.memory.regions.pop(MEM, None)
-            return self._execute(0, 0)
-        m.memory.regions[MEM] = bytearray(mem)
-        return self._execute(base_of(MEM), len(mem))
+        try:
+            if mem is None:
+                m.memory.regions.pop(MEM, None)
+                return self._execute(0, 0)
+            m.memory.regions[MEM] = bytearray(mem)
+            return self._execute(base_of(MEM), len(mem))
+        finally:
+            m.finish()
 
     def run_xdp(self, packet: bytes, ingress_ifindex: int = 1, rx_queue_index: int = 0
                 ) -> XdpResult:
         """Run as XDP on ``packet``: r1 points at a ``struct xdp_md`` over a 256-byte
-        headroom buffer; returns the verdict, the (possibly rewritten) packet and more."""
+        headroom buffer; returns the verdict, the (possibly rewritten) packet and more.
+
+        This is the hot path of every packet test, so it is written out by hand: a fresh
+        frame buffer (which the result references instead of copying the packet out), the
+        context bytes from a per-length cache, and no run-state reset up front because every
+        run leaves the machine clean (:meth:`Machine.finish`).
+        """
         m = self.machine
         state = m.xdp_state
-        state.reset(packet, ingress_ifindex, rx_queue_index)
-        m.begin(state)
+        buf = state.buf = bytearray(_HEAD)
+        buf += packet
+        state.data = state.meta = HEADROOM
+        if ingress_ifindex != state.ingress_ifindex or rx_queue_index != state.rx_queue_index:
+            state.set_rx(ingress_ifindex, rx_queue_index)
+        regions = self._regions
+        regions[PACKET] = buf
+        ctx = state.fresh_ctx.get(len(buf))
+        regions[CTX] = ctx if ctx is not None else state.ctx_bytes()
+        m.xdp = state
         try:   # fast path: no tail call, no fault
             r0 = self._main(_CTX_ADDR, 0, 0, 0, 0, 0)
         except Exception as e:
-            r0 = self._execute(_CTX_ADDR, 0, pending=e)
-        final = m.xdp or state
-        verdict = verdict_of(r0)
-        return XdpResult(verdict, final.packet, r0,
-                         m.redirect if verdict == 4 else None, m.trace, final.metadata)
+            return self._run_xdp_slow(state, e)
+        res = _new_result(LazyXdpResult)
+        res.r0 = r0
+        res._buf = buf
+        if state.data != HEADROOM or state.meta != HEADROOM:
+            res._data, res._meta = state.data, state.meta
+        if m.dirty or self._memory.full:
+            res._redirect, res._trace = m.redirect, m.trace or None
+            m.trace = []
+            m.finish()
+        return res
+
+    def _run_xdp_slow(self, state: Any, pending: Exception) -> XdpResult:
+        """Tail calls and faults: finish the run through :meth:`_execute`."""
+        m = self.machine
+        try:
+            r0 = self._execute(_CTX_ADDR, 0, pending=pending)
+            final = m.xdp or state
+            res = _new_result(LazyXdpResult)
+            res.r0, res._buf, res._data, res._meta = r0, final.buf, final.data, final.meta
+            res._redirect, res._trace = m.redirect, m.trace or None
+            return res
+        finally:
+            m.trace = []
+            m.finish()
+
+    @property
+    def insn_count(self) -> int:
+        """Instructions executed by the last run (programs loaded with ``count=True``)."""
+        if not self.counting:
+            raise EmulatorError("load the program with count=True to count instructions")
+        return self.machine.insn_count[0]
 
     def __repr__(self) -> str:
         return (f"<EmuProgram {self.name!r} {self.type.name} "
@@ -214,14 +285,16 @@ def _maps_from(specs: Mapping[str, Any], ncpus: int | None) -> dict[Any, EmuMap]
 def load(program: ProgramSpec | bytes | Iterable[Instruction], *,
          maps: ObjectSpec | Mapping[Any, EmuMap | MapSpec] | None = None,
          machine: Machine | None = None, name: str | None = None,
-         ncpus: int | None = None, budget: int | None = None) -> EmuProgram:
+         ncpus: int | None = None, budget: int | None = None, count: bool = False
+         ) -> EmuProgram:
     """Validate and translate a program for the emulator.
 
     ``maps`` names the maps the program's ``LD_IMM64`` instructions refer to: an
     ``ObjectSpec`` (its map specs are instantiated), or a dict from map name (for a
     ``ProgramSpec``'s ``map_refs``) or fd number (for raw instructions) to an emulated map
     object or a ``MapSpec`` to instantiate.  ``budget`` caps executed instructions per
-    function invocation (default 1,000,000).
+    function invocation (default 1,000,000).  ``count=True`` translates the program with
+    an executed-instruction counter (slower; read ``insn_count`` after a run).
     """
     if machine is None:
         machine = Machine(budget=budget) if budget is not None else Machine()
@@ -233,12 +306,12 @@ def load(program: ProgramSpec | bytes | Iterable[Instruction], *,
     if isinstance(program, ProgramSpec):
         return EmuProgram(list(program.instructions), name=name or program.name,
                           prog_type=program.type, maps=emu_maps, map_refs=program.map_refs,
-                          machine=machine)
+                          machine=machine, count=count)
     if isinstance(program, bytes | bytearray):
         insns = decode(program)
     else:
         insns = list(program)
-    return EmuProgram(insns, name=name or "prog", maps=emu_maps, machine=machine)
+    return EmuProgram(insns, name=name or "prog", maps=emu_maps, machine=machine, count=count)
 
 
 def run_packets(program: EmuProgram, packets: Iterable[bytes], ingress_ifindex: int = 1

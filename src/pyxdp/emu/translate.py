@@ -15,12 +15,13 @@ inside generated code is reported with its pc without any per-instruction bookke
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyxdp.emu.cfg import Block, Layout, Subprog
-from pyxdp.emu.codegen import InsnGen
+from pyxdp.emu.codegen import InsnGen, MergedLoad
 from pyxdp.emu.memory import MAX_FRAMES, frame_pointer
 from pyxdp.isa import JmpOp
 
@@ -29,7 +30,7 @@ MAX_INDENT = 40        # deeper than this, targets go through the dispatch loop
 
 ENV_NAMES = ("M", "STK", "FP", "U16", "U32", "U64", "B16", "B32", "B64", "S8", "S16", "S32",
              "P16", "P32", "P64", "SDIV", "SMOD", "SW64", "ATOM", "CMPX", "CALLX", "RUNAWAY",
-             "DEEP")
+             "DEEP", "CNT")
 
 
 class _Restart(Exception):
@@ -42,6 +43,8 @@ class Compiled:
     source: str
     filename: str
     line_pc: list[int]     # 1-based source line -> pc (index 0 unused)
+    # 1-based source line of a merged load -> (base register, (pc, offset, size) members)
+    merged: dict[int, tuple[int, MergedLoad]] = field(default_factory=dict)
 
 
 class _Source:
@@ -50,6 +53,10 @@ class _Source:
         self.pcs: list[int] = []
         self.indent = 0
         self.pc = 0
+        self.merged: dict[int, tuple[int, MergedLoad]] = {}   # 0-based line index
+
+    def merge(self, base: int, record: MergedLoad) -> None:
+        self.merged[len(self.lines) - 1] = (base, record)
 
     def emit(self, text: str) -> None:
         self.lines.append("    " * self.indent + text)
@@ -58,9 +65,10 @@ class _Source:
 
 class _FuncGen:
     def __init__(self, layout: Layout, sub: Subprog, out: _Source, gen: InsnGen,
-                 budget: int) -> None:
+                 budget: int, count: bool = False) -> None:
         self.layout, self.sub, self.out, self.gen = layout, sub, out, gen
         self.budget = budget
+        self.count = count
         self.dispatch: set[int] = {sub.start} | sub.loop_heads
         self._plan()
 
@@ -87,6 +95,8 @@ class _FuncGen:
             except _Restart:
                 del out.lines[base_len:]
                 del out.pcs[base_pcs:]
+                for line in [k for k in out.merged if k >= base_len]:
+                    del out.merged[line]
                 out.indent = base_indent
 
     def _emit_function(self) -> None:
@@ -99,6 +109,8 @@ class _FuncGen:
         if not main:
             out.emit(f"if depth >= {MAX_FRAMES}: DEEP({sub.start})")
         out.emit("; ".join(self._prologue()))
+        if self.count and main:
+            out.emit("CNT[0] = 0")
         if len(self.dispatch) == 1 and not sub.has_loop:
             self._block(sub.start)
         else:
@@ -141,6 +153,8 @@ class _FuncGen:
         out.indent -= 1
 
     def _count(self, blk: Block, check: bool) -> None:
+        if self.count:    # instrumented translation: every block adds its length
+            self.out.emit(f"CNT[0] += {blk.end - blk.start}")
         if not self.sub.has_loop:
             return
         self.out.emit(f"n += {blk.end - blk.start}")
@@ -169,8 +183,7 @@ class _FuncGen:
                 gen.pseudo_call(self.layout.targets[pc])
                 pc += 1
                 continue
-            nxt = insns[pc + 1] if pc + 1 < last else None
-            pc += gen.gen(pc, insn, nxt)
+            pc += gen.gen(pc, insn, insns, last)
         out.pc = blk.end - 1
         if term.is_exit:
             const = gen.const.get(0)
@@ -239,20 +252,35 @@ class _FuncGen:
 
 def translate(layout: Layout, env: dict[str, Any], helper_ids: set[int],
               resolve_ld: Callable[[int], int], fast_lookups: dict[int, str],
-              budget: int, filename: str) -> Compiled:
-    """Generate, compile and instantiate the functions of a whole program."""
+              fast_keys: dict[int, tuple[str, int]], budget: int, filename: str, *,
+              count: bool = False) -> Compiled:
+    """Generate, compile and instantiate the functions of a whole program.
+
+    ``fast_lookups`` maps a map handle to the env name of its address-keyed lookup,
+    ``fast_keys`` to the name and key size of its bytes-keyed one.  ``count`` adds an
+    executed-instruction counter (``env["CNT"][0]``) to every block."""
     out = _Source()
-    gen = InsnGen(out.emit, resolve_ld, fast_lookups.get)
-    extra = sorted({f"h{h}" for h in helper_ids} | set(fast_lookups.values()))
-    params = ", ".join(ENV_NAMES + tuple(extra))
-    out.emit(f"def __make({params}):")
+    gen = InsnGen(out.emit, resolve_ld, fast_lookups.get, fast_keys.get, out.merge)
+    out.emit("def __make():")   # parameters are filled in once the body is known
     out.indent = 1
     for sub in layout.subprogs.values():
-        _FuncGen(layout, sub, out, gen, budget).emit()
+        _FuncGen(layout, sub, out, gen, budget, count).emit()
     out.emit("return {" + ", ".join(f"{s}: f{s}" for s in layout.subprogs) + "}")
+    env = dict(env)
+    for fmt, name in gen.structs.items():
+        env[name] = struct.Struct(fmt).unpack_from
+    for fmt, name in gen.packers.items():
+        env[name] = struct.Struct(fmt).pack_into
+    names = ENV_NAMES + tuple(sorted({f"h{h}" for h in helper_ids}
+                                     | set(fast_lookups.values())
+                                     | {n for n, _ in fast_keys.values()}
+                                     | set(gen.structs.values())
+                                     | set(gen.packers.values())))
+    out.lines[0] = f"def __make({', '.join(names)}):"
     source = "\n".join(out.lines) + "\n"
     code = compile(source, filename, "exec")
     namespace: dict[str, Any] = {}
     exec(code, namespace)
-    funcs = namespace["__make"](**{k: env[k] for k in ENV_NAMES + tuple(extra)})
-    return Compiled(funcs, source, filename, [0, *out.pcs])
+    funcs = namespace["__make"](**{k: env[k] for k in names})
+    merged = {line + 1: rec for line, rec in out.merged.items()}
+    return Compiled(funcs, source, filename, [0, *out.pcs], merged)

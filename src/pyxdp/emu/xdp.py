@@ -1,6 +1,7 @@
 """The XDP packet buffer and ``struct xdp_md`` as the emulator presents them.
 
-The buffer is laid out like a driver's frame: ``data_hard_start``, reserved room for the
+A fresh buffer is used for every packet (see :meth:`XdpState.reset`).  It is laid out
+like a driver's frame: ``data_hard_start``, reserved room for the
 ``struct xdp_frame`` (40 bytes), headroom up to ``XDP_PACKET_HEADROOM`` (256), the packet,
 and tailroom up to a 4 KiB frame minus ``skb_shared_info``.  The region the VM sees spans
 ``[data_hard_start, data_end)`` and is resized in place by ``bpf_xdp_adjust_tail``, so a
@@ -25,6 +26,8 @@ META_MAX = 32
 _CTX = struct.Struct("<6I")
 PACKET_BASE = base_of(PACKET)
 _HEAD = bytes(HEADROOM)
+_VERDICTS = tuple(XdpAction)
+_NVERDICTS = len(_VERDICTS)
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Redirect:
     exclude_ingress: bool = False
 
 
-@dataclass(slots=True)
+@dataclass
 class XdpResult:
     """Outcome of one XDP run."""
 
@@ -52,6 +55,76 @@ class XdpResult:
     meta: bytes = b""
 
 
+class LazyXdpResult(XdpResult):
+    """What ``run_xdp`` returns: an :class:`XdpResult` whose verdict, packet, metadata and
+    trace are computed on first access.
+
+    Most callers look at the verdict only, so copying the packet out of the frame buffer on
+    every run would be wasted work; the frame buffer is fresh for every run, so keeping a
+    reference to it is safe.  Assigning a field replaces the lazy value.
+    """
+
+    # defaults for the common case; run_xdp sets only what differs (it builds the object
+    # with object.__new__ and two attribute stores: this is on every packet's path)
+    _data = HEADROOM
+    _meta = HEADROOM
+    _redirect: Redirect | None = None
+    _trace: list[str] | None = None
+
+    def __init__(self, r0: int, buf: bytearray, data: int = HEADROOM, meta: int = HEADROOM,
+                 redirect: Redirect | None = None, trace: list[str] | None = None) -> None:
+        self.r0 = r0
+        self._buf = buf
+        self._data = data
+        self._meta = meta
+        self._redirect = redirect
+        self._trace = trace
+
+    @property  # type: ignore[override]
+    def verdict(self) -> XdpAction:
+        r0 = self.r0
+        return _VERDICTS[r0] if r0 < _NVERDICTS else XdpAction.ABORTED
+
+    @verdict.setter
+    def verdict(self, value: XdpAction) -> None:
+        self.r0 = int(value)
+
+    @property  # type: ignore[override]
+    def packet(self) -> bytes:
+        return bytes(self._buf[self._data:])
+
+    @packet.setter
+    def packet(self, value: bytes) -> None:
+        self._buf, self._data = bytearray(value), 0
+
+    @property  # type: ignore[override]
+    def meta(self) -> bytes:
+        return bytes(self._buf[self._meta:self._data]) if self._meta != self._data else b""
+
+    @meta.setter
+    def meta(self, value: bytes) -> None:
+        self._buf = bytearray(value) + self._buf[self._data:]
+        self._meta, self._data = 0, len(value)
+
+    @property  # type: ignore[override]
+    def redirect(self) -> Redirect | None:
+        return self._redirect if self.r0 == XdpAction.REDIRECT else None
+
+    @redirect.setter
+    def redirect(self, value: Redirect | None) -> None:
+        self._redirect = value
+
+    @property  # type: ignore[override]
+    def trace(self) -> list[str]:
+        if self._trace is None:
+            self._trace = []
+        return self._trace
+
+    @trace.setter
+    def trace(self, value: list[str]) -> None:
+        self._trace = value
+
+
 class XdpState:
     """One packet in flight: buffer plus the ``data``/``data_meta`` offsets."""
 
@@ -59,32 +132,39 @@ class XdpState:
         "_ctx_cache",
         "buf",
         "data",
+        "fresh_ctx",
         "ingress_ifindex",
         "meta",
-        "moved",
         "rx_queue_index",
     )
 
     def __init__(self, packet: bytes = b"", ingress_ifindex: int = 1,
                  rx_queue_index: int = 0) -> None:
-        self.buf = bytearray(_HEAD)
         self._ctx_cache: dict[tuple[int, int, int], bytes] = {}
+        # ctx of an untouched frame by buffer length: the common case, one dict lookup
+        self.fresh_ctx: dict[int, bytes] = {}
         self.ingress_ifindex = ingress_ifindex
         self.rx_queue_index = rx_queue_index
-        self.moved = False
         self.reset(packet, ingress_ifindex, rx_queue_index)
 
     def reset(self, packet: bytes, ingress_ifindex: int = 1, rx_queue_index: int = 0
-              ) -> None:
-        """Reuse this buffer for the next packet (cheaper than a new state per packet)."""
-        if self.moved:
-            self.buf[:] = _HEAD
-        self.buf[HEADROOM:] = packet
+              ) -> bytearray:
+        """Start the next packet in a fresh frame buffer.
+
+        A fresh buffer (not a reused one) is what lets results keep a reference to the
+        frame instead of copying the packet out after every run.
+        """
+        buf = self.buf = bytearray(_HEAD)
+        buf += packet
         self.data = self.meta = HEADROOM
-        self.moved = False
         if (ingress_ifindex != self.ingress_ifindex
                 or rx_queue_index != self.rx_queue_index):
-            self._ctx_cache.clear()
+            self.set_rx(ingress_ifindex, rx_queue_index)
+        return buf
+
+    def set_rx(self, ingress_ifindex: int, rx_queue_index: int) -> None:
+        self._ctx_cache.clear()
+        self.fresh_ctx.clear()
         self.ingress_ifindex = ingress_ifindex
         self.rx_queue_index = rx_queue_index
 
@@ -94,9 +174,12 @@ class XdpState:
         if ctx is None:
             if len(self._ctx_cache) > 256:
                 self._ctx_cache.clear()
+                self.fresh_ctx.clear()
             ctx = self._ctx_cache[key] = _CTX.pack(
                 PACKET_BASE + self.data, PACKET_BASE + len(self.buf),
                 PACKET_BASE + self.meta, self.ingress_ifindex, self.rx_queue_index, 0)
+            if self.data == self.meta == HEADROOM:
+                self.fresh_ctx[key[2]] = ctx
         return ctx
 
     @property
@@ -115,7 +198,6 @@ class XdpState:
             return -_errno.EINVAL
         if metalen:
             self.buf[self.meta + delta:data] = self.buf[self.meta:self.data]
-        self.moved = True
         self.meta += delta
         self.data = data
         return 0
@@ -127,7 +209,6 @@ class XdpState:
             return -_errno.EINVAL
         if metalen & 3 or metalen > META_MAX:
             return -_errno.EACCES
-        self.moved = True
         self.meta = meta
         return 0
 
@@ -144,9 +225,8 @@ class XdpState:
         return 0
 
 
-_VERDICTS = tuple(XdpAction)
 
 
 def verdict_of(r0: int) -> XdpAction:
     """Unknown return codes are treated as ``XDP_ABORTED``, as the kernel does."""
-    return _VERDICTS[r0] if r0 < len(_VERDICTS) else XdpAction.ABORTED
+    return _VERDICTS[r0] if r0 < _NVERDICTS else XdpAction.ABORTED

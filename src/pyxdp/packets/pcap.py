@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pyxdp.errors import PyxdpError
+
 MAGIC_USEC = 0xA1B2C3D4
 MAGIC_NSEC = 0xA1B23C4D
 LINKTYPE_ETHERNET = 1
@@ -20,7 +22,7 @@ _GLOBAL = "IHHiIII"
 _RECORD = "IIII"
 
 
-class PcapError(ValueError):
+class PcapError(PyxdpError, ValueError):
     """A file that is not a valid classic pcap file."""
 
 

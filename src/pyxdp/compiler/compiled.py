@@ -1,0 +1,175 @@
+"""The public entry points: compile a module or a decorated function, get a CompiledObject.
+
+::
+
+    obj = compile_module("examples/count_protocols.py")
+    obj.set_config("LIMIT", 10)            # .rodata, before load
+    with obj.load() as coll:                # kernel
+        maps = obj.typed_maps(coll)         # pyxdp.kernel.Map with struct codecs
+    emu = obj.emulate()                     # pyxdp.emu program with typed maps in emu.maps
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyxdp.compiler.codecs import apply_codecs
+from pyxdp.compiler.emit import emit_assembly, emit_object, optimise
+from pyxdp.compiler.frontend import ModuleInfo, format_tree, parse_module
+from pyxdp.compiler.lang import ProgramDecl
+from pyxdp.compiler.lower_module import ModuleLower
+from pyxdp.compiler.typer import Typer
+from pyxdp.compiler.types import CTX
+from pyxdp.elf import load_object, set_variable
+from pyxdp.errors import CompileError
+from pyxdp.spec import ObjectSpec, ProgramSpec
+
+PASSES = ("ast", "typed", "llvm", "opt", "asm")
+
+
+@dataclass
+class CompiledObject:
+    """A compiled module: ELF bytes, the parsed spec, the declarations, pass dumps."""
+
+    elf: bytes
+    spec: ObjectSpec
+    info: ModuleInfo
+    dumps: dict[str, str] = field(default_factory=dict)
+    compile_seconds: float = 0.0
+
+    def program(self, name: str | None = None) -> ProgramSpec:
+        """One program's spec (the only one when ``name`` is omitted)."""
+        progs = self.spec.programs
+        if name is None:
+            if len(progs) != 1:
+                raise KeyError(f"the object has {len(progs)} programs: name one of {list(progs)}")
+            return next(iter(progs.values()))
+        return progs[name]
+
+    def set_config(self, name: str, value: int) -> None:
+        """Set a ``Const`` configuration global before loading."""
+        if name not in self.info.configs:
+            raise KeyError(f"no configuration constant {name!r} (have {list(self.info.configs)})")
+        set_variable(self.spec, name, value)
+
+    def load(self, **kw: Any) -> Any:
+        """Load every map and program into the kernel (a ``pyxdp.kernel.Collection``) with
+        typed map codecs applied."""
+        from pyxdp.kernel import load_collection
+        coll = load_collection(self.spec, **kw)
+        self.typed_maps(coll)
+        return coll
+
+    def typed_maps(self, coll: Any) -> dict[str, Any]:
+        """The declared maps of a loaded Collection, with key/value codecs from the
+        declared structs and ints (modified in place and returned by name)."""
+        out = {}
+        for name, decl in self.info.maps.items():
+            if name in coll.maps:
+                out[name] = apply_codecs(coll.maps[name], decl)
+        return out
+
+    def emu_maps(self, ncpus: int | None = None) -> dict[str, Any]:
+        """Fresh emulator maps for every declared map, typed like :meth:`typed_maps`."""
+        from pyxdp.emu import create_map
+        out = {}
+        for name, mspec in self.spec.maps.items():
+            m = create_map(mspec, ncpus=ncpus)
+            out[name] = apply_codecs(m, self.info.maps[name]) if name in self.info.maps else m
+        return out
+
+    def emulate(self, name: str | None = None, maps: dict[str, Any] | None = None,
+                **kw: Any) -> Any:
+        """The program in the emulator (``.maps`` holds its typed emulator maps)."""
+        import pyxdp.emu
+        return pyxdp.emu.load(self.program(name), maps=maps if maps is not None
+                              else self.emu_maps(), **kw)
+
+
+def _type_programs(info: ModuleInfo, only: list[str] | None) -> dict[str, Any]:
+    typed = {}
+    for name, decl in info.programs.items():
+        if only is not None and name not in only:
+            continue
+        fn = info.functions[name]
+        if len(fn.args.args) != 1:
+            raise info.error(fn, f"a program takes exactly one argument (the context), not"
+                             f" {len(fn.args.args)}", f"def {name}(ctx): ...")
+        typed[name] = (decl, Typer(info, fn, [(fn.args.args[0].arg, CTX)],
+                                   kind=decl.kind).run())
+    if not typed:
+        raise CompileError("no @xdp or @tc programs found", info.filename,
+                           hint="decorate a function with @xdp")
+    return typed
+
+
+def _format_typed(typed: dict[str, Any]) -> str:
+    out = []
+    for name, (_decl, ft) in typed.items():
+        out.append(f"# {name}: locals " + ", ".join(f"{k}: {v}" for k, v in ft.locals.items()))
+        for node in ast.walk(ft.fn):
+            t = ft.types.get(id(node))
+            if t is not None and isinstance(node, ast.expr):
+                out.append(f"  {node.lineno}:{node.col_offset + 1} {ast.unparse(node)} : {t}")
+    return "\n".join(out)
+
+
+def compile_info(info: ModuleInfo, only: list[str] | None = None,
+                 dump: set[str] | None = None) -> CompiledObject:
+    start = time.perf_counter()
+    dumps: dict[str, str] = {}
+    want = dump or set()
+    if "ast" in want:
+        dumps["ast"] = format_tree(info)
+    typed = _type_programs(info, only)
+    if "typed" in want:
+        dumps["typed"] = _format_typed(typed)
+    ml = ModuleLower(info)
+    ml.declare_globals()
+    for name, (decl, ft) in typed.items():
+        ml.program(name, ft, decl.kind, decl.section)
+    text = str(ml.m)
+    if "llvm" in want:
+        dumps["llvm"] = text
+    mod = optimise(text, info.filename)
+    if "opt" in want:
+        dumps["opt"] = str(mod)
+    if "asm" in want:
+        dumps["asm"] = emit_assembly(mod)
+    elf = emit_object(mod)
+    spec = load_object(elf)
+    return CompiledObject(elf, spec, info, dumps, time.perf_counter() - start)
+
+
+def compile_module(path_or_source: str | os.PathLike[str], *, programs: list[str] | None = None,
+                   dump: set[str] | None = None) -> CompiledObject:
+    """Compile a program module (a path to a ``.py`` file, or its source text)."""
+    return compile_info(parse_module(path_or_source), programs, dump)
+
+
+def compile_function(fn: ProgramDecl | Callable[..., Any], *,
+                     dump: set[str] | None = None) -> CompiledObject:
+    """Compile one ``@xdp``/``@tc`` function of an imported module (with the maps,
+    structs and helpers of its module)."""
+    decl = fn if isinstance(fn, ProgramDecl) else None
+    pyfn = decl.fn if decl is not None else fn
+    mod = sys.modules.get(pyfn.__module__)
+    if mod is None:
+        raise CompileError(f"cannot find the module of {pyfn.__name__}")
+    try:
+        source = inspect.getsource(mod)
+        filename = inspect.getsourcefile(mod) or "<source>"
+    except (OSError, TypeError) as e:
+        raise CompileError(f"no source for module {mod.__name__}: {e}") from None
+    info = parse_module(source, env=vars(mod))
+    info.filename = filename
+    if pyfn.__name__ not in info.programs:
+        raise CompileError(f"{pyfn.__name__} is not decorated with @xdp or @tc", filename)
+    return compile_info(info, [pyfn.__name__], dump)

@@ -1,0 +1,103 @@
+"""Lowering of the dialect's builtin functions: BPF helpers and checksum arithmetic."""
+
+from __future__ import annotations
+
+import ast
+from typing import TYPE_CHECKING
+
+import llvmlite.ir as ir
+
+from pyxdp.compiler.lower_fn import I8, I32, I64, NULL
+from pyxdp.compiler.types import NONE, IntType, RefType, u16, u32, u64
+
+if TYPE_CHECKING:
+    from pyxdp.compiler.lower_calls import CallLower
+
+
+def _fold16(cl: CallLower, v: ir.Value, rounds: int = 4) -> ir.Value:
+    """Fold a one's complement sum into 16 bits (end-around carry)."""
+    b = cl.b
+    mask = ir.Constant(I64, 0xFFFF)
+    for _ in range(rounds):
+        v = b.add(b.and_(v, mask), b.lshr(v, ir.Constant(I64, 16)))
+    return v
+
+
+def _not16(cl: CallLower, v: ir.Value) -> ir.Value:
+    return cl.b.and_(cl.b.not_(v), ir.Constant(v.type, 0xFFFF))
+
+
+def lower_builtin(cl: CallLower, e: ast.Call, name: str) -> ir.Value:
+    fl, b = cl.fl, cl.b
+    args = list(e.args) + [k.value for k in e.keywords]
+    if name in ("ktime_get_ns", "get_prandom_u32", "get_smp_processor_id"):
+        v = cl.helper(name, I64, [])
+        return v if name == "ktime_get_ns" else b.trunc(v, I32)
+    if name.startswith("bswap"):
+        t = {"bswap16": u16, "bswap32": u32, "bswap64": u64}[name]
+        return b.bswap(fl.expr_as(args[0], t))
+    if name == "redirect":
+        flags = fl.expr_as(args[1], u64) if len(args) > 1 else ir.Constant(I64, 0)
+        return cl.helper("redirect", I64, [fl.expr_as(args[0], u64), flags])
+    if name == "csum_fold":
+        return b.trunc(_not16(cl, _fold16(cl, fl.expr_as(args[0], u64))), ir.IntType(16))
+    if name in ("csum_replace2", "csum_replace4"):
+        check, old, new = (fl.expr_as(a, u64) for a in args)
+        total = b.add(_not16(cl, check), _words(cl, b.not_(old), name))
+        total = b.add(total, _words(cl, new, name))
+        return b.trunc(_not16(cl, _fold16(cl, total)), ir.IntType(16))
+    if name == "ipv4_csum":
+        base = fl.expr(args[0])
+        total = ir.Constant(I64, 0)
+        for i in range(10):
+            w = b.load(cl.gep(base, 2 * i), typ=ir.IntType(16), align=2)
+            total = b.add(total, b.zext(w, I64))
+        folded = b.trunc(_not16(cl, _fold16(cl, total, 2)), ir.IntType(16))
+        return b.bswap(folded)     # the sum was over network-order words
+    if name == "trace_printk":
+        fmt = args[0].value.encode() + b"\0"  # type: ignore[attr-defined]
+        ty = ir.ArrayType(I8, len(fmt))
+        slot = fl.alloca(ty, "fmt", zero=False)
+        b.store(ir.Constant(ty, bytearray(fmt)), slot)
+        vals = [fl.expr_as(a, u64) for a in args[1:]]
+        return cl.helper("trace_printk", I64, [cl.ptr(slot), ir.Constant(I64, len(fmt)), *vals])
+    if name == "load":
+        tt = fl.t(e)
+        assert isinstance(tt, IntType)
+        return b.load(fl.expr(args[1]), typ=ir.IntType(tt.bits), align=1)
+    if name == "store":
+        tt = fl.res(e)[2]
+        b.store(fl.expr_as(args[2], tt), fl.expr(args[1]), align=1)
+        return ir.Constant(I64, 0)
+    if name == "atomic_add":
+        ptr, storage, _ = cl.addr_of(args[0])  # type: ignore[arg-type]
+        assert isinstance(storage, IntType)
+        b.atomic_rmw("add", ptr, fl.expr_as(args[1], storage), "seq_cst")
+        return ir.Constant(I64, 0)
+    if name == "csum_diff":
+        ptrs: list[ir.Value] = []
+        for a in args[:2]:
+            t = fl.t(a)
+            if t is NONE:
+                ptrs += [NULL, ir.Constant(I64, 0)]
+            else:
+                assert isinstance(t, RefType)
+                ptrs += [cl.ptr(fl.expr(a)), ir.Constant(I64, t.target.size)]
+        return cl.helper("csum_diff", I64, [*ptrs, fl.expr_as(args[2], u64)])
+    if name == "fib_lookup":
+        return cl.helper("fib_lookup", I64, [cl.ptr(fl.ctx), cl.ptr(fl.expr(args[1])),
+                                             ir.Constant(I64, 64), fl.expr_as(args[2], u64)])
+    if name == "tail_call":
+        m = fl.ml.map_ptr(fl.res(args[1])[1])
+        return cl.helper("tail_call", I64, [cl.ptr(fl.ctx), m, fl.expr_as(args[2], u64)])
+    raise AssertionError(name)
+
+
+def _words(cl: CallLower, v: ir.Value, name: str) -> ir.Value:
+    """The 16-bit words of a 16- or 32-bit value, summed (as u64)."""
+    b = cl.b
+    lo = b.and_(v, ir.Constant(I64, 0xFFFF))
+    if name == "csum_replace2":
+        return lo
+    return b.add(lo, b.and_(b.lshr(v, ir.Constant(I64, 16)), ir.Constant(I64, 0xFFFF)))
+

@@ -1,0 +1,64 @@
+"""Lowering of map methods to the BPF map helpers."""
+
+from __future__ import annotations
+
+import ast
+from typing import TYPE_CHECKING, Any
+
+import llvmlite.ir as ir
+
+from pyxdp._uapi import MapType
+from pyxdp.compiler.lower_fn import I64, PTR, ir_type
+from pyxdp.compiler.types import IntType, RefType, Type, u64
+from pyxdp.maps import PERCPU_TYPES
+
+if TYPE_CHECKING:
+    from pyxdp.compiler.lower_calls import CallLower
+
+
+def _arg_ptr(cl: CallLower, a: ast.expr, want: Type) -> ir.Value:
+    """A pointer to a key or value: refs pass through, integers are spilled to the stack."""
+    if isinstance(want, IntType):
+        v = cl.fl.expr_as(a, want)
+        return cl.spill(v, ir_type(want))
+    t = cl.fl.t(a)
+    assert isinstance(t, RefType)
+    return cl.ptr(cl.fl.expr(a))
+
+
+def lower_map_method(cl: CallLower, e: ast.Call, decl: Any, name: str) -> ir.Value:
+    fl, b = cl.fl, cl.b
+    m = fl.ml.map_ptr(decl)
+    args = list(e.args) + [k.value for k in e.keywords]
+    if name == "output":
+        ref = fl.t(args[0])
+        assert isinstance(ref, RefType)
+        flags = fl.expr_as(args[1], u64) if len(args) > 1 else ir.Constant(I64, 0)
+        return cl.helper("ringbuf_output", I64, [m, cl.ptr(fl.expr(args[0])),
+                                                 ir.Constant(I64, ref.target.size), flags])
+    if name == "redirect":
+        flags = fl.expr_as(args[1], u64) if len(args) > 1 else ir.Constant(I64, 0)
+        return cl.helper("redirect_map", I64, [m, fl.expr_as(args[0], u64), flags])
+    kt, vt = decl.key_type(), decl.value_type()
+    if name == "lookup":
+        return cl.helper("map_lookup_elem", PTR, [m, _arg_ptr(cl, args[0], kt)])
+    if name == "update":
+        flags = fl.expr_as(args[2], u64) if len(args) > 2 else ir.Constant(I64, 0)
+        return cl.helper("map_update_elem", I64, [m, _arg_ptr(cl, args[0], kt),
+                                                  _arg_ptr(cl, args[1], vt), flags])
+    if name == "delete":
+        return cl.helper("map_delete_elem", I64, [m, _arg_ptr(cl, args[0], kt)])
+    assert name == "add" and isinstance(vt, IntType)
+    p = cl.helper("map_lookup_elem", PTR, [m, _arg_ptr(cl, args[0], kt)])
+    found, done = fl.new_block("found"), fl.new_block("added")
+    b.cbranch(b.icmp_unsigned("!=", p, ir.Constant(PTR, None)), found, done)
+    b.position_at_end(found)
+    n = fl.expr_as(args[1], vt)
+    if decl.map_type in PERCPU_TYPES or decl.map_type == MapType.PERCPU_ARRAY:
+        old = b.load(p, typ=ir_type(vt), align=vt.size)
+        b.store(b.add(old, n), p, align=vt.size)
+    else:
+        b.atomic_rmw("add", p, n, "seq_cst")
+    b.branch(done)
+    b.position_at_end(done)
+    return ir.Constant(I64, 0)

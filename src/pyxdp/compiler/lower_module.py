@@ -1,0 +1,100 @@
+"""Module lowering: maps (BTF-defined ``.maps``), ``.rodata`` configuration, license and
+one LLVM function per program."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import llvmlite.ir as ir
+
+from pyxdp._uapi import MapType
+from pyxdp.compiler.debuginfo import DebugInfo
+from pyxdp.compiler.frontend import ModuleInfo
+from pyxdp.compiler.lower_fn import I32, PTR, FnLower
+from pyxdp.compiler.typer import FnTypes
+
+DATA_LAYOUT = "e-m:e-p:64:64-i64:64-i128:128-n32:64-S128"
+TRIPLE = "bpfel-unknown-none"
+
+
+class _VolatileLoad(ir.LoadInstr):
+    """``load volatile``: configuration reads must not be folded to the default value."""
+
+    def descr(self, buf: list[str]) -> None:
+        super().descr(buf)
+        buf[-1] = buf[-1].replace("load ", "load volatile ", 1)
+
+
+class ModuleLower:
+    def __init__(self, info: ModuleInfo) -> None:
+        self.info = info
+        self.m = ir.Module(name=info.filename)
+        self.m.triple = TRIPLE
+        self.m.data_layout = DATA_LAYOUT
+        self.di = DebugInfo(self.m, info.filename)
+        self.maps: dict[str, ir.GlobalVariable] = {}
+        self.configs: dict[str, ir.GlobalVariable] = {}
+
+    def _line(self, name: str) -> int:
+        for node in self.info.tree.body:
+            targets = getattr(node, "targets", None) or [getattr(node, "target", None)]
+            for t in targets:
+                if getattr(t, "id", None) == name:
+                    return node.lineno
+        return 1
+
+    def declare_globals(self) -> None:
+        for name, decl in self.info.maps.items():
+            fields = [("type", int(decl.map_type))]
+            if decl.map_type != MapType.RINGBUF:
+                fields += [("key_size", decl.key_type().size),
+                           ("value_size", decl.value_type().size)]
+            fields.append(("max_entries", decl.max_entries))
+            if decl.flags:
+                fields.append(("map_flags", decl.flags))
+            ty = ir.LiteralStructType([PTR] * len(fields))
+            gv = ir.GlobalVariable(self.m, ty, name)
+            gv.initializer = ir.Constant(ty, None)
+            gv.section = ".maps"
+            gv.align = 8
+            self.di.map_global(gv, name, self._line(name), fields)
+            self.maps[name] = gv
+        for name, const in self.info.configs.items():
+            t = const.type.host
+            ity = ir.IntType(t.bits)
+            gv = ir.GlobalVariable(self.m, ity, name)
+            gv.initializer = ir.Constant(ity, t.wrap(const.default) & ((1 << t.bits) - 1))
+            gv.global_constant = True
+            gv.section = ".rodata"
+            gv.align = t.size
+            self.di.config_global(gv, name, self._line(name), t.bits, t.signed)
+            self.configs[name] = gv
+        lic_ty = ir.ArrayType(ir.IntType(8), 4)
+        lic = ir.GlobalVariable(self.m, lic_ty, "_license")
+        lic.initializer = ir.Constant(lic_ty, bytearray(b"GPL\0"))
+        lic.global_constant = True
+        lic.section = "license"
+
+    def assume(self) -> ir.Function:
+        fn = self.m.globals.get("llvm.assume")
+        if fn is None:
+            fn = ir.Function(self.m, ir.FunctionType(ir.VoidType(), [ir.IntType(1)]),
+                             "llvm.assume")
+        return fn
+
+    def map_ptr(self, decl: Any) -> ir.Value:
+        return self.maps[decl.name]
+
+    def load_config(self, b: ir.IRBuilder, name: str) -> ir.Value:
+        gv = self.configs[name]
+        instr = _VolatileLoad(b.block, gv, typ=gv.value_type)
+        instr.align = gv.align
+        b._insert(instr)
+        return instr
+
+    def program(self, name: str, typed: FnTypes, kind: str, section: str) -> None:
+        fn = ir.Function(self.m, ir.FunctionType(I32, [PTR]), name)
+        fn.section = section
+        fn.args[0].name = "ctx"
+        scope = self.di.subprogram(fn, name, typed.fn.lineno)
+        FnLower(self, fn, typed, kind, scope).run()

@@ -1,0 +1,101 @@
+"""Struct declarations: typed fields with C layout, usable in programs and as map types."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any
+
+from pyxdp.compiler.types import ArrayType, BitField, StructType, Type, be16, be32, u8, u16, u32
+
+
+class Struct:
+    """Declare a struct with typed fields; the same class is the control plane's value type.
+
+    ::
+
+        class FlowKey(Struct):
+            saddr: be32
+            dport: u16
+
+    Inside a program ``FlowKey()`` is a zeroed struct on the stack; in Python it is a plain
+    object with attributes (and ``FlowKey.codec()`` converts it to and from map bytes).
+    """
+
+    __pyxdp_type__: StructType
+    _packed_: bool = False
+    _bits_: dict[str, tuple[str, int, int]] = {}
+    # header length: (field, multiplier, addend, minimum) or None for the fixed size
+    _hdrlen_: tuple[str, int, int] | None = None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        mod = sys.modules.get(cls.__module__)
+        env = dict(vars(mod)) if mod else {}
+        fields: list[tuple[str, Type]] = []
+        for fname, ann in inspect.get_annotations(cls).items():
+            t = eval(ann, env) if isinstance(ann, str) else ann
+            if isinstance(t, type) and issubclass(t, Struct):
+                t = t.__pyxdp_type__
+            if not isinstance(t, Type):
+                raise TypeError(f"{cls.__name__}.{fname}: {t!r} is not a pyxdp type"
+                                " (use u8..u64, i8..i64, be16/be32/be64, u8[N] or a Struct)")
+            fields.append((fname, t))
+        bits = {k: BitField(*v) for k, v in cls._bits_.items()}
+        cls.__pyxdp_type__ = StructType(cls.__name__, fields, cls._packed_, bits, cls)
+
+    def __init__(self, **values: Any) -> None:
+        st = type(self).__pyxdp_type__
+        for fname, (_off, ftype) in st.fields.items():
+            default: Any = ftype() if isinstance(ftype, ArrayType) else 0
+            if isinstance(ftype, StructType):
+                default = ftype.cls()
+            setattr(self, fname, values.pop(fname, default))
+        if values:
+            raise TypeError(f"{type(self).__name__} has no field(s) {', '.join(values)}")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({inner})"
+
+    @classmethod
+    def codec(cls) -> Any:
+        from pyxdp.compiler.codecs import StructCodec
+        return StructCodec(cls.__pyxdp_type__)
+
+
+class LpmKey4(Struct):
+    """Key of an IPv4 LPM trie: prefix length in bits, then the address (network order)."""
+
+    prefixlen: u32
+    addr: be32
+
+
+class LpmKey6(Struct):
+    prefixlen: u32
+    addr: u8[16]
+
+
+class FibParams(Struct):
+    """``struct bpf_fib_lookup`` (64 bytes) for ``fib_lookup``."""
+
+    family: u8
+    l4_protocol: u8
+    sport: be16
+    dport: be16
+    tot_len: u16
+    ifindex: u32
+    tos: u32
+    ipv4_src: be32
+    ipv4_src_pad: u8[12]
+    ipv4_dst: be32
+    ipv4_dst_pad: u8[12]
+    vlan_proto: be16
+    vlan_tci: be16
+    smac: u8[6]
+    dmac: u8[6]
+
+

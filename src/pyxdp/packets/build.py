@@ -101,7 +101,7 @@ def ipv6(inner: Segment | bytes, src: str = "2001:db8::1", dst: str = "2001:db8:
         body = inner.finish(s + d + struct.pack("!I3xB", len(inner.data), inner.proto))
     else:
         body = inner
-        nh = next_header or 59
+        nh = 59 if next_header is None else next_header
     hdr = struct.pack("!IHBB16s16s", 6 << 28, len(body), nh, hop_limit, s, d)
     return hdr + body
 

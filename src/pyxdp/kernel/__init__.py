@@ -42,6 +42,7 @@ from pyxdp.kernel._pin import (
     unpin,
 )
 from pyxdp.kernel._prog import Program, failing_insn, patch_map_refs
+from pyxdp.kernel._stats import enable_stats
 from pyxdp.kernel._sys import bpf, possible_cpus
 from pyxdp.kernel._testrun import (
     BPF_F_TEST_RUN_ON_CPU,
@@ -59,7 +60,7 @@ __all__ = [
     "Collection", "load_collection",
     "DEFAULT_BPFFS", "XDP_FLAGS_DRV_MODE", "XDP_FLAGS_HW_MODE", "XDP_FLAGS_SKB_MODE",
     "XDP_FLAGS_UPDATE_IF_NOEXIST", "Fd", "Link", "LinkInfo", "Map", "MapInfo", "ProgInfo",
-    "Program", "TestRunResult", "XdpMd", "bpf", "create_xdp_link", "ensure_bpffs",
+    "Program", "TestRunResult", "XdpMd", "bpf", "create_xdp_link", "enable_stats", "ensure_bpffs",
     "failing_insn", "fd_number", "is_bpffs", "list_links", "list_maps", "list_programs",
     "obj_get", "obj_pin", "patch_map_refs", "possible_cpus", "test_run", "unpin",
 ]

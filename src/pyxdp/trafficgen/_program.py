@@ -122,10 +122,20 @@ def generator_program(frame: bytes, *, sources: int = 1, base_source: int | None
     than ``TX`` (e.g. ``DROP``) builds the same per-packet work without sending: the
     generator's own cost, for benchmarks.
     """
-    lay = layout_of(frame)
     if not 1 <= sources <= 1 << 31 or not 1 <= ports <= 65536:
         raise TemplateError(f"sources must be 1..2^31 and ports 1..65536 (got {sources},"
                             f" {ports})")
+    vary = sources > 1 or ports > 1
+    b = Builder()
+    b.mov64(6, R1)
+    if not vary:  # any frame at all, sent as it is: no layout needed
+        if len(frame) < ETH_HLEN:
+            raise TemplateError(f"a frame needs at least {ETH_HLEN} bytes, not {len(frame)}")
+        b.ldx("w", 2, 6, 0).ldx("w", 3, 6, 4)
+        b.mov64(4, R2).add64(4, ETH_HLEN).jgt(4, R3, "drop")
+        return b.mov64(0, int(action)).exit().label("drop").mov64(0, XdpAction.DROP).exit(
+        ).build()
+    lay = layout_of(frame)
     if ports > 1 and lay.sport_off < 0:
         raise TemplateError("port variation needs a UDP or TCP template")
     if base_source is None:
@@ -134,17 +144,9 @@ def generator_program(frame: bytes, *, sources: int = 1, base_source: int | None
         base_port = struct.unpack_from("!H", frame, lay.sport_off)[0] if lay.sport_off >= 0 else 0
     if base_source + sources > 1 << 32 or base_port + ports > 1 << 16:
         raise TemplateError("address or port range runs past its maximum")
-
-    b = Builder()
-    vary = sources > 1 or ports > 1
-    b.mov64(6, R1)
-    if vary:
-        b.call("get_prandom_u32").mov64(7, R0)
+    b.call("get_prandom_u32").mov64(7, R0)
     b.ldx("w", 2, 6, 0).ldx("w", 3, 6, 4)
     b.mov64(4, R2).add64(4, lay.min_len).jgt(4, R3, "drop")
-    if not vary:
-        return b.mov64(0, int(action)).exit().label("drop").mov64(0, XdpAction.DROP).exit(
-        ).build()
     # r5: L4 checksum accumulator, r4: IPv4 header checksum accumulator, r8/r9/r3: scratch
     l4 = lay.l4_csum_off >= 0
     if l4:

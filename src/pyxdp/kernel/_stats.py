@@ -1,0 +1,27 @@
+"""Run-time statistics of every program (``BPF_ENABLE_STATS``).
+
+While the returned :class:`Fd` is open the kernel counts, per program, how often it ran
+(``run_cnt``) and for how long (``run_time_ns``), visible in :meth:`Program.info`.  Unlike
+the ``kernel.bpf_stats_enabled`` sysctl this changes nothing global that outlives us: the
+counting stops when the fd is closed.  Benchmarks use it to count packets at a sink
+without changing the program under test.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from pyxdp._uapi import Cmd
+from pyxdp.kernel._fd import Fd
+from pyxdp.kernel._sys import bpf
+
+BPF_STATS_RUN_TIME = 0
+
+
+class _EnableStatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32)]
+
+
+def enable_stats() -> Fd:
+    """Turn on run-time statistics until the returned fd is closed."""
+    return Fd(bpf(Cmd.ENABLE_STATS, _EnableStatsAttr(BPF_STATS_RUN_TIME)))

@@ -275,3 +275,26 @@ def test_map_in_map(outer: MapType) -> None:
         assert om2.info().type == outer
     with pytest.raises(MapError):
         Map.create(spec(outer, value=4, entries=1))
+
+
+def test_from_pin_of_a_program_names_path_and_kind(pin_dir: str) -> None:
+    """A pinned program opened as a map: a clear MapError, not the program's info read
+    as a map's (garbage sizes, once a MemoryError in ``map dump``)."""
+    from kinsns import ret
+
+    path = os.path.join(pin_dir, "not_a_map")
+    with Program.load(ret(2)) as p:
+        p.pin(path)
+        before = set(os.listdir("/proc/self/fd"))
+        with pytest.raises(MapError, match=rf"{path} is a BPF program, not a BPF map"):
+            Map.from_pin(path)
+        assert set(os.listdir("/proc/self/fd")) <= before       # the fd was closed again
+        with pytest.raises(MapError, match=r"fd \d+ is a BPF program, not a BPF map"):
+            Map.from_fd(p.fd.dup())
+
+
+def test_from_fd_of_a_plain_file_is_refused() -> None:
+    from pyxdp.kernel import Fd
+
+    with pytest.raises(MapError, match=r"is not a BPF map but a file /dev/null"):
+        Map.from_fd(Fd(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)))

@@ -162,3 +162,46 @@ def test_fd_ownership_no_leaks() -> None:
     assert not os.path.exists(fd_path) or "bpf" not in os.readlink(fd_path)
     with Fd(os.open("/dev/null", os.O_RDONLY)) as f:
         assert int(f) >= 0
+
+
+def test_program_from_pin_of_a_map_names_path_and_kind(pin_dir: str) -> None:
+    path = os.path.join(pin_dir, "not_a_prog")
+    with Map.create(MapSpec("pinned_map", MapType.ARRAY, 4, 4, 1)) as m:
+        m.pin(path)
+        with pytest.raises(BpfError, match=rf"{path} is a BPF map, not a BPF program") as exc:
+            Program.from_pin(path)
+        assert exc.value.errno == errno.EINVAL
+        with pytest.raises(BpfError, match=r"is a BPF map, not a BPF program"):
+            Program.from_fd(m.fd.dup())
+
+
+BPF_F_SLEEPABLE = 1 << 4
+
+
+def test_test_run_raw_tracepoint_without_data() -> None:
+    """Raw tracepoint runs take only a context (the tracepoint's u64 arguments): any data
+    pointer or a repeat count makes the kernel say EINVAL."""
+    insns = [Instruction(0x79, dst=0, src=1, off=8), EXIT]      # r0 = ctx->args[1]
+    with Program.load(insns, type=ProgType.RAW_TRACEPOINT, license="GPL") as p:
+        args = (5).to_bytes(8, "little") + (77).to_bytes(8, "little")
+        r = p.test_run(ctx=args)
+        assert r.retval == 77 and r.data_out == b"" and r.ctx_out is None
+        assert test_run(p, ctx=args, repeat=0).retval == 77
+        with Program.load(ret(9), type=ProgType.RAW_TRACEPOINT, license="GPL") as q:
+            assert q.test_run().retval == 9
+            assert test_run(Fd(os.dup(q.fd.fileno())), b"").retval == 9   # bare fd: info
+        with pytest.raises(ValueError, match="once"):
+            p.test_run(ctx=args, repeat=5)
+
+
+def test_test_run_syscall_program_writes_its_context_back() -> None:
+    insns = [Instruction(0x61, dst=2, src=1, off=0),               # r2 = *(u32 *)ctx
+             Instruction(0x07, dst=2, imm=1),                       # r2 += 1
+             Instruction(0x63, dst=1, src=2, off=0),                # *(u32 *)ctx = r2
+             Instruction(0xBF, dst=0, src=2), EXIT]                 # return r2
+    with Program.load(insns, type=ProgType.SYSCALL, license="GPL",
+                      flags=BPF_F_SLEEPABLE) as p:
+        r = p.test_run(ctx=(41).to_bytes(4, "little"))
+        assert r.retval == 42
+        assert r.ctx_out == (42).to_bytes(4, "little")
+        assert p.test_run(ctx=(1).to_bytes(4, "little"), ctx_only=True).retval == 2

@@ -132,13 +132,7 @@ def _contents(m: Map) -> Any:
     """Every (key, value) in raw bytes, sorted; maps user space cannot read (XSKMAP, perf
     event arrays) are compared by their description only."""
     info = m.info()
-    flags = info.flags
-    if "." in info.name:
-        # known loader difference, pinned down by test_global_data_map_flags_like_libbpf:
-        # libbpf creates global-data maps with BPF_F_MMAPABLE and .rodata also with
-        # BPF_F_RDONLY_PROG; pyxdp's loader sets neither (yet)
-        flags &= ~(BPF_F_MMAPABLE | BPF_F_RDONLY_PROG)
-    desc = (int(info.type), info.key_size, info.value_size, info.max_entries, flags)
+    desc = (int(info.type), info.key_size, info.value_size, info.max_entries, info.flags)
     try:
         keys, values = m.dump_raw()
     except BpfError as e:
@@ -283,13 +277,11 @@ GLOBAL_DATA_OBJECTS = [p for p in OBJECTS
                        if Path(p).name in ("xdp-dispatcher.o", "xsk_def_xdp_prog.o")]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="pyxdp's loader creates .data/.rodata maps without"
-                   " BPF_F_MMAPABLE / BPF_F_RDONLY_PROG, libbpf sets them (loader.py)")
 @pytest.mark.skipif(not GLOBAL_DATA_OBJECTS, reason="libxdp1 objects not installed")
 @pytest.mark.parametrize("obj_path", GLOBAL_DATA_OBJECTS or ["none"], ids=os.path.basename)
 def test_global_data_map_flags_like_libbpf(obj_path: str, private_bpffs: str) -> None:
-    """The flags the masked comparison above ignores: when this starts passing, drop the
-    mask in ``_contents`` (strict xfail makes that impossible to miss)."""
+    """Global data maps get libbpf's flags: BPF_F_MMAPABLE, and on ``.rodata`` also
+    BPF_F_RDONLY_PROG (the full comparison in ``_contents`` checks them too)."""
     spec = load_object(obj_path)
     r = _bpftool_loadall(obj_path, spec, private_bpffs)
     assert r.returncode == 0, r.stderr
@@ -304,3 +296,5 @@ def test_global_data_map_flags_like_libbpf(obj_path: str, private_bpffs: str) ->
             for m in [*mt.values(), *mo.values()]:
                 m.close()
     assert got and got == want
+    assert all(f & BPF_F_MMAPABLE for f in got.values())
+    assert all(f & BPF_F_RDONLY_PROG for n, f in got.items() if ".rodata" in n)

@@ -2,7 +2,9 @@
 rewriting kinds an older kernel does not know into ones it does (as libbpf does).
 
 Sanitizing works on a copy and keeps every type id, so ``.BTF.ext`` and map type ids that
-refer to the original BTF stay valid.
+refer to the original BTF stay valid.  When the target kernel understands every kind the
+BTF uses (any recent kernel) the original is returned as is: the deep copy of a large BTF
+is the costliest step of loading a small object, and paying it to change nothing is waste.
 """
 
 from __future__ import annotations
@@ -40,8 +42,53 @@ def _dummy_int(t: BtfType, size: int = 1) -> None:
     t.members, t.params, t.values, t.secinfos = [], [], [], []
 
 
+def _unsupported_kinds(features: BtfFeatures) -> frozenset[Kind]:
+    """The kinds :func:`sanitize` rewrites for ``features`` (FUNC also for static linkage)."""
+    kinds: set[Kind] = set()
+    if not features.datasec:
+        kinds |= {Kind.VAR, Kind.DATASEC}
+    if not features.func:
+        kinds |= {Kind.FUNC, Kind.FUNC_PROTO}
+    if not features.func_global:
+        kinds.add(Kind.FUNC)
+    if not features.float:
+        kinds.add(Kind.FLOAT)
+    if not features.decl_tag:
+        kinds.add(Kind.DECL_TAG)
+    if not features.type_tag:
+        kinds.add(Kind.TYPE_TAG)
+    if not features.enum64:
+        kinds.add(Kind.ENUM64)
+    return frozenset(kinds)
+
+
+def needs_sanitizing(btf: Btf, features: BtfFeatures) -> bool:
+    """Whether :func:`sanitize` would change anything in ``btf`` for ``features``.
+
+    A cheap scan of the kinds: it decides whether the deep copy is needed at all.  A FUNC
+    counts only if it would really change (global linkage on a kernel without it, or no
+    FUNC support at all), so ordinary objects on older 5.x kernels stay copy-free too.
+    """
+    bad = _unsupported_kinds(features)
+    if not bad:
+        return False
+    for t in btf.types[btf.start_id:]:
+        if t.kind not in bad:
+            continue
+        if t.kind == Kind.FUNC and features.func and t.linkage != Linkage.GLOBAL:
+            continue
+        return True
+    return False
+
+
 def sanitize(btf: Btf, features: BtfFeatures) -> Btf:
-    """A copy of ``btf`` using only what ``features`` allows, with the same type ids."""
+    """``btf`` using only what ``features`` allows, with the same type ids.
+
+    Returns a modified copy, or ``btf`` itself when nothing needs rewriting: callers must
+    treat the result as read-only (they only encode it for BPF_BTF_LOAD).
+    """
+    if not needs_sanitizing(btf, features):
+        return btf
     out = copy.deepcopy(btf)
     placeholders: dict[int, int] = {}
     for tid in range(out.start_id, len(out.types)):

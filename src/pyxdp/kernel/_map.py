@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import errno as _errno
 import gc
+import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -41,6 +42,8 @@ from pyxdp.kernel._sys import (
 from pyxdp.maps import Codec, IntCodec, MapBase, MapSpec, StructCodec, UpdateFlags
 
 BPF_F_NO_PREALLOC = 1 << 0
+BPF_F_RDONLY_PROG = 1 << 7    # programs may only read the map (stores fail verification)
+BPF_F_MMAPABLE = 1 << 10      # array values (or arena pages) may be mmap()ed by user space
 FD_VALUE_TYPES = frozenset({MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.PROG_ARRAY,
                             MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY,
                             MapType.SOCKMAP, MapType.SOCKHASH})
@@ -76,6 +79,42 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+# anon inode names (fs/anon_inodes.c callers in kernel/bpf/) -> what we call the object
+_BPF_INODES = {"bpf-map": "map", "bpf-prog": "program", "bpf_link": "link", "btf": "BTF",
+               "bpf-token": "token"}
+
+
+def bpf_object_kind(fd: object) -> str | None:
+    """What the file behind ``fd`` is: ``"map"``, ``"program"``, ``"link"``, ``"BTF"``...
+
+    Every bpf object is an anonymous inode whose name ``/proc/self/fd`` shows.  This must be
+    known *before* BPF_OBJ_GET_INFO_BY_FD: that call accepts any bpf object and fills the
+    caller's struct with the other object's info (a program's info read as a map's gives
+    garbage sizes).  Anything else is described as ``"file <link target>"``; ``None``
+    means the kind cannot be told (no /proc), and callers then go on unchecked.
+    """
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd_number(fd)}")
+    except OSError:
+        return None
+    name = target.removeprefix("anon_inode:")
+    if name != target and name in _BPF_INODES:
+        return _BPF_INODES[name]
+    return f"file {target}"
+
+
+def expect_kind(fd: object, want: str, what: str | None = None) -> str | None:
+    """None when ``fd`` holds a BPF ``want`` (or nobody can tell), else an error text that
+    names ``what`` (a pin path; default: the fd number) and what it really is."""
+    kind = bpf_object_kind(fd)
+    if kind is None or kind == want:
+        return None
+    where = what if what is not None else f"fd {fd_number(fd)}"
+    if kind in _BPF_INODES.values():
+        return f"{where} is a BPF {kind}, not a BPF {want}"
+    return f"{where} is not a BPF {want} but a {kind}"
 
 
 def _array_code(codec: Codec | None) -> str | None:
@@ -155,9 +194,17 @@ class Map(MapBase):
         return m
 
     @classmethod
-    def from_fd(cls, fd: Fd, key_type: Any = None, value_type: Any = None) -> Map:
-        """Wrap an owned fd (ownership passes to the map); the spec comes from the kernel."""
+    def from_fd(cls, fd: Fd, key_type: Any = None, value_type: Any = None, *,
+                what: str | None = None) -> Map:
+        """Wrap an owned fd (ownership passes to the map); the spec comes from the kernel.
+
+        Raises :class:`MapError` (and closes ``fd``) when the fd is not a map; ``what``
+        names it in that message (e.g. the pin path it came from).
+        """
         try:
+            problem = expect_kind(fd, "map", what)
+            if problem is not None:
+                raise MapError(problem)
             info = map_info(fd)
             if not isinstance(info.type, MapType):
                 raise NotSupportedError(f"map type {info.type}")
@@ -173,8 +220,8 @@ class Map(MapBase):
     @classmethod
     def from_pin(cls, path: str, key_type: Any = None, value_type: Any = None,
                  flags: int = 0) -> Map:
-        """Open a map pinned at ``path``."""
-        return cls.from_fd(obj_get(path, flags), key_type, value_type)
+        """Open a map pinned at ``path``; a pinned program or link raises :class:`MapError`."""
+        return cls.from_fd(obj_get(path, flags), key_type, value_type, what=path)
 
     @classmethod
     def from_id(cls, map_id: int, key_type: Any = None, value_type: Any = None) -> Map:
@@ -491,4 +538,5 @@ class Map(MapBase):
         return out
 
 
-__all__ = ["BPF_F_NO_PREALLOC", "DEFAULT_CHUNK", "FD_VALUE_TYPES", "Map"]
+__all__ = ["BPF_F_MMAPABLE", "BPF_F_NO_PREALLOC", "BPF_F_RDONLY_PROG", "DEFAULT_CHUNK",
+           "FD_VALUE_TYPES", "Map", "bpf_object_kind", "expect_kind"]

@@ -20,6 +20,7 @@ from pyxdp.errors import BpfError, MapError, VerifierError
 from pyxdp.isa import LD_IMM64, Instruction, PseudoSrc, decode, encode, slot_offsets
 from pyxdp.kernel._fd import Fd, fd_number
 from pyxdp.kernel._info import ProgInfo, fd_by_id, prog_info, prog_xlated
+from pyxdp.kernel._map import expect_kind
 from pyxdp.kernel._pin import obj_get, obj_pin, unpin
 from pyxdp.kernel._sys import ProgLoadAttr, addr, bpf, obj_name
 from pyxdp.spec import FuncInfo, LineInfo, ProgramSpec
@@ -170,9 +171,16 @@ class Program:
 
     # -- other ways to get one ---------------------------------------------------------
     @classmethod
-    def from_fd(cls, fd: Fd) -> Program:
-        """Wrap an owned program fd (ownership passes to the program)."""
+    def from_fd(cls, fd: Fd, *, what: str | None = None) -> Program:
+        """Wrap an owned program fd (ownership passes to the program).
+
+        Raises :class:`BpfError` (``EINVAL``, and closes ``fd``) when the fd is not a
+        program; ``what`` names it in that message (e.g. the pin path it came from).
+        """
         try:
+            problem = expect_kind(fd, "program", what)
+            if problem is not None:
+                raise BpfError(_errno.EINVAL, "BPF_OBJ_GET_INFO_BY_FD", problem)
             info = prog_info(fd)
         except BaseException:
             fd.close()
@@ -181,7 +189,8 @@ class Program:
 
     @classmethod
     def from_pin(cls, path: str) -> Program:
-        return cls.from_fd(obj_get(path))
+        """Open a program pinned at ``path``; a pinned map or link raises :class:`BpfError`."""
+        return cls.from_fd(obj_get(path), what=path)
 
     @classmethod
     def from_id(cls, prog_id: int) -> Program:

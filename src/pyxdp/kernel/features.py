@@ -21,7 +21,7 @@ from pyxdp.errors import BpfError, NotSupportedError, VerifierError
 from pyxdp.isa import HELPER_NAMES, Class, Instruction, JmpOp, Source
 from pyxdp.isa._opcodes import AluOp
 from pyxdp.kernel._fd import Fd
-from pyxdp.kernel._map import BPF_F_NO_PREALLOC
+from pyxdp.kernel._map import BPF_F_MMAPABLE, BPF_F_NO_PREALLOC
 from pyxdp.kernel._prog import Program
 from pyxdp.kernel._sys import ENOTSUPP, BtfLoadAttr, MapCreateAttr, bpf, bytes_addr
 
@@ -41,6 +41,9 @@ def _prog_probe_args(ptype: ProgType) -> tuple[dict[str, Any], int | None, str |
         ProgType.LIRC_MODE2: AttachType.LIRC_MODE2,
         ProgType.TRACING: AttachType.TRACE_FENTRY,
         ProgType.LSM: AttachType.LSM_MAC,
+        # the kernel refuses a netfilter program whose expected attach type is not
+        # BPF_NETFILTER (bpf_prog_load_check_attach), so without it the probe says "absent"
+        ProgType.NETFILTER: AttachType.NETFILTER,
     }.get(ptype)
     kwargs: dict[str, Any] = {"expected_attach_type": eat}
     if ptype in (ProgType.TRACING, ProgType.LSM):
@@ -127,7 +130,10 @@ def _create_probe_map(mtype: MapType) -> tuple[bool, int]:
             attr.max_entries = mmap.PAGESIZE
         elif mtype in (MapType.CGROUP_STORAGE, MapType.PERCPU_CGROUP_STORAGE):
             attr.key_size, attr.max_entries = 16, 0  # struct bpf_cgroup_storage_key
-        elif mtype in (MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE):
+        elif mtype in (MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE,
+                       MapType.CGRP_STORAGE):
+            # local storage maps (cgroup storage too, 6.2) must describe key and value in
+            # BTF, be unpreallocated and have max_entries 0: plain sizes get EINVAL
             btf = load_btf(_tiny_btf())
             keep.append(btf)
             attr.btf_fd, attr.btf_key_type_id, attr.btf_value_type_id = btf.fileno(), 1, 2
@@ -137,6 +143,12 @@ def _create_probe_map(mtype: MapType) -> tuple[bool, int]:
                                                          value_size=4, max_entries=1)))
             keep.append(inner)
             attr.inner_map_fd = inner.fileno()
+        elif mtype == MapType.ARENA:
+            # an arena (6.9) is pages, not elements: no key/value, max_entries counts pages,
+            # and it exists only to be mmap()ed, so BPF_F_MMAPABLE is mandatory; map_extra
+            # is the user address to place it at (0: anywhere)
+            attr.key_size = attr.value_size = 0
+            attr.map_flags, attr.map_extra = BPF_F_MMAPABLE, 0
         elif mtype == MapType.STRUCT_OPS:
             attr.btf_vmlinux_value_type_id = 1  # not a struct_ops type: ENOTSUPP if known
             expect = ENOTSUPP

@@ -4,6 +4,8 @@ Order matters and follows libbpf: BTF first (maps and programs refer to it), the
 (``.rodata`` filled and frozen *before* any program load, so the verifier can treat its
 values as constants), then CO-RE relocation against the running kernel's BTF, then the
 programs, and last the initial slots of prog arrays and map-in-maps, which need both.
+Global data maps get libbpf's flags (``BPF_F_MMAPABLE``; ``.rodata*`` also
+``BPF_F_RDONLY_PROG``) and ``.rodata`` is bound to every program (BPF_PROG_BIND_MAP).
 
 ::
 
@@ -17,30 +19,43 @@ programs, and last the initial slots of prog arrays and map-in-maps, which need 
 from __future__ import annotations
 
 import copy
+import ctypes
+import dataclasses
 import errno as _errno
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pyxdp._uapi import MapType, ProgType
+from pyxdp._uapi import Cmd, MapType, ProgType
 from pyxdp.btf import Btf, BtfFeatures, CoreResolver, Kind, apply_core_relocations, sanitize
 from pyxdp.btf import load_vmlinux as _load_vmlinux
 from pyxdp.errors import BpfError, BtfError, MapError
 from pyxdp.kernel._fd import Fd
-from pyxdp.kernel._map import Map
+from pyxdp.kernel._map import BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, Map
 from pyxdp.kernel._pin import obj_pin
 from pyxdp.kernel._prog import Program
+from pyxdp.kernel._sys import ENOTSUPP, bpf
 from pyxdp.kernel.features import load_btf
 from pyxdp.maps import MapSpec
 from pyxdp.spec import ObjectSpec, ProgramSpec, VariableSpec
 
 PIN_BY_NAME = 1               # LIBBPF_PIN_BY_NAME
+# the sections the ELF reader turns into global data maps (keys of ObjectSpec.maps)
+_DATA_SECTION = re.compile(r"^\.(data|rodata|bss)(\..+)?$")
 # map types the kernel refuses BTF key/value ids for (libbpf drops them the same way)
 _NO_BTF_MAPS = frozenset({
     MapType.PERF_EVENT_ARRAY, MapType.PROG_ARRAY, MapType.CGROUP_ARRAY,
     MapType.STACK_TRACE, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.DEVMAP,
     MapType.DEVMAP_HASH, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKMAP, MapType.SOCKHASH,
     MapType.QUEUE, MapType.STACK, MapType.RINGBUF})
+
+
+class _ProgBindMapAttr(ctypes.Structure):
+    """``bpf_attr.prog_bind_map`` (BPF_PROG_BIND_MAP, 5.10)."""
+
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32)]
 
 
 class Variable:
@@ -137,6 +152,57 @@ def _check_pinned(name: str, pinned: Map, spec: MapSpec) -> None:
                            f" wants {getattr(spec, attr)}")
 
 
+def is_data_map(name: str, spec: MapSpec) -> bool:
+    """Whether ``name`` is a global data map (``.data``, ``.rodata.cfg``, ``.bss``, ...)."""
+    return bool(_DATA_SECTION.match(name)) and spec.type == MapType.ARRAY and (
+        spec.max_entries == 1)
+
+
+def data_map_spec(name: str, spec: MapSpec) -> MapSpec:
+    """The spec a global data map is created from, with libbpf's flags added.
+
+    ``.rodata*`` gets BPF_F_RDONLY_PROG: together with the freeze after filling it, the
+    verifier may then treat its contents as constants (dead-code elimination on config
+    knobs) *and* rejects any program store into it.  Every data map gets BPF_F_MMAPABLE as
+    libbpf 1.1 (the bpftool we compare against) sets it, so the maps look the same to
+    ``bpftool map show`` and a pin can be shared with libbpf-loaded programs (libbpf's
+    ``map_is_reuse_compat`` compares flags).  Other maps are returned unchanged.
+    """
+    if not is_data_map(name, spec):
+        return spec
+    flags = spec.flags
+    if name.startswith(".rodata"):
+        flags |= BPF_F_RDONLY_PROG
+    flags |= BPF_F_MMAPABLE
+    return spec if flags == spec.flags else dataclasses.replace(spec, flags=flags)
+
+
+def _bind_map(prog: Program, m: Map) -> None:
+    """BPF_PROG_BIND_MAP ``m`` to ``prog``, as libbpf binds ``.rodata`` to every program
+    (its ``bpf_metadata_*`` variables stay reachable via ``prog.info().map_ids`` even when
+    no instruction reads them).  Kernels before 5.10 lack the command: skip, like libbpf."""
+    try:
+        bpf(Cmd.PROG_BIND_MAP, _ProgBindMapAttr(prog_fd=prog.fd.fileno(),
+                                                map_fd=m.fd.fileno()))
+    except BpfError as e:
+        if e.errno not in (_errno.EINVAL, ENOTSUPP, _errno.EOPNOTSUPP):
+            raise
+
+
+def _create_data_or_map(name: str, spec: MapSpec, btf_fd: Fd | None,
+                        pin_path: str | None) -> Map:
+    """Create map ``name``; a data map with libbpf's flags, and, like libbpf's
+    FEAT_ARRAY_MMAP fallback, without BPF_F_MMAPABLE on kernels before 5.5 (EINVAL)."""
+    want = data_map_spec(name, spec)
+    try:
+        return _create_map(name, want, btf_fd, pin_path)
+    except BpfError as e:
+        if want is spec or e.errno != _errno.EINVAL or not want.flags & BPF_F_MMAPABLE:
+            raise
+    return _create_map(name, dataclasses.replace(want, flags=want.flags & ~BPF_F_MMAPABLE),
+                       btf_fd, pin_path)
+
+
 def _create_map(name: str, spec: MapSpec, btf_fd: Fd | None, pin_path: str | None) -> Map:
     # without a pin_path a BY_NAME map has nowhere to live: it is an ordinary map then
     pin = os.path.join(pin_path, spec.name) if pin_path and spec.pinning == PIN_BY_NAME else None
@@ -214,7 +280,7 @@ def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux:
         coll.btf_fd = _load_btf(obj.btf, features)
     slotted = set(obj.map_slots)
     for name, spec in obj.maps.items():
-        coll.maps[name] = _create_map(name, spec, coll.btf_fd, pin_path)
+        coll.maps[name] = _create_data_or_map(name, spec, coll.btf_fd, pin_path)
     for vname, var in obj.variables.items():
         if var.map_name in coll.maps:
             coll.variables[vname] = Variable(var, coll.maps[var.map_name])
@@ -237,6 +303,8 @@ def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux:
             spec, maps=coll.maps, btf_fd=coll.btf_fd if with_btf else None,
             func_info=None if with_btf else [], line_info=None if with_btf else [],
             attach_btf_id=_attach_btf_id(spec, vmlinux), log_level=log_level)
+        if ".rodata" in coll.maps and is_data_map(".rodata", obj.maps[".rodata"]):
+            _bind_map(coll.programs[pname], coll.maps[".rodata"])
     for mname in slotted:
         target = coll.maps[mname]
         for idx, what in obj.map_slots[mname].items():
@@ -247,4 +315,5 @@ def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux:
             target[idx] = source[what]
 
 
-__all__ = ["Collection", "Variable", "load_collection"]
+__all__ = ["BPF_F_MMAPABLE", "BPF_F_RDONLY_PROG", "Collection", "Variable", "data_map_spec",
+           "is_data_map", "load_collection"]

@@ -284,6 +284,32 @@ class Testbed:
             ends.append(iface)
         return ends[0], ends[1]
 
+    def bridge(self, ns: str, name: str, ports: list[str]) -> int:
+        """A Linux bridge ``name`` in namespace ``ns`` enslaving ``ports``; returns its ifindex.
+
+        Frames reach a bridge port from a live-frames generator only as XDP frames, so each
+        port gets GRO switched on (see :meth:`set_gro`).
+        """
+        from pyroute2 import NetNS
+
+        try:
+            with NetNS(self.ns_name(ns)) as n:
+                n.link("add", ifname=name, kind="bridge")
+                br = n.link_lookup(ifname=name)[0]
+                for port in ports:
+                    found = n.link_lookup(ifname=port)
+                    if not found:
+                        raise TestbedError(f"no interface {port!r} in namespace {ns!r}")
+                    n.link("set", index=found[0], master=br)
+                n.link("set", index=br, state="up")
+        except TestbedError:
+            raise
+        except Exception as e:  # pyroute2's NetlinkError is not an OSError
+            raise TestbedError(f"cannot build bridge {ns}/{name}: {e}") from e
+        for port in ports:
+            self.set_gro(ns, port, True)
+        return br
+
     def neighbour(self, ns: str, ifname: str, ip: str, mac: str) -> None:
         """A permanent neighbour entry, so traffic needs no ARP/ND (e.g. towards a sink)."""
         from pyroute2 import NetNS

@@ -96,3 +96,30 @@ def test_exec_runs_inside_the_namespace() -> None:
         assert "198.18.0.2/24" in out
         with pytest.raises(TestbedError, match="failed"):
             tb.exec("sink", ["ip", "link", "show", "dev", "nosuchdev"])
+
+
+def test_bridge_joins_three_namespaces() -> None:
+    with Testbed() as tb:
+        for ns in ("client", "wire", "victim"):
+            tb.namespace(ns)
+        tb.veth("client", "eth0", "wire", "c0", ipv4=("198.18.5.1/24", "198.18.5.250/24"))
+        tb.veth("victim", "eth0", "wire", "v0", ipv4=("198.18.5.2/24", "198.18.5.251/24"))
+        assert tb.bridge("wire", "br0", ["c0", "v0"]) > 0
+
+        def server():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("198.18.5.2", 9000))
+            s.settimeout(3)
+            return s
+
+        srv = tb.call("victim", server)
+        try:
+            def send():
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                    c.sendto(b"through the bridge", ("198.18.5.2", 9000))
+            tb.call("client", send)
+            assert tb.call("victim", srv.recvfrom, 100)[0] == b"through the bridge"
+        finally:
+            srv.close()
+        with pytest.raises(TestbedError, match="no interface 'nope'"):
+            tb.bridge("wire", "br1", ["nope"])

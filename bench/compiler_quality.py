@@ -112,7 +112,7 @@ def veth_rates(objects: dict[str, dict[str, Any]], count: int) -> dict[str, dict
 
                             def send(frame: bytes = frame) -> float:
                                 with Generator(gen.ifindex, frame) as g:
-                                    return g.run(count, duration=5).seconds
+                                    return g.run(count, duration=5, chunk=count).seconds
                             seconds = tb.call("gen", send)
                             time.sleep(0.05)
                             out[name][flavour] = (prog.info().run_cnt - before) / seconds / 1e6

@@ -99,7 +99,7 @@ class SeedBench:
         def go() -> tuple[float, float, int]:
             with Generator(gen.ifindex, self.frame, sources=1024, ports=64,
                            action=action) as g:
-                rep = g.run(self.count, duration=self.duration, cpus=[0])
+                rep = g.run(self.count, duration=self.duration, cpus=[0], chunk=self.count)
                 return rep.seconds, rep.pps, rep.sent
 
         return self.tb.call("gen", go)

@@ -6,10 +6,12 @@ ctypes, so several Python threads really send in parallel.  Runs are bounded bot
 count and by a duration; the duration is checked between calls, so each call is kept short
 (``chunk`` frames).
 
-Every call sets up (and tears down) a page pool, which costs tens of milliseconds, so
-calls are long: the first one sends what a thread surely sends within the duration even at
-1 Mpps (generators here reach 4-8), the next ones are sized from the measured rate to last
-about a second.  With 2^18-frame calls a thread lost 40% of its rate to setup.
+Every call costs about 30 ms of setup and teardown in the kernel whatever its size, so
+calls must be long, but a call cannot be stopped once started.  The first call sends 2^16
+frames and measures the rate; later calls are sized from it to last half a second or what
+is left of the duration (a receiver that slows the sender to 0.2 Mpps is common: a SYN
+flood against a listening socket on the same CPU).  Callers that know the rate is high
+and want one call, as the C reference does, pass ``chunk=count``.
 
 Must be called from a thread inside the sending namespace (threads it starts inherit it).
 """
@@ -26,8 +28,8 @@ from pyxdp.isa import XdpAction
 from pyxdp.kernel import BPF_F_TEST_XDP_LIVE_FRAMES, Program, XdpMd, test_run
 from pyxdp.trafficgen._program import generator_program
 
-MIN_RATE = 1e6  # frames/s a generator thread always reaches: sizes the first call
-CALL_SECONDS = 1.0  # each BPF_PROG_TEST_RUN call sets up a page pool: keep calls long
+FIRST_CALL = 1 << 16  # frames of the first call, which measures the rate
+CALL_SECONDS = 0.5     # later calls are sized from that rate to last about this long
 MAX_BATCH = 256
 
 
@@ -99,7 +101,7 @@ class Generator:
             try:
                 os.sched_setaffinity(0, {cpus[i]})
                 left = per[i]
-                n = chunk or max(1024, int(MIN_RATE * duration))
+                n = chunk or FIRST_CALL
                 while left > 0:
                     now = time.monotonic()
                     if now >= deadline:
@@ -110,7 +112,7 @@ class Generator:
                     took = max(time.monotonic() - now, 1e-6)
                     left -= n
                     sent[i] += n
-                    if chunk is None:  # aim the next call at ~1 s, within the deadline
+                    if chunk is None:  # aim the next call at CALL_SECONDS, within the deadline
                         budget = min(CALL_SECONDS, deadline - time.monotonic())
                         n = max(1024, int(n / took * budget))
                     if progress is not None:

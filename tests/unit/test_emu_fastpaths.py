@@ -178,3 +178,136 @@ def test_insn_count_on_xdp_paths() -> None:
     prog = emu.load(assemble("r0 = 2\nr2 = *(u32 *)(r1 + 0)\nexit"), count=True)
     prog.run_xdp(PKT)
     assert prog.insn_count == 3
+
+
+# -- the XDP entry: folded context, proven packet ranges, hoisted loads, lazy pointers -----
+
+BOUNDED = """
+    r2 = *(u32 *)(r1 + 0)
+    r3 = *(u32 *)(r1 + 4)
+    r4 = r2
+    r4 += 8
+    if r4 > r3 goto out
+"""
+
+
+def test_hoisted_packet_loads_see_stores_made_before_them() -> None:
+    prog = emu.load(assemble(BOUNDED + """
+        r5 = *(u8 *)(r2 + 0)
+        r6 = 0x77
+        *(u8 *)(r2 + 1) = r6
+        r7 = *(u8 *)(r2 + 1)
+        r8 = *(u8 *)(r2 + 2)
+        r0 = r5
+        r0 <<= 8
+        r0 |= r7
+        r0 <<= 8
+        r0 |= r8
+        exit
+    out:
+        r0 = 2
+        exit
+    """))
+    assert "x0(P, C, E)" in prog.source
+    assert prog.run_xdp(bytes([1, 2, 3, 4, 5, 6, 7, 8])).r0 == 0x017703
+    assert prog.run_xdp(bytes(7)).r0 == 2            # the bounds check still decides
+
+
+def test_hoisted_loads_are_merged_and_unproven_ones_still_fault() -> None:
+    prog = emu.load(assemble(BOUNDED + """
+        r5 = *(u16 *)(r2 + 0)
+        if r5 == 0 goto out
+        r6 = *(u16 *)(r2 + 2)
+        r6 = be16 r6
+        r7 = *(u8 *)(r2 + 7)
+        r8 = *(u8 *)(r2 + 8)
+        r0 = r6
+        r0 += r7
+        r0 += r8
+        exit
+    out:
+        r0 = 2
+        exit
+    """))
+    x0 = prog.source[prog.source.index("def x0"):]
+    assert "q_" in x0                                   # one unpack, copied later
+    pkt = bytes([1, 0, 0x12, 0x34, 0, 0, 0, 5, 6])
+    assert prog.run_xdp(pkt).r0 == 0x1234 + 5 + 6
+    with pytest.raises(EmulatorError) as ei:           # byte 8 was never proven to exist
+        prog.run_xdp(pkt[:8])
+    assert ei.value.pc == 10
+
+
+def test_a_helper_call_forgets_the_folded_context_and_hoisted_loads() -> None:
+    prog = emu.load(assemble(BOUNDED + """
+        r6 = *(u8 *)(r2 + 4)
+        r1 = r1
+        r2 = 2
+        call 44                          ; bpf_xdp_adjust_head(ctx, 2)
+        r2 = *(u32 *)(r1 + 0)
+        r3 = *(u32 *)(r1 + 4)
+        r4 = r2
+        r4 += 1
+        if r4 > r3 goto out
+        r0 = *(u8 *)(r2 + 0)
+        r0 <<= 8
+        r0 |= r6
+        exit
+    out:
+        r0 = 2
+        exit
+    """))
+    res = prog.run_xdp(bytes(range(16)))
+    assert res.r0 == (2 << 8) | 4
+    assert res.packet == bytes(range(2, 16))
+    assert prog.run_xdp(bytes(range(16))).packet == bytes(range(2, 16))   # data reset
+
+
+def _lookup_prog(tail: str) -> tuple[emu.EmuProgram, emu.EmuMap]:
+    m = emu.create_map(MapSpec("m", MapType.HASH, 4, 16, 4))
+    m[(7).to_bytes(4, "little")] = bytes(range(16))
+    prog = emu.load(assemble("""
+        r1 = 7
+        *(u32 *)(r10 - 4) = r1
+        r2 = r10
+        r2 += -4
+        r1 = map[id:1]
+        call 1
+    """ + tail), maps={1: m})
+    return prog, m
+
+
+def test_a_lazily_addressed_map_value_is_a_real_pointer_when_read() -> None:
+    prog, _ = _lookup_prog("""
+        if r0 == 0 goto miss
+        r6 = r0
+        r6 += 8
+        r1 = *(u8 *)(r6 + 1)
+        if r0 > 0x1000 goto big
+        r0 = 1
+        exit
+    big:
+        r0 = r1
+        exit
+    miss:
+        r0 = 99
+        exit
+    """)
+    assert "LK0KA" in prog.source
+    assert prog.run_xdp(PKT).r0 == 9
+    assert prog.run() == 9
+
+
+def test_a_fault_through_a_lazy_map_value_reports_its_address() -> None:
+    prog, _ = _lookup_prog("""
+        if r0 == 0 goto miss
+        r0 = *(u64 *)(r0 + 12)
+        exit
+    miss:
+        r0 = 99
+        exit
+    """)
+    with pytest.raises(EmulatorError) as ei:
+        prog.run_xdp(PKT)
+    assert ei.value.pc == 7
+    assert ei.value.address is not None and ei.value.address & 0x7FFFFFFF == 12

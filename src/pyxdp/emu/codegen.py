@@ -8,15 +8,32 @@ those operations commute with reduction modulo 2**64.  Anything that needs the r
 with one ``& M64``.  Upper bounds of clean registers (after narrow loads, 32-bit ops,
 constants) let an ``add`` skip its mask entirely when it cannot overflow.  All of this state
 is per basic block: every block starts with everything clean and unknown.
+
+Two more kinds of per-path knowledge save work on the hot paths of packet parsers:
+
+* *provenance* (``known``): a register statically known to point into one region whose
+  buffer is a local of the generated function (``P`` the packet, ``C`` the XDP context in
+  the XDP entry function) is turned into a buffer and offset with one mask instead of a
+  region-table lookup.  Only pointers read from the context and moved forward by
+  non-negative, bounded amounts qualify, so they provably stay inside their region; the
+  buffer's own bounds check still faults exactly as before.
+* *laziness* (``lazy``): constants, and the address of a map value found by an inlined hash
+  lookup, are not assigned to their register until some emitted line reads it.  A value
+  pointer's NULL test reads the buffer local instead (``g0 is None``), so a lookup whose
+  pointer is only dereferenced never computes an address at all.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from pyxdp.emu import packet
 from pyxdp.emu.cfg import invalid
-from pyxdp.emu.memory import STACK_SIZE
+from pyxdp.emu.memory import OFFSET_MASK, STACK_SIZE
+from pyxdp.emu.xdp import HEADROOM, MAX_BUFFER, PACKET_BASE
 from pyxdp.isa import LD_IMM64, AluOp, AtomicOp, Class, Instruction, JmpOp, Mode, Size
 
 M64 = (1 << 64) - 1
@@ -37,10 +54,30 @@ _INLINE_ATOMIC_IMMS = {op | fetch for op in _INLINE_ATOMICS for fetch in (0, 1)}
 
 # a merged load: (pc, byte offset relative to the base register, size) of each member
 MergedLoad = tuple[int, tuple[tuple[int, int, int], ...]]
+# where a merged access's base register points: (buffer local, offset local or literal)
+Loc = tuple[str, str]
+# XDP context fields that hold packet pointers (data, data_end, data_meta)
+CTX_PACKET_FIELDS = (0, 4, 8)
+# frame buffers are at most this long (xdp.MAX_BUFFER, enforced by XdpState.ctx_bytes), so
+# a packet pointer plus a bounded non-negative amount below 2**31 - P_LIMIT cannot leave the
+# packet's region
+P_LIMIT = MAX_BUFFER
+REGION_SPAN = 1 << 31
+XDP_DATA = PACKET_BASE + HEADROOM     # data and data_meta of a fresh frame
+_READS = re.compile(r"\br(\d+)\b")
+_TARGETS = re.compile(r"^[a-z0-9_, ]+ = ")
+State = dict[str, Any]
 
 
 def _s64(imm: int) -> int:
     return imm & M64
+
+
+def _plus(off: str, k: int) -> str:
+    """``off + k`` for an offset expression that may be a literal."""
+    if off.isdigit():
+        return str(int(off) + k)
+    return f"{off} + {k}" if k else off
 
 
 class InsnGen:
@@ -48,9 +85,12 @@ class InsnGen:
 
     def __init__(self, emit: Callable[[str], None], resolve_ld: Callable[[int], int],
                  fast_lookup: Callable[[int], str | None],
-                 fast_key: Callable[[int], tuple[str, int] | None] = lambda _: None,
-                 on_merge: Callable[[int, MergedLoad], None] = lambda *_: None) -> None:
-        self.emit = emit
+                 fast_key: Callable[[int], tuple[str, int, str] | None] = lambda _: None,
+                 on_merge: Callable[[Loc, MergedLoad], None] = lambda *_: None,
+                 on_access: Callable[[str], None] = lambda _: None) -> None:
+        self._emit = emit
+        self.on_access = on_access
+        self._access: str | None = None   # base address of the next access, if not in r<b>
         self.resolve_ld = resolve_ld
         self.fast_lookup = fast_lookup
         self.fast_key = fast_key
@@ -65,37 +105,100 @@ class InsnGen:
         self.dirty: set[int] = set()
         self.bound: dict[int, int] = {10: 1 << 40}   # r10: a stack address
         self.const: dict[int, int] = dict(self.fixed)
-        self.cached: set[int] = set()   # registers whose region is in g<r>/o<r>
+        self.cached: dict[int, Loc] = {}      # register -> (buffer, offset) expressions
+        self.known: dict[int, tuple[str, int]] = {}   # register -> (buffer local, max offset)
+        # register -> (expression not yet assigned to it, its NULL test or None)
+        self.lazy: dict[int, tuple[str, str | None]] = {}
+        # packet bounds proven by the path's checks (see pyxdp.emu.packet)
+        self.plen = 0                          # P has at least this many bytes
+        self.safe: dict[int, int] = {}         # register -> bytes readable from it
+        self.derived: dict[int, tuple[int, int]] = {}   # rA -> (rB, k): rA == rB + k
+        self.ends: set[int] = set()            # registers holding data_end of P
+        self.pre: dict[tuple[str, str, int, int], str] = {}   # prefetched packet bytes
+        self._access = None
 
-    fixed: dict[int, int] = {}   # constants true for the whole function (r10 in main)
+    _PATH = ("bound", "const", "cached", "known", "lazy", "safe", "derived", "ends", "pre")
 
-    def snapshot(self) -> tuple[dict[int, int], dict[int, int], set[int]]:
-        return dict(self.bound), dict(self.const), set(self.cached)
+    def snapshot(self) -> State:
+        snap: dict[str, Any] = {k: getattr(self, k).copy() for k in self._PATH}
+        snap["plen"] = self.plen
+        return snap
 
-    def restore(self, snap: tuple[dict[int, int], dict[int, int], set[int]]) -> None:
+    def restore(self, snap: State) -> None:
         self.dirty = set()
-        self.bound, self.const, self.cached = dict(snap[0]), dict(snap[1]), set(snap[2])
+        for k, v in snap.items():
+            setattr(self, k, v.copy() if k != "plen" else v)
         self.bound[10] = 1 << 40
 
+    fixed: dict[int, int] = {}   # constants true for the whole function (r10 in main)
+    func_end = 0                 # end of the function being emitted (for look-ahead)
+
+    def entry_ctx(self, addr: int) -> None:
+        """Facts at the top of the XDP entry: r1 is the context ``C`` at ``addr``."""
+        self._set(1, f"{addr:#x}", bound=addr, const=addr)
+        self.known[1] = ("C", 0)
+
+    def emit(self, text: str) -> None:
+        """Emit one line, first assigning any lazy register the line reads."""
+        if self.lazy:
+            m = _TARGETS.match(text)
+            self.need(text[m.end():] if m else text)
+        self._emit(text)
+        if self._access is not None:   # this line is a memory access through a lazy base
+            self.on_access(self._access)
+            self._access = None
+
+    def need(self, text: str) -> None:
+        """Materialise the lazy registers ``text`` reads."""
+        for r in {int(n) for n in _READS.findall(text)} & self.lazy.keys():
+            self.materialise(r)
+
+    def materialise(self, r: int) -> None:
+        expr = self.lazy.pop(r, None)
+        if expr is not None:
+            self._emit(f"r{r} = {expr[0]}")
+
+    def settle(self) -> None:
+        """Assign every lazy register (before a point that forgets per-path knowledge)."""
+        for r in sorted(self.lazy):
+            self.materialise(r)
+
     def use(self, r: int) -> str:
+        self.materialise(r)
         if r in self.dirty:
             self.emit(f"r{r} &= {M64:#x}")
             self.dirty.discard(r)
         return f"r{r}"
 
-    def flush(self) -> None:
+    def flush(self, keep_lazy: bool = False) -> None:
+        """Clean dirty registers; also assign lazy ones unless ``keep_lazy`` (a two-way
+        branch whose sides are both emitted with this path's knowledge)."""
+        if not keep_lazy:
+            self.settle()
         for r in sorted(self.dirty):
             self.emit(f"r{r} &= {M64:#x}")
         self.dirty.clear()
 
     def _set(self, r: int, expr: str, *, dirty: bool = False, bound: int = M64,
               const: int | None = None) -> None:
+        if const is not None and expr == f"{const:#x}":
+            self._mark(r, bound=bound, const=const)
+            self.lazy[r] = (expr, None)     # assigned only if some line reads it
+            return
         self.emit(f"r{r} = {expr}")
         self._mark(r, dirty=dirty, bound=bound, const=const)
 
     def _mark(self, r: int, *, dirty: bool = False, bound: int = M64,
               const: int | None = None) -> None:
-        self.cached.discard(r)
+        loc = self.cached.pop(r, None)
+        if loc is not None and self.pre:
+            self.pre = {k: v for k, v in self.pre.items() if k[1] != loc[1]}
+        self.known.pop(r, None)
+        self.lazy.pop(r, None)
+        self.safe.pop(r, None)
+        self.ends.discard(r)
+        if self.derived:
+            self.derived = {a: (b, k) for a, (b, k) in self.derived.items() if r not in (a, b)}
         if dirty:
             self.dirty.add(r)
             self.bound.pop(r, None)
@@ -121,19 +224,28 @@ class InsnGen:
             if nxt is not None and self._fusable_mov(insn, nxt):
                 # ``rd = rs; rd op= imm`` -> ``rd = rs op imm``: one statement instead of two
                 self._mark(insn.dst, bound=self.bound.get(insn.src, M64))
+                if insn.src in self.known:
+                    self.known[insn.dst] = self.known[insn.src]
                 self._lhs = f"r{insn.src}"
                 try:
                     self.alu64(pc + 1, nxt)
                 finally:
                     self._lhs = None
+                if nxt.op == AluOp.ADD and not nxt.opcode & 8 and nxt.imm >= 0:
+                    self.derived[insn.dst] = (insn.src, nxt.imm)   # for packet.assume
                 return 2
             self.alu64(pc, insn)
         elif cls == Class.ALU:
             self.alu32(pc, insn)
         elif cls == Class.LDX:
+            hoisted = packet.prefetch(self, pc, insns, self.func_end)
+            if hoisted:
+                return hoisted
             merged = self.load_group(pc, insns, last)
             return merged or self.load(pc, insn, nxt)
         elif cls in (Class.ST, Class.STX):
+            if insn.dst != 10 and self._stack_const(insn.dst, 1, insn.off) is None:
+                self.pre.clear()    # the packet may change: forget hoisted loads
             merged = self.atomic_group(pc, insns, last)
             if merged:
                 return merged
@@ -152,7 +264,7 @@ class InsnGen:
         return (insn.opcode == Class.ALU64 | AluOp.MOV | 8 and not insn.off and s != d
                 and nxt.opcode & 0x0F == Class.ALU64 and nxt.op in _FUSABLE
                 and nxt.dst == d and s not in self.dirty and s not in self.const
-                and d not in self.const)
+                and d not in self.const and s not in self.lazy)
 
     # -- ALU -----------------------------------------------------------------------------
     def alu64(self, pc: int, insn: Instruction) -> None:
@@ -171,21 +283,34 @@ class InsnGen:
                 w = insn.off
                 self._set(d, f"((({src} & {(1 << w) - 1:#x}) ^ {1 << (w - 1):#x})"
                              f" - {1 << (w - 1):#x}) & {M64:#x}")
+            elif insn.src in self.const:
+                v = self.const[insn.src]
+                known = self.known.get(insn.src)
+                self._set(d, f"{v:#x}", bound=v, const=v)
+                if known is not None:
+                    self.known[d] = known
             elif insn.src != d:
                 self.emit(f"{rd} = {src}")
                 if insn.src in self.dirty:
                     self._mark(d, dirty=True)
                 else:
-                    self._mark(d, bound=self.bound.get(insn.src, M64),
-                               const=self.const.get(insn.src))
+                    self._mark(d, bound=self.bound.get(insn.src, M64))
+                    if insn.src in self.known:
+                        self.known[d] = self.known[insn.src]
         elif op in (AluOp.ADD, AluOp.SUB) and not x and d in self.const:
             v = (self.const[d] + (insn.imm if op == AluOp.ADD else -insn.imm)) & M64
+            known = self.known.get(d) if v >> 31 == self.const[d] >> 31 else None
             self._set(d, f"{v:#x}", bound=v, const=v)
+            if known is not None:    # a constant pointer that stayed in its region
+                self.known[d] = (known[0], v & OFFSET_MASK)
         elif op == AluOp.ADD:
             if not x and insn.imm < 0:
                 self._set(d, f"{rd} - {-insn.imm}", dirty=True)
             elif bd is not None and bs is not None and bd + bs <= M64:
+                ptr = self._moved(d, insn.src if x else None, bd, bs)
                 self._set(d, f"{rd} + {src}", bound=bd + bs)
+                if ptr is not None:
+                    self.known[d] = ptr
             else:
                 self._set(d, f"{rd} + {src}", dirty=True)
         elif op == AluOp.SUB:
@@ -235,6 +360,17 @@ class InsnGen:
             self._swap(d, insn.imm)
         else:  # pragma: no cover
             raise invalid(f"unknown ALU64 op {op:#x}", pc, insn)
+
+    def _moved(self, d: int, s: int | None, bd: int, bs: int) -> tuple[str, int] | None:
+        """Provenance of ``d + s`` (``s`` None: an immediate of at most ``bs``): a known
+        pointer moved forward by a clean scalar stays in its region while its largest
+        possible offset stays below the region's span."""
+        kd, ks = self.known.get(d), self.known.get(s) if s is not None else None
+        if (kd is None) == (ks is None):
+            return None
+        buf, most = kd if kd is not None else ks    # type: ignore[misc]
+        most += bs if kd is not None else bd
+        return (buf, most) if most < REGION_SPAN else None
 
     def _divmod64(self, insn: Instruction, d: int, x: bool, c: int) -> None:
         a = self.use(d)
@@ -342,14 +478,72 @@ class InsnGen:
                 raise invalid(f"stack access [r10{insn.off:+d}] of {size} bytes is outside"
                               f" the {STACK_SIZE}-byte frame", pc, insn)
             return "S", str(off)
-        r = self.use(base)
+        slot = self._stack_const(base, size, ioff)
+        if slot is not None:
+            return "S", str(slot)
         if ioff >= 0:
-            if base not in self.cached:
-                self.emit(f"g{base} = M[{r} >> 31]; o{base} = {r} & {MASK}")
-                self.cached.add(base)
-            return f"g{base}", f"o{base} + {ioff}" if ioff else f"o{base}"
+            buf, off = self._loc(base)
+            if base in self.lazy:    # for fault reports: how to compute the base address
+                self._access = self.lazy[base][0]
+            return buf, _plus(off, ioff)
+        r = self.use(base)
         self.emit(f"a = {r} + {ioff}")
         return "M[a >> 31]", f"a & {MASK}"
+
+    def _loc(self, base: int) -> Loc:
+        """Buffer and offset of the address in ``base``, derived once per value: a literal
+        for a constant pointer of known provenance, one mask for a known region, else the
+        region-table lookup."""
+        loc = self.cached.get(base)
+        if loc is not None:
+            return loc
+        v, known = self.const.get(base), self.known.get(base)
+        if known is not None and v is not None:
+            loc = (known[0], str(v & OFFSET_MASK))
+        else:
+            r = self.use(base)
+            if known is not None:
+                self.emit(f"o{base} = {r} & {MASK}")
+                loc = (known[0], f"o{base}")
+            else:
+                self.emit(f"g{base} = M[{r} >> 31]; o{base} = {r} & {MASK}")
+                loc = (f"g{base}", f"o{base}")
+        self.cached[base] = loc
+        return loc
+
+    def _is_ctx(self, base: int) -> bool:
+        known = self.known.get(base)
+        return known is not None and known[0] == "C"
+
+    def _ctx_field(self, insn: Instruction) -> bool:
+        """In the XDP entry, the context's packet pointers without reading ``C``: the frame
+        is fresh (data == data_meta == the constant ``DATA``) and ``E`` is data_end."""
+        base = insn.src
+        if not self._is_ctx(base) or insn.mode != Mode.MEM or _NBYTES[insn.size] != 4:
+            return False
+        loc = self._loc(base)
+        at = int(loc[1]) + insn.off if loc[1].isdigit() else -1
+        if at not in CTX_PACKET_FIELDS:
+            return False
+        d = insn.dst
+        if at == CTX_PACKET_FIELDS[1]:
+            self._set(d, "E", bound=M32)
+            self.ends.add(d)
+        else:
+            self._set(d, f"{XDP_DATA:#x}", bound=XDP_DATA, const=XDP_DATA)
+        self.known[d] = ("P", P_LIMIT)
+        return True
+
+    def _from_ctx(self, base: int, off: int, size: int) -> tuple[str, int] | None:
+        """Provenance of a load: the XDP context's data/data_end/data_meta are packet
+        pointers (only while ``C`` is the current context: calls forget ``known``)."""
+        known = self.known.get(base)
+        if known is None or known[0] != "C" or size != 4:
+            return None
+        loc = self._loc(base)
+        if not loc[1].isdigit() or int(loc[1]) + off not in CTX_PACKET_FIELDS:
+            return None
+        return ("P", P_LIMIT)
 
     def _swapped(self, insn: Instruction, nxt: Instruction | None) -> bool:
         size = _NBYTES[insn.size]
@@ -364,7 +558,7 @@ class InsnGen:
         one of them would; which one is recovered from the merge record (``on_merge``)."""
         first = insns[pc]
         base = first.src
-        if first.mode != Mode.MEM or first.off < 0 or base == 10:
+        if first.mode != Mode.MEM or first.off < 0 or base == 10 or self._is_ctx(base):
             return 0
         members: list[Instruction] = []
         dsts: set[int] = set()
@@ -397,16 +591,22 @@ class InsnGen:
             fmt += "x" * (off - end) + _FMT[size]
             end = off + size
         name = self.structs.setdefault(fmt, f"UN{len(self.structs)}")
-        buf, off_expr = self._addr(pc, first, base, 1, spans[0][0])
+        buf, off_expr = self._addr(pc, first, base, end - spans[0][0], spans[0][0])
+        loc = self.cached.get(base, (buf, _plus(off_expr, -spans[0][0])))
+        ptrs = {d: self._from_ctx(base, off, size) for off, size, d in spans}
         targets = ", ".join(f"r{d}" for _, _, d in spans)
         self.emit(f"{targets} = {name}({buf}, {off_expr})")
-        self.on_merge(base, (pc, tuple((pc + k, m.off, _NBYTES[m.size])
-                                       for k, m in enumerate(members))))
+        self.on_merge(loc, (pc, tuple((pc + k, m.off, _NBYTES[m.size])
+                                      for k, m in enumerate(members))))
         for _, size, d in spans:
             self._mark(d, bound=(1 << (8 * size)) - 1)
+            if ptrs[d] is not None:
+                self.known[d] = ptrs[d]    # type: ignore[assignment]
         return len(members)
 
     def load(self, pc: int, insn: Instruction, nxt: Instruction | None) -> int:
+        if self._ctx_field(insn):
+            return 1
         size = _NBYTES[insn.size]
         buf, off = self._addr(pc, insn, insn.src, size)
         d = insn.dst
@@ -416,11 +616,14 @@ class InsnGen:
             return 1
         swap = self._swapped(insn, nxt)
         bound = (1 << (8 * size)) - 1
+        ptr = None if swap or insn.off < 0 else self._from_ctx(insn.src, insn.off, size)
         if size == 1:
             self._set(d, f"{buf}[{off}]", bound=bound)
         else:
             fn = f"{'B' if swap else 'U'}{8 * size}"
             self._set(d, f"{fn}({buf}, {off})[0]", bound=bound)
+        if ptr is not None:
+            self.known[d] = ptr
         return 2 if swap else 1
 
     def store(self, pc: int, insn: Instruction) -> None:
@@ -481,11 +684,12 @@ class InsnGen:
         fmt = "<" + _FMT[size] * len(order)
         unpack = self.structs.setdefault(fmt, f"UN{len(self.structs)}")
         pack = self.packers.setdefault(fmt, f"PK{len(self.packers)}")
-        buf, off = self._addr(pc, first, base, size, order[0].off)
+        buf, off = self._addr(pc, first, base, size * len(order), order[0].off)
+        loc = self.cached.get(base, (buf, _plus(off, -order[0].off)))
         new = ", ".join(f"(t[{k}] + {v}) & {mask:#x}" if sym == "+" else f"t[{k}] {sym} {v}"
                         for k, (sym, v) in enumerate(vals))
         self.emit(f"t = {unpack}({buf}, {off}); {pack}({buf}, {off}, {new})")
-        self.on_merge(base, (pc, tuple((pc + k, m.off, size) for k, m in enumerate(members))))
+        self.on_merge(loc, (pc, tuple((pc + k, m.off, size) for k, m in enumerate(members))))
         return len(members)
 
     def _atomic(self, pc: int, insn: Instruction, size: int) -> None:
@@ -521,10 +725,9 @@ class InsnGen:
 
     # -- calls ---------------------------------------------------------------------------
     def call(self, pc: int, insn: Instruction) -> None:
-        args = ", ".join(self.use(r) for r in range(1, 6))
-        by_key: tuple[str, int] | None = None
-        key_off: int | None = None
+        keyed = False
         if insn.opcode & 8:
+            args = ", ".join(self.use(r) for r in range(1, 6))
             self._set(0, f"CALLX({self.use(insn.dst)}, {args}, depth)")
         elif insn.is_pseudo_call:
             raise AssertionError("pseudo calls are emitted by the translator")
@@ -533,52 +736,90 @@ class InsnGen:
             by_key = self.fast_key(self.const.get(1, -1)) if fast else None
             key_off = self._stack_const(2, by_key[1]) if by_key else None
             if by_key and key_off is not None:
-                # the key is at a known place in this frame: read it as bytes in one struct
-                # call, and take the value's buffer and offset along with its address
-                fmt = f"{by_key[1]}s"
-                name = self.structs.setdefault(fmt, f"UN{len(self.structs)}")
-                self.emit(f"r0, g0, o0 = {by_key[0]}({name}(S, {key_off})[0])")
-                self._mark(0)
-                self.cached.add(0)
-            elif fast:
-                self._set(0, f"{fast}(r2)")
-            elif insn.imm in _CALLBACK_HELPERS:
-                self._set(0, f"h{insn.imm}({args}, depth)")
+                keyed = True
+                self._keyed_lookup(by_key, key_off)
             else:
-                self._set(0, f"h{insn.imm}({args})")
+                args = ", ".join(self.use(r) for r in range(1, 6))
+                if fast:
+                    self._set(0, f"{fast}(r2)")
+                elif insn.imm in _CALLBACK_HELPERS:
+                    self._set(0, f"h{insn.imm}({args}, depth)")
+                else:
+                    self._set(0, f"h{insn.imm}({args})")
         for r in range(1, 6):
-            self.const.pop(r, None)
-        self.cached &= {0} if by_key and key_off is not None else set()
-        # (helpers may replace the ctx region, so other cached regions are forgotten)
+            if r not in self.lazy:    # a lazy constant keeps its value across the call
+                self.const.pop(r, None)
+        # helpers may replace the ctx and packet regions: forget derived regions
+        self.cached = {0: self.cached[0]} if keyed else {}
+        self._forget_packet()
 
-    def _stack_const(self, r: int, size: int) -> int | None:
-        """Offset into ``S`` when ``r`` holds a constant address of ``size`` bytes inside
-        this function's own frame (only known in the main function, where r10 is fixed)."""
+    def _forget_packet(self) -> None:
+        """After a call: the context and the packet's extent may have changed."""
+        self.known.clear()
+        self.pre.clear()
+        self.safe.clear()
+        self.ends.clear()
+        self.plen = 0
+
+    def _keyed_lookup(self, by_key: tuple[str, int, str], key_off: int) -> None:
+        """``map_lookup_elem`` with the key at a known stack slot, read as bytes in one
+        struct call.  A hash map's lookup is its dict's ``get``, inline: the value buffer
+        lands in ``g0`` (offset 0) and the address in r0 is computed only if r0 is read."""
+        name, size, kind = by_key
+        fmt = f"{size}s"
+        key = f"{self.structs.setdefault(fmt, f'UN{len(self.structs)}')}(S, {key_off})[0]"
+        if kind == "hash":
+            self.emit(f"g0 = {name}({key}, NOVALUE)[0]")
+            self._mark(0)
+            self.lazy[0] = (f"{name}A(g0)", "g0 is None")
+            self.cached[0] = ("g0", "0")
+        else:
+            self.emit(f"r0, g0, o0 = {name}({key})")
+            self._mark(0)
+            self.cached[0] = ("g0", "o0")
+
+    def _stack_const(self, r: int, size: int, delta: int = 0) -> int | None:
+        """Offset into ``S`` when ``r`` (plus ``delta``) holds a constant address of ``size``
+        bytes inside this function's own frame (only known in the main function, where
+        r10 is fixed)."""
         fp, v = self.fixed.get(10), self.const.get(r)
         if fp is None or v is None:
             return None
-        off = STACK_SIZE - (fp - v)
+        off = STACK_SIZE - (fp - v) + delta
         return off if 0 <= off <= STACK_SIZE - size else None
 
     def pseudo_call(self, target: int) -> None:
         args = ", ".join(self.use(r) for r in range(1, 6))
         self._set(0, f"f{target}({args}, depth + 1)")
         for r in range(1, 6):
-            self.const.pop(r, None)
+            if r not in self.lazy:
+                self.const.pop(r, None)
         self.cached.clear()
+        self._forget_packet()
+
+    def _operand(self, r: int) -> str:
+        """A register as a comparison operand: a known constant is its literal."""
+        c = self.const.get(r)
+        return f"{c:#x}" if c is not None and r != 10 else self.use(r)
 
     def condition(self, insn: Instruction) -> str:
         """Python expression that is true when the conditional jump is taken."""
         op, x = JmpOp(insn.op), bool(insn.opcode & 8)
+        lazy = self.lazy.get(insn.dst)
+        if (lazy is not None and lazy[1] is not None and not x and insn.imm == 0
+                and insn.opcode & 7 == Class.JMP and op in (JmpOp.JEQ, JmpOp.JNE)):
+            # a lazily addressed map value: NULL is the buffer being None
+            return lazy[1] if op == JmpOp.JEQ else lazy[1].replace(" is None", " is not None")
         if insn.opcode & 7 == Class.JMP32:
+            self.need(f"r{insn.dst} r{insn.src}" if x else f"r{insn.dst}")
             a = f"(r{insn.dst} & {M32:#x})"
             c = insn.imm & M32
             b = f"(r{insn.src} & {M32:#x})" if x else None
             h = 0x80000000
         else:
-            a = self.use(insn.dst)
+            a = self._operand(insn.dst)
             c = _s64(insn.imm)
-            b = self.use(insn.src) if x else None
+            b = self._operand(insn.src) if x else None
             h = H64
         if op == JmpOp.JSET:
             return f"{a} & {b if x else hex(c)}"

@@ -191,6 +191,7 @@ class Helpers:
             raise EmulatorError(f"{op} needs an XDP context (use run_xdp)")
         rc = getattr(state, op)(_s32(delta))
         self.m.refresh_ctx()
+        self.m.dirty = True     # run_xdp puts data/data_meta back after the run
         return rc & M64
 
     def xdp_adjust_head(self, r1: int, r2: int, *_: int) -> int:

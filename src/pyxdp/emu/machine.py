@@ -41,6 +41,9 @@ _ATOMIC_OPS: dict[int, Callable[[int, int], int]] = {
 
 
 KeyedLookup = Callable[[bytes], tuple[int, Any, int]]
+# how translated code looks up a key it read as bytes: ("hash", dict.get of the store, value
+# buffer -> address) or ("array", key -> (address, buffer, offset), None)
+KeyedAccess = tuple[str, Callable[..., Any], Callable[[Any], int] | None]
 
 
 def _raise_runaway(budget: int) -> Callable[[int], None]:
@@ -209,13 +212,14 @@ class Machine:
             env[f"h{hid}"] = fn
         return env
 
-    def fast_lookup_key(self, m: EmuMap) -> KeyedLookup | None:
+    def fast_lookup_key(self, m: EmuMap) -> KeyedAccess | None:
         """A ``map_lookup_elem`` taking the key bytes, for keys at a constant stack slot;
-        None when only the address-keyed form exists for this kind of map."""
+        None when only the address-keyed form exists for this kind of map.  A plain hash
+        map is looked up by the generated code itself (``store.get(key, NOVALUE)[0]``)."""
         if isinstance(m, HashMap) and not m.lru and not m.percpu:
-            return _hash_lookup_key(self.memory, m)
+            return "hash", m.store.get, _value_address(self.memory)
         if isinstance(m, ArrayMap) and not m.percpu:
-            return _array_lookup_key(self.memory, m)
+            return "array", _array_lookup_key(self.memory, m), None
         return None
 
     def fast_lookup(self, m: EmuMap) -> Callable[[int], int]:
@@ -240,18 +244,16 @@ class Machine:
 _MISS = (0, None, 0)
 
 
-def _hash_lookup_key(mem: Memory, m: HashMap) -> KeyedLookup:
-    """Hash lookup for a key the generated code already read off the stack; returns the
-    value's address, buffer and offset so the caller need not decode the address again."""
-    store, addr_of, map_buffer = m.store, mem.dynamic_addresses.get, mem.map_buffer
+def _value_address(mem: Memory) -> Callable[[Any], int]:
+    """Address of a map value buffer (0 for None, a missed lookup), mapping it on first
+    use: what an inlined hash lookup's r0 becomes when the program reads it as a number."""
+    addr_of, map_buffer = mem.dynamic_addresses.get, mem.map_buffer
 
-    def lookup(key: bytes) -> tuple[int, Any, int]:
-        bufs = store.get(key)
-        if bufs is None:
-            return _MISS
-        v = bufs[0]
-        return addr_of(id(v)) or map_buffer(v), v, 0
-    return lookup
+    def address(v: Any) -> int:
+        if v is None:
+            return 0
+        return addr_of(id(v)) or map_buffer(v)
+    return address
 
 
 def _array_lookup_key(mem: Memory, m: ArrayMap) -> KeyedLookup:

@@ -13,7 +13,7 @@ import itertools
 import struct
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -24,7 +24,7 @@ from pyxdp.emu.machine import Machine
 from pyxdp.emu.maps import EmuMap, create_map
 from pyxdp.emu.memory import CTX, M64, MEM, PACKET, base_of
 from pyxdp.emu.translate import Compiled, translate
-from pyxdp.emu.xdp import _HEAD, HEADROOM, LazyXdpResult, XdpResult
+from pyxdp.emu.xdp import _HEAD_BUF, HEADROOM, PACKET_BASE, XdpResult, XdpRunResult
 from pyxdp.errors import EmulatorError
 from pyxdp.isa import HELPER_NAMES, LD_IMM64, Instruction, PseudoSrc, decode
 from pyxdp.maps import MapSpec
@@ -33,7 +33,6 @@ from pyxdp.spec import MapRef, ObjectSpec, ProgramSpec
 _FDS = itertools.count(1 << 20)
 _CTX_ADDR = base_of(CTX)
 _PROGRAMS: weakref.WeakValueDictionary[int, EmuProgram] = weakref.WeakValueDictionary()
-_new_result = object.__new__
 _VM_FAULTS = (IndexError, KeyError, TypeError, struct.error, ValueError, OverflowError,
               AttributeError)
 
@@ -67,6 +66,7 @@ class EmuProgram:
         self._main = self.compiled.funcs[0]
         self._regions = self.machine.memory.regions
         self._memory = self.machine.memory
+        self.run_xdp = self._xdp_runner()   # type: ignore[method-assign]
 
     # -- translation ---------------------------------------------------------------------
     def _map_for(self, pc: int, insn: Instruction) -> tuple[EmuMap, int]:
@@ -102,7 +102,7 @@ class EmuProgram:
     def _translate(self) -> Compiled:
         helper_ids: set[int] = set()
         fast: dict[int, str] = {}
-        fast_keys: dict[int, tuple[str, int]] = {}
+        fast_keys: dict[int, tuple[str, int, str]] = {}
         env = self.machine.env()
         for pc, insn in enumerate(self.instructions):
             if insn.is_helper_call:
@@ -122,8 +122,11 @@ class EmuProgram:
                 env[name] = self.machine.fast_lookup(m)
                 by_key = self.machine.fast_lookup_key(m)
                 if by_key is not None:
-                    env[name + "K"] = by_key
-                    fast_keys[handle] = (name + "K", m.key_size)
+                    kind, lookup, address = by_key
+                    env[name + "K"] = lookup
+                    if address is not None:
+                        env[name + "KA"] = address
+                    fast_keys[handle] = (name + "K", m.key_size, kind)
         return translate(self.layout, env, helper_ids, self._resolve_ld, fast, fast_keys,
                          self.machine.budget, f"<pyxdp.emu:{self.name}:{self.fd}>",
                          count=self.counting)
@@ -176,6 +179,12 @@ class EmuProgram:
         insn = self._insn(pc)
         if insn is not None and insn.is_load_store:
             base = frame_locals.get(f"r{insn.src if insn.opcode & 7 == 1 else insn.dst}")
+            if line in self.compiled.access:   # the base register was never assigned
+                try:
+                    base = eval(self.compiled.access[line],  # our own expression
+                                dict(self.compiled.env), dict(frame_locals))
+                except Exception:   # a report without the address beats none at all
+                    base = None
             address = (base + insn.off) & M64 if isinstance(base, int) else None
         what = "invalid memory access" if address is not None else "fault"
         detail = f"{what} ({type(exc).__name__}: {exc})"
@@ -184,8 +193,9 @@ class EmuProgram:
     def _merged_fault_pc(self, line: int, frame_locals: dict[str, Any], pc: int | None
                          ) -> int | None:
         """Which member of a merged load faulted: the first one out of its buffer."""
-        base, (_, members) = self.compiled.merged[line]
-        buf, off = frame_locals.get(f"g{base}"), frame_locals.get(f"o{base}")
+        (buf_name, off_expr), (_, members) = self.compiled.merged[line]
+        buf = frame_locals.get(buf_name)
+        off = int(off_expr) if off_expr.isdigit() else frame_locals.get(off_expr)
         if buf is None or not isinstance(off, int):
             return pc
         for member_pc, moff, size in members:
@@ -217,37 +227,93 @@ class EmuProgram:
         """Run as XDP on ``packet``: r1 points at a ``struct xdp_md`` over a 256-byte
         headroom buffer; returns the verdict, the (possibly rewritten) packet and more.
 
+        (Each instance replaces this method with the closure :meth:`_xdp_runner` builds.)
+        """
+        return self._xdp_runner()(packet, ingress_ifindex, rx_queue_index)
+
+    def _xdp_runner(self) -> Callable[..., XdpResult]:
+        """``run_xdp`` as a closure over everything it touches.
+
         This is the hot path of every packet test, so it is written out by hand: a fresh
         frame buffer (which the result references instead of copying the packet out), the
-        context bytes from a per-length cache, and no run-state reset up front because every
-        run leaves the machine clean (:meth:`Machine.finish`).
+        context bytes from a per-length cache, the translated XDP entry called with the
+        buffer, the context and data_end themselves, and no run-state reset up front
+        because every run leaves the machine clean (:meth:`Machine.finish`; helpers that
+        move ``data`` or ``data_meta`` mark the run dirty, which is when they are put
+        back).  When the entry needs nothing but its arguments (no helper calls, no access
+        through the region table), even publishing the frame to the machine is left to
+        the slow path, which is the only one that can need it.
         """
         m = self.machine
         state = m.xdp_state
-        buf = state.buf = bytearray(_HEAD)
-        buf += packet
-        state.data = state.meta = HEADROOM
-        if ingress_ifindex != state.ingress_ifindex or rx_queue_index != state.rx_queue_index:
-            state.set_rx(ingress_ifindex, rx_queue_index)
         regions = self._regions
-        regions[PACKET] = buf
-        ctx = state.fresh_ctx.get(len(buf))
-        regions[CTX] = ctx if ctx is not None else state.ctx_bytes()
-        m.xdp = state
-        try:   # fast path: no tail call, no fault
-            r0 = self._main(_CTX_ADDR, 0, 0, 0, 0, 0)
-        except Exception as e:
-            return self._run_xdp_slow(state, e)
-        res = _new_result(LazyXdpResult)
-        res.r0 = r0
-        res._buf = buf
-        if state.data != HEADROOM or state.meta != HEADROOM:
-            res._data, res._meta = state.data, state.meta
-        if m.dirty or self._memory.full:
+        memory = self._memory
+        fresh_ctx = state.fresh_ctx            # cleared in place, never replaced
+        ctx_bytes, set_rx, slow = state.ctx_bytes, state.set_rx, self._run_xdp_slow
+        main = self._main
+        entry = self.compiled.xdp or (lambda _p, _c, _e: main(_CTX_ADDR, 0, 0, 0, 0, 0))
+        lazy, head, pb = XdpRunResult, _HEAD_BUF, PACKET_BASE
+
+        def publish(buf: bytearray, ctx: bytes) -> None:
+            state.buf = regions[PACKET] = buf
+            regions[CTX] = ctx
+            m.xdp = state
+
+        def finish(res: XdpRunResult) -> None:
+            if state.data != HEADROOM or state.meta != HEADROOM:
+                res._data, res._meta = state.data, state.meta
+                state.data = state.meta = HEADROOM
             res._redirect, res._trace = m.redirect, m.trace or None
             m.trace = []
             m.finish()
-        return res
+
+        def run_xdp(packet: bytes, ingress_ifindex: int = 1, rx_queue_index: int = 0
+                    ) -> XdpResult:
+            buf = head + packet
+            if ingress_ifindex != state.ingress_ifindex or (
+                    rx_queue_index != state.rx_queue_index):
+                set_rx(ingress_ifindex, rx_queue_index)
+            state.buf = regions[PACKET] = buf
+            n = len(buf)
+            ctx = fresh_ctx.get(n)
+            if ctx is None:
+                ctx = ctx_bytes()
+            regions[CTX] = ctx
+            m.xdp = state
+            try:   # fast path: no tail call, no fault
+                r0 = entry(buf, ctx, pb + n)
+            except Exception as e:
+                return slow(state, e)
+            res = lazy()
+            res.r0 = r0
+            res._buf = buf
+            if m.dirty or memory.full:
+                finish(res)
+            return res
+
+        def run_xdp_lean(packet: bytes, ingress_ifindex: int = 1, rx_queue_index: int = 0
+                         ) -> XdpResult:
+            buf = head + packet
+            if ingress_ifindex != state.ingress_ifindex or (
+                    rx_queue_index != state.rx_queue_index):
+                set_rx(ingress_ifindex, rx_queue_index)
+            n = len(buf)
+            ctx = fresh_ctx.get(n)
+            if ctx is None:
+                state.buf = buf
+                ctx = ctx_bytes()
+            try:
+                r0 = entry(buf, ctx, pb + n)
+            except Exception as e:
+                publish(buf, ctx)
+                return slow(state, e)
+            res = lazy()
+            res.r0 = r0
+            res._buf = buf
+            if m.dirty or memory.full:
+                finish(res)
+            return res
+        return run_xdp_lean if self.compiled.xdp_lean else run_xdp
 
     def _run_xdp_slow(self, state: Any, pending: Exception) -> XdpResult:
         """Tail calls and faults: finish the run through :meth:`_execute`."""
@@ -255,11 +321,12 @@ class EmuProgram:
         try:
             r0 = self._execute(_CTX_ADDR, 0, pending=pending)
             final = m.xdp or state
-            res = _new_result(LazyXdpResult)
+            res = XdpRunResult()
             res.r0, res._buf, res._data, res._meta = r0, final.buf, final.data, final.meta
             res._redirect, res._trace = m.redirect, m.trace or None
             return res
         finally:
+            state.data = state.meta = HEADROOM
             m.trace = []
             m.finish()
 

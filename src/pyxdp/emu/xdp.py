@@ -23,9 +23,13 @@ FRAME_SIZE = 4096
 SHINFO_SIZE = 320
 ETH_HLEN = 14
 META_MAX = 32
+# longest frame buffer: translated code relies on packet offsets staying far below 2**31
+# (see pyxdp.emu.codegen.P_LIMIT)
+MAX_BUFFER = 1 << 24
 _CTX = struct.Struct("<6I")
 PACKET_BASE = base_of(PACKET)
 _HEAD = bytes(HEADROOM)
+_HEAD_BUF = bytearray(_HEAD)   # ``_HEAD_BUF + packet`` is a fresh frame in one allocation
 _VERDICTS = tuple(XdpAction)
 _NVERDICTS = len(_VERDICTS)
 
@@ -125,6 +129,15 @@ class LazyXdpResult(XdpResult):
         self._trace = value
 
 
+class XdpRunResult(LazyXdpResult):
+    """The :class:`LazyXdpResult` ``run_xdp`` builds: created without arguments (the C
+    ``object.__init__`` is the cheapest constructor there is) and then given ``r0`` and the
+    frame buffer, with slots for both; everything else keeps the class defaults."""
+
+    __slots__ = ("_buf", "r0")
+    __init__ = object.__init__     # type: ignore[assignment]
+
+
 class XdpState:
     """One packet in flight: buffer plus the ``data``/``data_meta`` offsets."""
 
@@ -172,6 +185,9 @@ class XdpState:
         key = (self.data, self.meta, len(self.buf))
         ctx = self._ctx_cache.get(key)
         if ctx is None:
+            if len(self.buf) > MAX_BUFFER:
+                raise ValueError(f"packet of {len(self.buf) - HEADROOM} bytes is longer than"
+                                 f" the emulator's {MAX_BUFFER - HEADROOM}-byte limit")
             if len(self._ctx_cache) > 256:
                 self._ctx_cache.clear()
                 self.fresh_ctx.clear()

@@ -188,18 +188,22 @@ class CallLower:
     def bounded(self, base: ir.Value, off: ir.Value | None, size: int) -> ir.Value:
         """A nullable ref to ``size`` bytes at ``base + off`` (off: u64, may be None).
 
-        A variable offset is first bounded by the largest packet offset, so that the
-        verifier knows its range, then the end is compared with ``data_end``."""
+        A variable offset is first bounded by the largest packet offset minus ``size``, so
+        that the verifier knows its range, then the end is compared with ``data_end``."""
         b, fl = self.b, self.fl
         good, done = fl.new_block("inb"), fl.new_block("ld")
         fails = []
         p = base
-        if off is not None and not (isinstance(off, ir.Constant)
-                                    and 0 <= off.constant <= MAX_PACKET_OFF):
+        # the verifier only marks a checked range when offset + size <= MAX_PACKET_OFF
+        top = MAX_PACKET_OFF - size
+        if off is not None and not (isinstance(off, ir.Constant) and 0 <= off.constant <= top):
             small = fl.new_block("off")
-            b.cbranch(b.icmp_unsigned("<=", off, ir.Constant(I64, MAX_PACKET_OFF)), small, done)
+            b.cbranch(b.icmp_unsigned("<=", off, ir.Constant(I64, top)), small, done)
             fails.append(b.block)
             b.position_at_end(small)
+            # the verifier knows the bound of this one value only: keep LLVM from
+            # reassociating base + (a + b) into (base + a) + b, whose parts are unbounded
+            off = self.barrier(off)
         if off is not None:
             p = b.gep(base, [off], source_etype=I8)
         b.cbranch(self.checked(p, size), good, done)

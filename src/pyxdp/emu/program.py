@@ -118,7 +118,7 @@ class EmuProgram:
                 handle = self.machine.map_handle(m)
                 if handle not in fast:
                     fast[handle] = f"LK{len(fast)}"
-                    name = fast[handle]
+                name = fast[handle]
                 env[name] = self.machine.fast_lookup(m)
                 by_key = self.machine.fast_lookup_key(m)
                 if by_key is not None:

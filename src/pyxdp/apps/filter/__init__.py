@@ -1,1 +1,29 @@
-"""``pyxdp filter``: DDoS protection at XDP speed (rules, data plane, control plane)."""
+"""``pyxdp filter``: DDoS protection at XDP speed (rules, data plane, control plane).
+
+* :mod:`.rules` — the rule model, rule files and address lists, validation;
+* :mod:`.dataplane` — the packet path, in pyxdp's Python dialect;
+* :mod:`.tables` — a rule set compiled to map contents and feature flags (pure);
+* :mod:`.program` — compiling the data plane and loading one generation of it;
+* :mod:`.control` — :class:`Filter`: attach, atomic rule changes, counters, restarts.
+"""
+
+from pyxdp.apps.filter.control import PIN_ROOT, STATE_ROOT, Filter, FilterError, NoSuchRule
+from pyxdp.apps.filter.rules import (
+    Action,
+    Pattern,
+    PortRange,
+    RateLimit,
+    Rule,
+    RuleError,
+    RuleSet,
+    load_rules,
+    parse_address_list,
+    parse_rule,
+    parse_rules_text,
+)
+from pyxdp.apps.filter.tables import Sizes, TableFullError
+
+__all__ = ["PIN_ROOT", "STATE_ROOT", "Action", "Filter", "FilterError", "NoSuchRule",
+           "Pattern", "PortRange", "RateLimit", "Rule", "RuleError", "RuleSet", "Sizes",
+           "TableFullError", "load_rules", "parse_address_list", "parse_rule",
+           "parse_rules_text"]

@@ -1,0 +1,651 @@
+"""The filter's packet path, written in pyxdp's Python dialect (compiled, never imported
+for execution): parse, find candidate rules through indexes, check them, count, decide.
+
+Indexes: four LPM tries (source/destination, IPv4/IPv6) and a source-MAC hash map give an
+*index value* per packet: 0 (nothing), ``SINGLE | rule`` (the common case: one rule) or the
+id of a list of up to ``MAX_LIST`` rule numbers in ``lists`` (ascending, ``NO_RULE``
+padded).  Rules without prefix or MAC are scanned from ``generic``.  A rule number is its
+priority (position in the rule set): the lowest matching number wins, so every scan stops
+as soon as it reaches a number not below the best match so far.
+
+A rule is reached through one *primary* index (source prefixes, else destination
+prefixes, else MAC, else generic); its other conditions live in its ``RuleEntry`` and are
+checked after the hit.  A rule with source *and* destination prefixes is found through the
+source trie and its destination membership checked in the packet's destination list.
+
+Every ``Const`` below is set by the control plane before load: features a rule set does
+not use are constant-false branches the verifier removes, so they cost no cycles.
+"""
+
+from pyxdp.compiler.lang import (
+    BPF_NOEXIST,
+    ETH_P_8021AD,
+    ETH_P_8021Q,
+    ETH_P_IP,
+    ETH_P_IPV6,
+    ICMP,
+    IPPROTO_DSTOPTS,
+    IPPROTO_FRAGMENT,
+    IPPROTO_HOPOPTS,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_ROUTING,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TCP,
+    UDP,
+    VLAN,
+    XDP_DROP,
+    XDP_PASS,
+    ArrayMap,
+    Const,
+    Ethernet,
+    HashMap,
+    ICMPv6,
+    IPv4,
+    IPv6,
+    IPv6Ext,
+    LpmKey4,
+    LpmKey6,
+    LpmTrie,
+    LruHashMap,
+    PerCpuArray,
+    Struct,
+    atomic_add,
+    be16,
+    be32,
+    ktime_get_ns,
+    u8,
+    u32,
+    u64,
+    xdp,
+)
+
+# -- sizes (compile-time) ---------------------------------------------------------------------
+MAX_LIST = 8            # rules one address can reach through one index
+MAX_GENERIC = 32        # rules without prefix or MAC
+MAX_PORT_RANGES = 8     # per port field of a rule
+PATTERN_LEN = 16
+MAX_EXT = 6             # IPv6 extension headers walked
+NO_RULE = 0xFFFFFFFF
+SINGLE = 0x80000000
+NS = 1000000000
+
+# packet facts (Pkt.bits)
+P_MALF = 1       # a header is truncated or inconsistent
+P_FRAG = 2       # a fragment (first or later)
+P_LATER = 4      # a non-first fragment: no L4 header
+P_OPTS = 8       # IPv4 options / IPv6 extension headers (other than fragment)
+P_PORTS = 16     # TCP/UDP header present: sport/dport valid
+P_TCP = 32       # TCP header present: tcp flags valid
+P_L4 = 64        # L4 header start known (pattern base l4/payload)
+P_VLAN = 128
+P_IP = 256       # ethertype says IPv4/IPv6 (the default policy applies)
+
+# rule conditions (RuleEntry.flags)
+F_PROTO = 1
+F_SPORT = 2
+F_DPORT = 4
+F_MAC = 8
+F_VLAN = 16
+F_TCPF = 32
+F_FRAG = 64
+F_FRAG_V = 128
+F_OPTS = 256
+F_OPTS_V = 512
+F_MALF = 1024
+F_MALF_V = 2048
+F_LEN = 4096
+F_PAT = 8192
+F_RATE = 16384
+F_SRC = 32768
+F_DST = 65536
+F_IP = 131072    # needs an IP packet
+F_DENY = 262144
+
+# counter slots (rules use SLOT_FIRST and up, stable per rule name)
+SLOT_DEFAULT = 0  # matched no rule
+SLOT_PASSED = 1
+SLOT_DROPPED = 2  # dropped (or, dry run, would have been)
+SLOT_FIRST = 3
+
+# -- configuration (.rodata, set per rule-set generation) ---------------------------------------
+DEFAULT_DENY = Const(u32, 0)
+DRY_RUN = Const(u32, 0)
+USE_SRC4 = Const(u32, 0)
+USE_SRC6 = Const(u32, 0)
+USE_DST4 = Const(u32, 0)
+USE_DST6 = Const(u32, 0)
+USE_MACS = Const(u32, 0)
+LIST_LEN = Const(u32, 0)      # longest list in use (1 when every index value is SINGLE)
+N_GENERIC = Const(u32, 0)
+USE_PORTS = Const(u32, 0)
+USE_TCPF = Const(u32, 0)
+USE_VLAN = Const(u32, 0)
+USE_MAC = Const(u32, 0)
+USE_FLAGS = Const(u32, 0)     # fragment / ip_options / malformed conditions
+USE_LEN = Const(u32, 0)
+USE_PATTERN = Const(u32, 0)
+USE_RATE = Const(u32, 0)
+USE_TALKERS = Const(u32, 1)
+FAKE_CLOCK = Const(u32, 0)    # tests: time comes from clock[0], not ktime_get_ns
+
+
+# -- map types ------------------------------------------------------------------------------------
+class RuleEntry(Struct):
+    flags: u32
+    slot: u32
+    proto: u32
+    vlan: u32
+    tcp_mask: u32
+    tcp_value: u32
+    len_lo: u32
+    len_hi: u32
+    sgroup: u32       # bit of this rule's sport ranges in sports[port]
+    dgroup: u32
+    pattern: u32
+    limit: u32
+    mac: u64          # the 6 bytes in wire order, big-endian in the low 48 bits
+
+
+class PairKey(Struct):
+    rule: u32
+    dlist: u32
+
+
+class PatternEntry(Struct):
+    base: u32         # 0 l3, 1 l4, 2 payload
+    end: u32          # offset + length, from the base
+    v0: u64           # window [end-16, end-8) as a native u64, already masked
+    v1: u64           # window [end-8, end)
+    m0: u64           # 0 when the pattern fits the second window
+    m1: u64
+
+
+class Limit(Struct):
+    pps: u64
+    bps: u64
+    pkt_cap: u64      # burst in nano-packets
+    bit_cap: u64      # byte burst * 8 in nano-bits
+    pkt_fill: u64     # ns to fill the empty packet bucket (caps the refill product)
+    bit_fill: u64
+    mask4: u32
+    pad: u32
+    mask6_hi: u64     # as the native u64 of the first 8 address bytes
+    mask6_lo: u64
+
+
+class BucketKey(Struct):
+    slot: u32
+    fam: u32
+    hi: u64
+    lo: u64
+
+
+class Bucket(Struct):
+    pkt_tokens: u64
+    bit_tokens: u64
+    last: u64
+
+
+class AddrKey(Struct):
+    fam: u32
+    pad: u32
+    hi: u64           # IPv6: native u64 of bytes 0..7; IPv4: 0
+    lo: u64           # IPv6: bytes 8..15; IPv4: the address (host order)
+
+
+class Counter(Struct):
+    packets: u64
+    bytes: u64
+
+
+class Frag6(Struct):
+    nexthdr: u8
+    reserved: u8
+    off: be16
+    ident: be32
+
+
+class Pkt(Struct):
+    bits: u32
+    fam: u32
+    proto: u32
+    sport: u32
+    dport: u32
+    tcpf: u32
+    vlan: u32
+    length: u32
+    l3: u32
+    l4: u32
+    pay: u32
+    s4: u32
+    slist: u32
+    dlist: u32
+    mlist: u32
+    pad: u32
+    mac: u64
+    s_hi: u64
+    s_lo: u64
+
+
+# per generation (built fresh for every rule set)
+src4 = LpmTrie[LpmKey4, u32](max_entries=1 << 21)
+src6 = LpmTrie[LpmKey6, u32](max_entries=1 << 20)
+dst4 = LpmTrie[LpmKey4, u32](max_entries=1 << 21)
+dst6 = LpmTrie[LpmKey6, u32](max_entries=1 << 20)
+macs = HashMap[u64, u32](max_entries=4096)
+lists = ArrayMap[u32, u32](max_entries=4096 * MAX_LIST)
+generic = ArrayMap[u32, u32](max_entries=MAX_GENERIC)
+rules = ArrayMap[u32, RuleEntry](max_entries=65536)
+sports = ArrayMap[u32, u64](max_entries=65536)   # port -> bit per distinct sport range set
+dports = ArrayMap[u32, u64](max_entries=65536)
+pairs = HashMap[PairKey, u32](max_entries=65536)  # (src+dst rule, dst index) -> 1
+patterns = ArrayMap[u32, PatternEntry](max_entries=4096)
+limits = ArrayMap[u32, Limit](max_entries=4096)
+# shared by every generation (pinned): counters, rate state, top talkers, test clock
+stats = PerCpuArray[u32, Counter](max_entries=65536 + 3)
+buckets = LruHashMap[BucketKey, Bucket](max_entries=65536)
+talkers = LruHashMap[AddrKey, u64](max_entries=16384)
+clock = ArrayMap[u32, u64](max_entries=1)
+# per-CPU scratch for the packet facts: the BPF stack (512 bytes) is too small for them
+# next to the spills of the inlined rule check
+scratch = PerCpuArray[u32, Pkt](max_entries=1)
+
+
+# -- parsing helpers -------------------------------------------------------------------------
+def mac48(a):
+    return (u64(a[0]) << 40 | u64(a[1]) << 32 | u64(a[2]) << 24 | u64(a[3]) << 16
+            | u64(a[4]) << 8 | u64(a[5]))
+
+
+def mismatch(bits, pbit, f, fbit, vbit):
+    """A yes/no condition of the rule (``fbit``, wanted value ``vbit``) the packet fails."""
+    if not (f & fbit):
+        return 0
+    if ((bits & pbit) != 0) != ((f & vbit) != 0):
+        return 1
+    return 0
+
+
+def index_of(v):
+    if v:
+        return v.value
+    return 0
+
+
+# -- rule checks -----------------------------------------------------------------------------
+def pattern_ok(ctx, p, pi):
+    """Compare one or two 8-byte windows that end where the pattern ends (the control
+    plane put the masked pattern at the windows' ends, zero mask elsewhere): no byte loop,
+    and a pattern near the end of the packet needs no bytes behind it."""
+    pat = patterns.lookup(pi)
+    if not pat:
+        return 0
+    base: u32 = p.l3
+    if pat.base != 0:
+        if not (p.bits & P_L4):
+            return 0
+        base = p.l4
+        if pat.base == 2:
+            base = p.pay
+    end: u32 = base + pat.end
+    if end < 16:
+        return 0
+    w = ctx.load(u64, end - 8)
+    if not w or (w.value & pat.m1) != pat.v1:
+        return 0
+    if pat.m0:
+        w0 = ctx.load(u64, end - 16)
+        if not w0 or (w0.value & pat.m0) != pat.v0:
+            return 0
+    return 1
+
+
+def now_ns():
+    if FAKE_CLOCK:
+        t = clock.lookup(0)
+        if t:
+            return t.value
+        return u64(0)
+    return ktime_get_ns()
+
+
+def over_rate(p, slot, li):
+    """Meter the packet against the rule's token bucket for its source (or prefix):
+    True when it is above the rate."""
+    lim = limits.lookup(li)
+    if not lim:
+        return 0
+    key = BucketKey(slot=slot, fam=p.fam)
+    if p.fam == 4:
+        key.lo = p.s4 & lim.mask4
+    else:
+        key.hi = p.s_hi & lim.mask6_hi
+        key.lo = p.s_lo & lim.mask6_lo
+    now = now_ns()
+    b = buckets.lookup(key)
+    if not b:
+        # a new (or evicted) source starts with a full bucket
+        buckets.update(key, Bucket(pkt_tokens=lim.pkt_cap, bit_tokens=lim.bit_cap, last=now),
+                       BPF_NOEXIST)
+        b = buckets.lookup(key)
+        if not b:
+            return 0
+    el: u64 = 0
+    if now > b.last:
+        el = now - b.last
+    pel = el
+    if pel > lim.pkt_fill:
+        pel = lim.pkt_fill
+    bel = el
+    if bel > lim.bit_fill:
+        bel = lim.bit_fill
+    pt = b.pkt_tokens + pel * lim.pps
+    if pt > lim.pkt_cap:
+        pt = lim.pkt_cap
+    bt = b.bit_tokens + bel * lim.bps
+    if bt > lim.bit_cap:
+        bt = lim.bit_cap
+    cost: u64 = u64(p.length) * 8 * NS
+    over = 0
+    if lim.pps and pt < NS:
+        over = 1
+    if lim.bps and bt < cost:
+        over = 1
+    if not over:
+        if lim.pps:
+            pt -= NS
+        if lim.bps:
+            bt -= cost
+    b.pkt_tokens = pt
+    b.bit_tokens = bt
+    b.last = now
+    return over
+
+
+def matches(ctx, p, r, skip):
+    """Whether rule number ``r`` matches the packet (``skip``: flags of rules whose primary
+    index is another one, so they are not judged twice)."""
+    e = rules.lookup(r)
+    if not e:
+        return 0
+    f = e.flags
+    if f & skip:
+        return 0
+    if (f & F_IP) and not p.fam:
+        return 0
+    if USE_FLAGS and (mismatch(p.bits, P_MALF, f, F_MALF, F_MALF_V)
+                      or mismatch(p.bits, P_FRAG, f, F_FRAG, F_FRAG_V)
+                      or mismatch(p.bits, P_OPTS, f, F_OPTS, F_OPTS_V)):
+        return 0
+    if (f & F_PROTO) and p.proto != e.proto:
+        return 0
+    if USE_LEN and (f & F_LEN) and (p.length < e.len_lo or p.length > e.len_hi):
+        return 0
+    if USE_VLAN and (f & F_VLAN) and (not (p.bits & P_VLAN) or p.vlan != e.vlan):
+        return 0
+    if USE_MAC and (f & F_MAC) and p.mac != e.mac:
+        return 0
+    if USE_TCPF and (f & F_TCPF) and (
+            not (p.bits & P_TCP) or (p.tcpf & e.tcp_mask) != e.tcp_value):
+        return 0
+    if USE_PORTS and (f & (F_SPORT | F_DPORT)):
+        if not (p.bits & P_PORTS):
+            return 0
+        if f & F_SPORT:
+            sp = sports.lookup(p.sport)
+            if not sp or not ((sp.value >> e.sgroup) & 1):
+                return 0
+        if f & F_DPORT:
+            dp = dports.lookup(p.dport)
+            if not dp or not ((dp.value >> e.dgroup) & 1):
+                return 0
+    if (f & F_SRC) and (f & F_DST) and not pairs.lookup(PairKey(rule=r, dlist=p.dlist)):
+        return 0
+    if USE_PATTERN and (f & F_PAT) and not pattern_ok(ctx, p, e.pattern):
+        return 0
+    if USE_RATE and (f & F_RATE) and not over_rate(p, e.slot, e.limit):
+        return 0
+    return 1
+
+
+def candidate(idx, j):
+    """Rule number ``j`` of an index value (``NO_RULE`` past its end)."""
+    if idx == 0:
+        return u32(NO_RULE)
+    if idx & SINGLE:
+        if j == 0:
+            return idx & 0x7FFFFFFF
+        return u32(NO_RULE)
+    e = lists.lookup(idx * MAX_LIST + j)
+    if not e:
+        return u32(NO_RULE)
+    return e.value
+
+
+def generic_rule(j):
+    g = generic.lookup(j)
+    if not g:
+        return u32(NO_RULE)
+    return g.value
+
+
+def count(slot, n):
+    c = stats.lookup(slot)
+    if c:
+        c.packets += 1
+        c.bytes += n
+
+
+def note_talker(p):
+    k = AddrKey(fam=p.fam, lo=u64(p.s4))
+    if p.fam == 6:
+        k.hi = p.s_hi
+        k.lo = p.s_lo
+    v = talkers.lookup(k)
+    if v:
+        atomic_add(v.value, 1)
+    elif talkers.update(k, u64(1), BPF_NOEXIST) != 0:
+        v2 = talkers.lookup(k)
+        if v2:
+            atomic_add(v2.value, 1)
+
+
+# -- the program -----------------------------------------------------------------------------
+@xdp
+def xdp_filter(ctx):
+    p = scratch.lookup(0)
+    if not p:
+        return XDP_PASS
+    p.bits = 0
+    p.fam = 0
+    p.proto = 0
+    p.sport = 0
+    p.dport = 0
+    p.tcpf = 0
+    p.vlan = 0
+    p.l4 = 0
+    p.pay = 0
+    p.s4 = 0
+    p.slist = 0
+    p.dlist = 0
+    p.mlist = 0
+    p.mac = 0
+    p.s_hi = 0
+    p.s_lo = 0
+    p.length = ctx.data_end - ctx.data
+    c = ctx.cursor()
+    eth = c.parse(Ethernet)
+    if not eth:
+        p.bits = P_MALF
+    else:
+        p.mac = mac48(eth.src)
+        proto = eth.proto
+        for _ in range(2):
+            if proto != ETH_P_8021Q and proto != ETH_P_8021AD:
+                break
+            tag = c.parse(VLAN)
+            if not tag:
+                p.bits |= P_MALF
+                break
+            if not (p.bits & P_VLAN):
+                p.vlan = tag.tci & 0xFFF
+                p.bits |= P_VLAN
+            proto = tag.proto
+        if USE_MACS:
+            p.mlist = index_of(macs.lookup(p.mac))
+        l4proto: u32 = 0
+        p.l3 = c.offset()
+        if (p.bits & P_MALF) == 0 and proto == ETH_P_IP:
+            p.bits |= P_IP
+            ip = c.parse(IPv4)
+            if not ip or ip.version != 4 or ip.tot_len < ip.ihl * 4 or (
+                    p.l3 + ip.tot_len > p.length):
+                p.bits |= P_MALF
+            else:
+                p.fam = 4
+                p.s4 = ip.saddr
+                p.s_lo = ip.saddr
+                l4proto = ip.protocol
+                if ip.ihl > 5:
+                    p.bits |= P_OPTS
+                if ip.frag_off & 0x3FFF:
+                    p.bits |= P_FRAG
+                    if ip.frag_off & 0x1FFF:
+                        p.bits |= P_LATER
+                if USE_SRC4:
+                    p.slist = index_of(src4.lookup(LpmKey4(prefixlen=32, addr=ip.saddr)))
+                if USE_DST4:
+                    p.dlist = index_of(dst4.lookup(LpmKey4(prefixlen=32, addr=ip.daddr)))
+        elif (p.bits & P_MALF) == 0 and proto == ETH_P_IPV6:
+            p.bits |= P_IP
+            ip6 = c.parse(IPv6)
+            if not ip6 or ip6.version != 6 or p.l3 + 40 + ip6.payload_len > p.length:
+                p.bits |= P_MALF
+            else:
+                p.fam = 6
+                hi = ctx.load(u64, p.l3 + 8)
+                lo = ctx.load(u64, p.l3 + 16)
+                if hi and lo:
+                    p.s_hi = hi.value
+                    p.s_lo = lo.value
+                if USE_SRC6:
+                    p.slist = index_of(src6.lookup(LpmKey6(prefixlen=128, addr=ip6.saddr)))
+                if USE_DST6:
+                    p.dlist = index_of(dst6.lookup(LpmKey6(prefixlen=128, addr=ip6.daddr)))
+                nh: u32 = ip6.nexthdr
+                for _ in range(MAX_EXT):
+                    if nh in (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS):
+                        p.bits |= P_OPTS
+                        ext = c.parse(IPv6Ext)
+                        if not ext:
+                            p.bits |= P_MALF
+                            break
+                        nh = ext.nexthdr
+                    elif nh == IPPROTO_FRAGMENT:
+                        fr = c.parse(Frag6)
+                        if not fr:
+                            p.bits |= P_MALF
+                            break
+                        p.bits |= P_FRAG
+                        if fr.off & 0xFFF8:
+                            p.bits |= P_LATER
+                        nh = fr.nexthdr
+                    else:
+                        break
+                l4proto = nh
+        if p.fam and (p.bits & (P_MALF | P_LATER)) == 0:
+            p.proto = l4proto
+            p.l4 = c.offset()
+            if l4proto == IPPROTO_TCP:
+                tcp = c.parse(TCP)
+                if not tcp:
+                    p.bits |= P_MALF
+                else:
+                    p.sport = tcp.source
+                    p.dport = tcp.dest
+                    p.tcpf = tcp.flags
+                    p.bits |= P_PORTS | P_TCP | P_L4
+            elif l4proto == IPPROTO_UDP:
+                udp = c.parse(UDP)
+                if not udp:
+                    p.bits |= P_MALF
+                else:
+                    p.sport = udp.source
+                    p.dport = udp.dest
+                    p.bits |= P_PORTS | P_L4
+            elif l4proto == IPPROTO_ICMP:
+                icmp = c.parse(ICMP)
+                if not icmp:
+                    p.bits |= P_MALF
+                else:
+                    p.bits |= P_L4
+            elif l4proto == IPPROTO_ICMPV6:
+                icmp6 = c.parse(ICMPv6)
+                if not icmp6:
+                    p.bits |= P_MALF
+                else:
+                    p.bits |= P_L4
+            else:
+                p.bits |= P_L4
+            p.pay = c.offset()
+            if p.pay > p.length:
+                p.bits |= P_MALF
+        elif p.fam:
+            p.proto = l4proto
+
+    # sources: 0 source prefixes, 1 destination prefixes, 2 MAC, 3 generic rules; one
+    # loop so that the rule check is inlined (and verified) once
+    best: u32 = NO_RULE
+    for src in range(4):
+        idx: u32 = 0
+        skip: u32 = 0
+        limit: u32 = LIST_LEN
+        if src == 0:
+            if not (USE_SRC4 or USE_SRC6):
+                continue
+            idx = p.slist
+        elif src == 1:
+            if not (USE_DST4 or USE_DST6):
+                continue
+            idx = p.dlist
+            skip = F_SRC
+        elif src == 2:
+            if not USE_MACS:
+                continue
+            idx = p.mlist
+            skip = F_SRC | F_DST
+        else:
+            limit = N_GENERIC
+        for j in range(MAX_GENERIC):
+            if j >= limit:
+                break
+            r: u32 = NO_RULE
+            if src == 3:
+                r = generic_rule(j)
+            else:
+                r = candidate(idx, j)
+            if r >= best:
+                break
+            if matches(ctx, p, r, skip):
+                best = r
+                break
+
+    deny = DEFAULT_DENY != 0 and (p.bits & P_IP) != 0
+    slot: u32 = SLOT_DEFAULT
+    if best != NO_RULE:
+        e = rules.lookup(best)
+        if e:
+            slot = e.slot
+            deny = (e.flags & F_DENY) != 0
+    count(slot, p.length)
+    if deny:
+        count(SLOT_DROPPED, p.length)
+        if USE_TALKERS and p.fam:
+            note_talker(p)
+        if not DRY_RUN:
+            return XDP_DROP
+    else:
+        count(SLOT_PASSED, p.length)
+    return XDP_PASS

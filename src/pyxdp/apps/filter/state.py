@@ -1,0 +1,128 @@
+"""What a filter's control plane must remember across restarts, in one JSON file.
+
+Kernel objects (link, counters, rate buckets) outlive the process through bpffs pins; the
+rule set, the counter slot of every rule name, the table sizes and the generation number
+live next to them in ``/run/pyxdp-filter/<iface>@netns<inode>/state.json``.  Rules are
+stored in the rule-file syntax and re-read with :func:`~pyxdp.apps.filter.rules.parse_rule`,
+so a restored rule set went through the same validation as the original.  Writes are
+atomic (temporary file + rename): a crash leaves the old or the new state, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pyxdp.apps.filter.rules import (
+    TCP_FLAGS,
+    Action,
+    Rule,
+    RuleError,
+    RuleSet,
+    parse_rule,
+)
+from pyxdp.apps.filter.tables import Sizes
+
+VERSION = 1
+
+
+def rule_to_dict(r: Rule) -> dict[str, Any]:
+    """A rule in rule-file form (what :func:`parse_rule` reads back to an equal rule)."""
+    d: dict[str, Any] = {"name": r.name, "action": r.action.value}
+    if r.src:
+        d["src"] = [str(n) for n in r.src]
+    if r.dst:
+        d["dst"] = [str(n) for n in r.dst]
+    if r.proto is not None:
+        d["proto"] = r.proto
+    for k in ("sport", "dport"):
+        if getattr(r, k):
+            d[k] = [str(p) for p in getattr(r, k)]
+    if r.src_mac is not None:
+        d["src_mac"] = ":".join(f"{b:02x}" for b in r.src_mac)
+    if r.vlan is not None:
+        d["vlan"] = r.vlan
+    if r.tcp_flags is not None:
+        mask, value = r.tcp_flags
+        d["tcp_flags"] = ",".join(("" if value & bit else "!") + name
+                                  for name, bit in TCP_FLAGS.items() if mask & bit)
+    for k in ("fragment", "ip_options", "malformed"):
+        if getattr(r, k) is not None:
+            d[k] = getattr(r, k)
+    if r.length is not None:
+        d["length"] = f"{r.length[0]}-{r.length[1]}"
+    if r.pattern is not None:
+        p = r.pattern
+        d["pattern"] = {"base": p.base, "offset": p.offset, "bytes": p.value.hex(),
+                        "mask": p.mask.hex()}
+    if r.rate is not None:
+        rt = r.rate
+        d["rate"] = {"pps": rt.pps, "bps": rt.bps, "burst": rt.burst,
+                     "per": f"/{rt.prefix4},/{rt.prefix6}"}
+    return d
+
+
+def ruleset_to_dict(rs: RuleSet) -> dict[str, Any]:
+    return {"default": rs.default.value, "dry_run": rs.dry_run,
+            "rules": [rule_to_dict(r) for r in rs.rules]}
+
+
+def ruleset_from_dict(d: dict[str, Any], where: str = "state") -> RuleSet:
+    rules = [parse_rule(r, f"{where}:rule {i + 1}", i + 1) for i, r in enumerate(d["rules"])]
+    return RuleSet(rules, Action(d["default"]), bool(d["dry_run"])).validate()
+
+
+@dataclass
+class FilterState:
+    iface: str
+    ifindex: int
+    netns: int
+    mode: str | None
+    sizes: Sizes
+    ruleset: RuleSet = field(default_factory=RuleSet)
+    slots: dict[str, int] = field(default_factory=dict)
+    generation: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"version": VERSION, "iface": self.iface, "ifindex": self.ifindex,
+                           "netns": self.netns, "mode": self.mode, "sizes": asdict(self.sizes),
+                           "ruleset": ruleset_to_dict(self.ruleset), "slots": self.slots,
+                           "generation": self.generation})
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> FilterState:
+        try:
+            return cls.from_dict(json.loads(text), where)
+        except ValueError as e:
+            if isinstance(e, RuleError):
+                raise
+            raise RuleError(f"corrupt filter state: {e}", where) from None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str) -> FilterState:
+        try:
+            if d.get("version") != VERSION:
+                raise RuleError(f"state version {d.get('version')!r}, expected {VERSION}",
+                                where)
+            return cls(d["iface"], d["ifindex"], d["netns"], d["mode"], Sizes(**d["sizes"]),
+                       ruleset_from_dict(d["ruleset"], where), dict(d["slots"]),
+                       d["generation"])
+        except (ValueError, KeyError, TypeError) as e:
+            if isinstance(e, RuleError):
+                raise
+            raise RuleError(f"corrupt filter state: {e}", where) from None
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+__all__ = ["FilterState", "rule_to_dict", "ruleset_from_dict", "ruleset_to_dict",
+           "write_atomic"]

@@ -1,0 +1,390 @@
+"""Rule set → map contents and feature flags for one data-plane generation (pure Python).
+
+Nothing here touches the kernel, so every refusal (full table, too many overlapping rules,
+too many port-range sets) happens before anything is loaded: a rule set is compiled whole
+or not at all.  :meth:`Tables.write` fills kernel or emulator maps alike.
+
+Index values (what the tries and the MAC hash hold): ``SINGLE | rule`` when one rule
+covers an address — almost always, and a 1M-prefix block list is one rule — else the id of
+a list of rule numbers.  A prefix's list holds the rules of the prefix *and of every
+shorter prefix containing it* (the trie only returns the longest match), found by one sweep
+over the prefixes sorted by start address: CIDR blocks nest or are disjoint, so a stack
+holds exactly the enclosing blocks.
+"""
+
+from __future__ import annotations
+
+import array
+import ipaddress
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyxdp.apps.filter import dataplane as dp
+from pyxdp.apps.filter.rules import Action, Rule, RuleError, RuleSet
+
+PORT_GROUPS = 64       # distinct sport (and dport) range lists per rule set: bits of a u64
+MAX_BURST_BITS = 1 << 62
+
+
+class TableFullError(RuleError):
+    """A rule set needs more entries than a table was sized for (see :class:`Sizes`)."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Table capacities (max_entries), fixed when a filter is attached: the shared maps
+    are pinned and reused by every generation, so they cannot change later."""
+
+    prefixes4: int = 1 << 21   # per IPv4 trie (source and destination each)
+    prefixes6: int = 1 << 20
+    rules: int = 65536
+    lists: int = 4096
+    macs: int = 4096
+    patterns: int = 4096
+    limits: int = 4096
+    pairs: int = 65536
+    sources: int = 65536       # rate-limit buckets tracked at once (LRU beyond)
+    talkers: int = 16384       # dropped sources tracked (LRU beyond)
+
+    def max_entries(self) -> dict[str, int]:
+        return {"src4": self.prefixes4, "dst4": self.prefixes4, "src6": self.prefixes6,
+                "dst6": self.prefixes6, "macs": self.macs, "lists": self.lists * dp.MAX_LIST,
+                "rules": self.rules, "patterns": self.patterns, "limits": self.limits,
+                "pairs": self.pairs, "stats": self.rules + dp.SLOT_FIRST,
+                "buckets": self.sources, "talkers": self.talkers}
+
+
+@dataclass
+class Tables:
+    """Everything one generation needs: configuration constants and map contents."""
+
+    config: dict[str, int] = field(default_factory=dict)
+    rules: dict[int, Any] = field(default_factory=dict)
+    tries: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # raw key/value blobs
+    counts: dict[str, int] = field(default_factory=dict)
+    macs: dict[int, int] = field(default_factory=dict)
+    lists: dict[int, int] = field(default_factory=dict)
+    generic: dict[int, int] = field(default_factory=dict)
+    sports: dict[int, int] = field(default_factory=dict)
+    dports: dict[int, int] = field(default_factory=dict)
+    pairs: dict[tuple[int, int], int] = field(default_factory=dict)
+    patterns: dict[int, Any] = field(default_factory=dict)
+    limits: dict[int, Any] = field(default_factory=dict)
+
+    def write(self, maps: Mapping[str, Any]) -> None:
+        """Fill a fresh generation's maps (kernel :class:`~pyxdp.kernel.Map` or emulator
+        maps with the declared codecs)."""
+        for name, (keys, values) in self.tries.items():
+            _write_raw(maps[name], keys, values)
+        for name, content in (("rules", self.rules), ("macs", self.macs),
+                              ("lists", self.lists), ("generic", self.generic),
+                              ("sports", self.sports), ("dports", self.dports),
+                              ("patterns", self.patterns), ("limits", self.limits)):
+            if content:
+                maps[name].update_batch(list(content.items()))
+        if self.pairs:
+            maps["pairs"].update_batch([(dp.PairKey(rule=r, dlist=d), v)
+                                        for (r, d), v in self.pairs.items()])
+
+
+def _write_raw(m: Any, keys: bytes, values: bytes) -> None:
+    if not keys:
+        return
+    if hasattr(m, "update_batch_raw"):
+        m.update_batch_raw(keys, values)
+        return
+    ks, vs = m.spec.key_size, m.spec.value_size
+    for i in range(len(keys) // ks):
+        m._update(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs], 0)
+
+
+# -- slots --------------------------------------------------------------------------------------
+def assign_slots(rules: Iterable[Rule], old: Mapping[str, int], capacity: int) -> dict[str, int]:
+    """Counter slots by rule name: a rule keeps its slot (and counters) across rule-set
+    changes; new rules take the lowest slot unused by the old *and* the new set, so a
+    deleted rule's counters stay readable until a later change needs its slot."""
+    rules = list(rules)
+    names = {r.name for r in rules}
+    slots = {n: s for n, s in old.items() if n in names}
+    taken = set(old.values())
+    freed = sorted(taken - set(slots.values()))
+    nxt = dp.SLOT_FIRST
+    top = capacity + dp.SLOT_FIRST
+    for r in rules:
+        if r.name in slots:
+            continue
+        while nxt in taken:
+            nxt += 1
+        if nxt < top:
+            slot = nxt
+        elif freed:
+            slot = freed.pop(0)
+        else:
+            raise TableFullError(f"more than {capacity} rules (raise Sizes.rules)", r.where,
+                                 r.name)
+        slots[r.name] = slot
+        taken.add(slot)
+    return slots
+
+
+# -- indexes ------------------------------------------------------------------------------------
+class _Lists:
+    """Interned rule lists: index value per sorted tuple of rule numbers."""
+
+    def __init__(self, capacity: int) -> None:
+        self.ids: dict[tuple[int, ...], int] = {}
+        self.entries: dict[int, int] = {}
+        self.capacity = capacity
+        self.longest = 0
+
+    def value(self, rules: tuple[int, ...], what: Callable[[], str], rs: list[Rule]) -> int:
+        """The index value for ``rules``; ``what()`` names the address for an error."""
+        self.longest = max(self.longest, len(rules))
+        if len(rules) == 1:
+            return dp.SINGLE | rules[0]
+        got = self.ids.get(rules)
+        if got is not None:
+            return got
+        if len(rules) > dp.MAX_LIST:
+            names = ", ".join(rs[i].name for i in rules)
+            raise RuleError(f"{what()} is covered by {len(rules)} rules ({names}); at most"
+                            f" {dp.MAX_LIST} rules may cover one address through one index",
+                            rs[rules[0]].where, rs[rules[0]].name)
+        lid = len(self.ids) + 1
+        if lid >= self.capacity:
+            raise TableFullError(f"more than {self.capacity - 1} distinct overlapping rule"
+                                 " combinations (raise Sizes.lists)")
+        self.ids[rules] = lid
+        for j in range(dp.MAX_LIST):
+            self.entries[lid * dp.MAX_LIST + j] = rules[j] if j < len(rules) else dp.NO_RULE
+        return lid
+
+
+def _cover(items: dict[tuple[int, int], set[int]], bits: int) -> dict[tuple[int, int],
+                                                                      tuple[int, ...]]:
+    """For each (address, prefixlen): every rule of it or of an enclosing prefix."""
+    out: dict[tuple[int, int], tuple[int, ...]] = {}
+    stack: list[tuple[int, frozenset[int]]] = []      # (last address, cumulative rules)
+    for (addr, plen) in sorted(items):
+        while stack and stack[-1][0] < addr:
+            stack.pop()
+        own = items[(addr, plen)]
+        cum = stack[-1][1] | own if stack else frozenset(own)
+        stack.append((addr | ((1 << (bits - plen)) - 1), cum))
+        out[(addr, plen)] = tuple(sorted(cum))
+    return out
+
+
+def _trie(entries: list[tuple[int, int, int]], bits: int, lists: _Lists, rs: list[Rule],
+          ) -> tuple[bytes, bytes, dict[int, tuple[int, ...]], int]:
+    """Key and value blobs of one trie; also value → rules (for the src+dst pairs)."""
+    owners = {r for _, _, r in entries}
+    nbytes = bits // 8
+    pack = struct.Struct("<I").pack
+    if len(owners) == 1:               # the block-list case: one value, no overlap work
+        (only,) = owners
+        v = lists.value((only,), str, rs)
+        keys = [pack(p) + a.to_bytes(nbytes, "big") for a, p in {(a, p) for a, p, _ in entries}]
+        n = len(keys)
+        return b"".join(keys), (array.array("I", [v]) * n).tobytes(), {v: (only,)}, n
+    grouped: dict[tuple[int, int], set[int]] = {}
+    for a, p, r in entries:
+        grouped.setdefault((a, p), set()).add(r)
+    cover = _cover(grouped, bits)
+    net_type = ipaddress.IPv4Network if bits == 32 else ipaddress.IPv6Network
+    vals = array.array("I")
+    keys = []
+    back: dict[int, tuple[int, ...]] = {}
+    value = lists.value
+    for (addr, plen), rules in cover.items():
+        v = value(rules, lambda a=addr, p=plen: str(net_type((a, p))), rs)
+        back[v] = rules
+        keys.append(pack(plen) + addr.to_bytes(nbytes, "big"))
+        vals.append(v)
+    return b"".join(keys), vals.tobytes(), back, len(keys)
+
+
+# -- per-rule encodings -----------------------------------------------------------------------
+def _pattern(p: Any) -> Any:
+    """Two 8-byte windows ending where the pattern ends, as native (little-endian) u64s."""
+    end = p.offset + len(p.value)
+    win_v = bytes(16 - len(p.value)) + p.value
+    win_m = bytes(16 - len(p.mask)) + p.mask
+    base = {"l3": 0, "l4": 1, "payload": 2}[p.base]
+    le = int.from_bytes
+    return dp.PatternEntry(base=base, end=end, v0=le(win_v[:8], "little"),
+                           v1=le(win_v[8:], "little"), m0=le(win_m[:8], "little"),
+                           m1=le(win_m[8:], "little"))
+
+
+def _limit(rule: Rule) -> Any:
+    r = rule.rate
+    assert r is not None
+    ns = dp.NS
+    pkt_cap = r.burst * ns if r.pps else 0
+    burst_bytes = max(r.burst * 1500, r.bps // 8)
+    bit_cap = burst_bytes * 8 * ns if r.bps else 0
+    if pkt_cap >= MAX_BURST_BITS or bit_cap >= MAX_BURST_BITS:
+        raise RuleError("rate: burst too large for the token bucket (at most"
+                        f" {MAX_BURST_BITS // ns // 1500 // 8} packets with bps)", rule.where,
+                        rule.name)
+    m6 = (int(ipaddress.IPv6Network((0, r.prefix6)).netmask)).to_bytes(16, "big")
+    return dp.Limit(pps=r.pps, bps=r.bps, pkt_cap=pkt_cap, bit_cap=bit_cap,
+                    pkt_fill=-(-pkt_cap // r.pps) if r.pps else 0,
+                    bit_fill=-(-bit_cap // r.bps) if r.bps else 0,
+                    mask4=int(ipaddress.IPv4Network((0, r.prefix4)).netmask),
+                    mask6_hi=int.from_bytes(m6[:8], "little"),
+                    mask6_lo=int.from_bytes(m6[8:], "little"))
+
+
+def _flags(rule: Rule) -> int:
+    f = dp.F_DENY if rule.action is Action.DENY else 0
+    ip = dp.F_IP
+    for cond, bit, needs_ip in ((rule.proto is not None, dp.F_PROTO, True),
+                                (bool(rule.sport), dp.F_SPORT, True),
+                                (bool(rule.dport), dp.F_DPORT, True),
+                                (rule.src_mac is not None, dp.F_MAC, False),
+                                (rule.vlan is not None, dp.F_VLAN, False),
+                                (rule.tcp_flags is not None, dp.F_TCPF, True),
+                                (rule.length is not None, dp.F_LEN, False),
+                                (rule.pattern is not None, dp.F_PAT, False),
+                                (rule.rate is not None, dp.F_RATE, True),
+                                (bool(rule.src), dp.F_SRC, True),
+                                (bool(rule.dst), dp.F_DST, True)):
+        if cond:
+            f |= bit | (ip if needs_ip else 0)
+    for value, bit, vbit, needs_ip in ((rule.fragment, dp.F_FRAG, dp.F_FRAG_V, True),
+                                       (rule.ip_options, dp.F_OPTS, dp.F_OPTS_V, True),
+                                       (rule.malformed, dp.F_MALF, dp.F_MALF_V, False)):
+        if value is not None:
+            f |= bit | (vbit if value else 0) | (ip if needs_ip else 0)
+    return f
+
+
+# -- the whole set ----------------------------------------------------------------------------
+def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes) -> Tables:
+    """Map contents and feature flags for ``rs`` (validated here as a whole)."""
+    rs.validate()
+    rules = rs.rules
+    if len(rules) > sizes.rules:
+        raise TableFullError(f"{len(rules)} rules, the filter holds {sizes.rules}"
+                             " (raise Sizes.rules)")
+    t = Tables()
+    lists = _Lists(sizes.lists)
+    trie_entries: dict[str, list[tuple[int, int, int]]] = {
+        "src4": [], "src6": [], "dst4": [], "dst6": []}
+    mac_rules: dict[int, set[int]] = {}
+    groups: dict[str, dict[tuple[Any, ...], int]] = {"sport": {}, "dport": {}}
+    generic: list[int] = []
+    for i, r in enumerate(rules):
+        e = dp.RuleEntry(flags=_flags(r), slot=slots[r.name], proto=r.proto or 0,
+                         vlan=r.vlan or 0)
+        if r.tcp_flags is not None:
+            e.tcp_mask, e.tcp_value = r.tcp_flags
+        if r.length is not None:
+            e.len_lo, e.len_hi = r.length
+        if r.src_mac is not None:
+            e.mac = int.from_bytes(r.src_mac, "big")
+        for what in ("sport", "dport"):
+            ranges = getattr(r, what)
+            if ranges:
+                g = groups[what].setdefault(ranges, len(groups[what]))
+                if g >= PORT_GROUPS:
+                    raise RuleError(f"more than {PORT_GROUPS} distinct {what} range lists in"
+                                    " the rule set", r.where, r.name)
+                setattr(e, what[0] + "group", g)
+        if r.pattern is not None:
+            e.pattern = len(t.patterns)
+            t.patterns[e.pattern] = _pattern(r.pattern)
+        if r.rate is not None:
+            e.limit = len(t.limits)
+            t.limits[e.limit] = _limit(r)
+        t.rules[i] = e
+        for direction in ("src", "dst"):
+            for net in getattr(r, direction):
+                name = f"{direction}{net.version}"
+                trie_entries[name].append((int(net.network_address), net.prefixlen, i))
+        if not r.src and not r.dst:
+            if r.src_mac is not None:
+                mac_rules.setdefault(e.mac, set()).add(i)
+            else:
+                generic.append(i)
+    if len(generic) > dp.MAX_GENERIC:
+        extra = rules[generic[dp.MAX_GENERIC]]
+        raise RuleError(f"more than {dp.MAX_GENERIC} rules without src, dst or src_mac"
+                        " (give them prefixes, or merge them)", extra.where, extra.name)
+    _port_bitmaps(t, rules, groups)
+    t.generic = dict(enumerate(generic))
+    back_dst: dict[int, tuple[int, ...]] = {}
+    for name, entries in trie_entries.items():
+        if not entries:
+            continue
+        bits = 32 if name.endswith("4") else 128
+        keys, values, back, n = _trie(entries, bits, lists, rules)
+        cap = sizes.prefixes4 if bits == 32 else sizes.prefixes6
+        if n > cap:
+            raise TableFullError(f"{n} {name} prefixes, the {name} trie holds {cap}"
+                                 f" (raise Sizes.prefixes{name[-1]})")
+        t.tries[name] = (keys, values)
+        t.counts[name] = n
+        if name.startswith("dst"):
+            back_dst.update(back)
+    for mac, owners in mac_rules.items():
+        t.macs[mac] = lists.value(tuple(sorted(owners)), lambda m=mac: f"MAC {m:012x}",
+                                  rules)
+    if len(t.macs) > sizes.macs:
+        raise TableFullError(f"{len(t.macs)} MACs, the table holds {sizes.macs}")
+    for value, owners in back_dst.items():
+        for r in owners:
+            if rules[r].src:
+                t.pairs[(r, value)] = 1
+    if len(t.pairs) > sizes.pairs:
+        raise TableFullError(f"{len(t.pairs)} (rule, destination list) pairs, the table"
+                             f" holds {sizes.pairs} (raise Sizes.pairs)")
+    for what, n, cap in (("patterns", len(t.patterns), sizes.patterns),
+                         ("rate limits", len(t.limits), sizes.limits)):
+        if n > cap:
+            raise TableFullError(f"{n} {what}, the table holds {cap}")
+    t.lists = lists.entries
+    t.config = _config(rs, t, lists)
+    return t
+
+
+def _port_bitmaps(t: Tables, rules: list[Rule], groups: dict[str, dict[Any, int]]) -> None:
+    for what, out in (("sport", t.sports), ("dport", t.dports)):
+        for ranges, g in groups[what].items():
+            bit = 1 << g
+            for pr in ranges:
+                for port in range(pr.lo, pr.hi + 1):
+                    out[port] = out.get(port, 0) | bit
+
+
+def _config(rs: RuleSet, t: Tables, lists: _Lists) -> dict[str, int]:
+    rules = rs.rules
+
+    def any_(pred: Any) -> int:
+        return int(any(pred(r) for r in rules))
+
+    return {
+        "DEFAULT_DENY": int(rs.default is Action.DENY),
+        "DRY_RUN": int(rs.dry_run),
+        "USE_SRC4": int("src4" in t.tries), "USE_SRC6": int("src6" in t.tries),
+        "USE_DST4": int("dst4" in t.tries), "USE_DST6": int("dst6" in t.tries),
+        "USE_MACS": int(bool(t.macs)),
+        "LIST_LEN": lists.longest,
+        "N_GENERIC": len(t.generic),
+        "USE_PORTS": any_(lambda r: r.sport or r.dport),
+        "USE_TCPF": any_(lambda r: r.tcp_flags is not None),
+        "USE_VLAN": any_(lambda r: r.vlan is not None),
+        "USE_MAC": any_(lambda r: r.src_mac is not None),
+        "USE_FLAGS": any_(lambda r: (r.fragment, r.ip_options, r.malformed) != (None,) * 3),
+        "USE_LEN": any_(lambda r: r.length is not None),
+        "USE_PATTERN": int(bool(t.patterns)),
+        "USE_RATE": int(bool(t.limits)),
+    }
+
+
+__all__ = ["PORT_GROUPS", "Sizes", "TableFullError", "Tables", "assign_slots",
+           "compile_tables"]

@@ -168,6 +168,9 @@ class Filter:
             self.close()
             shutil.rmtree(self.pin_dir, ignore_errors=True)
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        for root in (os.path.dirname(self.pin_dir), os.path.dirname(self.state_dir)):
+            with contextlib.suppress(OSError):  # the last filter leaves no empty roots
+                os.rmdir(root)
 
     # -- rules -------------------------------------------------------------------------------
     @property

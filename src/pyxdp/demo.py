@@ -1,239 +1,242 @@
-"""The main job: XDP protecting a real service from a flood, on a self-made test bed.
+"""The main job: ``pyxdp filter`` protecting a real TCP service from a flood.
 
-As root: namespaces ``gen`` (a client and a flooding generator) and ``sink`` (a UDP
-service).  The client measures answered requests per second and latency three times: calm,
-under a spoofed-source flood, and under the same flood with an XDP filter on the victim's
-interface that drops the flooding prefix before the kernel allocates anything.  Without
-root, the same filter program runs in the emulator over the same generated traffic.
+As root, on a self-made test bed (see :mod:`pyxdp.demo_bed`): a client measures the
+service's answered requests per second and latency three times — calm, under a flood
+(a SYN flood from spoofed sources, half of them in a blocked prefix, sent with the
+live-frames generator), and under the same flood with the XDP filter attached to the
+victim's uplink — and the summary shows what XDP changed and which rule dropped what.
+
+Without root (or with ``--emulator``), the same compiled filter runs in :mod:`pyxdp.emu`
+over the same kinds of traffic, and the demo says so.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import statistics
+import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
+from typing import Any
 
-from pyxdp._uapi import ProgType
-from pyxdp.asm import R1, R2, R3, R7, R10, Builder
-from pyxdp.isa import XdpAction
-from pyxdp.maps import MapSpec
-from pyxdp.progs import COUNTERS
-from pyxdp.spec import ProgramSpec
+from pyxdp.apps.filter import RuleSet, parse_rules_text
 
-SERVICE_PORT = 5353
-FLOOD_PREFIX = IPv4Network("198.19.0.0/16")
-BLOCKED = 0   # counters: index 0 = dropped, 1 = passed
+BLOCKED = "198.19.0.0/17"         # a prefix the operator knows is bad
+SPOOFED_SYN = "198.19.128.0/17"   # spoofed sources the operator can only rate-limit
+DEMO_RULES = f"""
+[filter]
+default = "allow"
 
+[[rule]]
+name = "blocked-prefix"
+src = "{BLOCKED}"
 
-def filter_program(prefix: IPv4Network = FLOOD_PREFIX) -> ProgramSpec:
-    """XDP: drop IPv4 from ``prefix`` (count at key 0), pass the rest (count at key 1)."""
-    b = Builder()
-    b.mov64(6, R1).ldx("w", 2, 6, 0).ldx("w", 3, 6, 4)
-    b.mov64(1, R2).add64(1, 34).jgt(1, R3, "pass")             # Ethernet + IPv4 header
-    b.ldx("h", 1, 2, 12).jne(1, 0x0008, "pass")                  # ethertype 0x0800 (LE load)
-    b.ldx("w", 1, 2, 26).be(1, 32)                               # source address, host order
-    b.and32(1, int(prefix.netmask)).jne32(1, int(prefix.network_address), "pass")
-    b.mov64(7, XdpAction.DROP).mov64(8, 0).ja("count")
-    b.label("pass").mov64(7, XdpAction.PASS).mov64(8, 1)
-    b.label("count").stx("w", 10, 8, -4)
-    b.ld_map_fd(1, COUNTERS).mov64(2, R10).add64(2, -4).call("map_lookup_elem")
-    b.jeq(0, 0, "out").ldx("dw", 1, 0, 0).add64(1, 1).stx("dw", 0, 1, 0)
-    b.label("out").mov64(0, R7).exit()
-    return ProgramSpec("demo_filter", ProgType.XDP, b.build(), map_refs=b.spec_map_refs())
+[[rule]]
+name = "syn-flood"
+proto = "tcp"
+dport = 8080
+tcp_flags = "syn,!ack"
+rate = {{ pps = 500, burst = 500, per = "/17" }}
+"""
 
 
-def counters_spec() -> MapSpec:
-    from pyxdp.progs import counters_spec as spec
-
-    return spec()
+def demo_rules() -> RuleSet:
+    return parse_rules_text(DEMO_RULES, "demo rules")
 
 
 @dataclass
 class Phase:
     name: str
-    answered: int
-    sent: int
-    seconds: float
-    latencies_ms: list[float]
-    flood_pps: float = 0.0
-    dropped: int = 0
-    passed: int = 0
+    client: Any                   # demo_bed.ClientStats
+    flood_sent: int = 0
+    flood_seconds: float = 0.0
+    stats: dict[str, tuple[int, int]] | None = None
 
     @property
-    def rps(self) -> float:
-        return self.answered / self.seconds
-
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
+    def flood_mpps(self) -> float:
+        return self.flood_sent / self.flood_seconds / 1e6 if self.flood_seconds else 0.0
 
 
-def _server(stop: threading.Event, sock: socket.socket) -> None:
-    sock.settimeout(0.1)
-    while not stop.is_set():
-        try:
-            data, addr = sock.recvfrom(2048)
-        except TimeoutError:
-            continue
-        except OSError:
-            return
-        if data.startswith(b"REQ"):
-            sock.sendto(b"ANS" + data[3:], addr)
-
-
-def _client(dst: str, seconds: float) -> tuple[int, int, list[float]]:
-    """Request/response for ``seconds``; (answered, sent, latencies in ms)."""
-    lat: list[float] = []
-    sent = answered = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.05)
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            sent += 1
-            t0 = time.perf_counter()
-            s.sendto(b"REQ%d" % sent, (dst, SERVICE_PORT))
-            try:
-                while True:
-                    data, _ = s.recvfrom(2048)
-                    if data == b"ANS%d" % sent:
-                        answered += 1
-                        lat.append((time.perf_counter() - t0) * 1e3)
-                        break
-            except TimeoutError:
-                pass
-    return answered, sent, lat
-
-
-def run_kernel_demo(seconds: float = 2.0, log: Callable[[str], None] = print) -> list[Phase]:
-    """The real thing: namespaces, veth, a service, a flood, and XDP in front of it."""
-    from pyxdp import xdp
-    from pyxdp.kernel import Map, Program
-    from pyxdp.progs import read_counters
-    from pyxdp.testbed import Testbed
+def _flood(bed: Any, seconds: float) -> Callable[[], tuple[int, float]]:
+    """Start the flood from the attacker: SYNs to the service from 65,000 spoofed
+    sources across 198.19.0.0/16 (both the blocked prefix and the rate-limited one);
+    returns a function waiting for (frames sent, seconds)."""
+    from pyxdp.demo_bed import SERVICE_PORT, VICTIM_IP
     from pyxdp.trafficgen import Generator, template
 
+    att, vic = bed.attacker, bed.victim
+    syn = template("tcp-syn", src=str(IPv4Address(BLOCKED.split("/")[0]) + 1),
+                   dst=VICTIM_IP, smac=att.mac, dmac=vic.mac, dport=SERVICE_PORT)
+    cpus = [max(os.sched_getaffinity(0))]  # one CPU for the attacker, the rest for us
+
+    def flood() -> tuple[int, float]:
+        with Generator(att.ifindex, syn, sources=65000, ports=1000) as g:
+            rep = g.run(100_000_000, duration=seconds, cpus=cpus)
+            return rep.sent, rep.seconds
+
+    job = bed.tb.thread("internet").submit(flood)
+
+    def wait() -> tuple[int, float]:
+        ok, value = job.get(timeout=seconds + 60)
+        if not ok:
+            raise value
+        return value
+
+    return wait
+
+
+def _live_table(filt: Any, prev: dict[str, tuple[int, int]], dt: float) -> Any:
+    from rich.table import Table
+
+    t = Table(title="pyxdp filter on the victim's uplink (live)")
+    for col in ("rule", "packets", "pps now"):
+        t.add_column(col, justify="left" if col == "rule" else "right")
+    stats = filt.stats()
+    for name, (p, _b) in stats.items():
+        rate = (p - prev.get(name, (0, 0))[0]) / dt if dt > 0 else 0.0
+        t.add_row(name, f"{p:,}", f"{rate:,.0f}")
+    prev.clear()
+    prev.update(stats)
+    return t
+
+
+def run_kernel_demo(seconds: float = 3.0, log: Callable[[str], None] = print,
+                    live: bool = True) -> list[Phase]:
+    from pyxdp.apps.filter import Filter
+    from pyxdp.demo_bed import CLIENT_IP, SERVICE_PORT, VICTIM_IP, DemoBed
+
     phases: list[Phase] = []
-    with Testbed() as tb:
-        for ns in ("gen", "sink"):
-            tb.namespace(ns)
-        gen, sink = tb.veth("gen", "veth0", "sink", "veth1",
-                            ipv4=("198.18.0.1/24", "198.18.0.2/24"))
-        tb.set_gro("sink", "veth1", True)   # the flood reaches the stack without XDP
-        log(f"test bed: {tb.ns_name('gen')} ({gen.ip4}) <-> {tb.ns_name('sink')}"
-            f" ({sink.ip4}), UDP service on port {SERVICE_PORT}")
-        srv = tb.call("sink", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        tb.call("sink", srv.bind, (sink.ip4, SERVICE_PORT))
-        stop = threading.Event()
-        from pyxdp.testbed import NamespaceThread
+    with DemoBed() as bed:
+        log(f"test bed: client {CLIENT_IP} -> router (the attacker floods from here) ->"
+            f" victim {VICTIM_IP}, a TCP service on :{SERVICE_PORT}"
+            f" (namespaces {bed.tb.ns_name('victim')} and friends)")
+        calm = Phase("calm", bed.client_run(seconds))
+        phases.append(calm)
+        log(f"  calm                      {calm.client.rps:8.0f} answered/s")
 
-        server_thread = NamespaceThread(tb.ns_name("sink"))  # its own: it never returns early
-        server = server_thread.submit(_server, stop, srv)
-        flood = template("udp", src=str(FLOOD_PREFIX.network_address + 1), dst=sink.ip4,
-                         smac=gen.mac, dmac=sink.mac, dport=SERVICE_PORT, size=60)
-        cmap = Map.create(counters_spec())
-        prog = Program.load(filter_program(), maps={COUNTERS: cmap})
+        wait = _flood(bed, seconds + 1.0)
+        time.sleep(0.3)
+        flood = Phase("flood, no filter", bed.client_run(seconds))
+        flood.flood_sent, flood.flood_seconds = wait()
+        phases.append(flood)
+        log(f"  flood, no filter          {flood.client.rps:8.0f} answered/s"
+            f"   (flood {flood.flood_mpps:.2f} Mpps)")
+
+        filt = bed.tb.call("victim", Filter.attach, "eth0", "native", demo_rules(),
+                           state_root="/run/pyxdp-demo", pin_root="/sys/fs/bpf/pyxdp-demo")
         try:
-            def phase(name: str, flooding: bool) -> Phase:
-                result: dict[str, float] = {}
-                if flooding:
-                    def flood_run() -> None:
-                        with Generator(gen.ifindex, flood, sources=60000, ports=1000) as g:
-                            rep = g.run(50_000_000, duration=seconds + 0.5)
-                            result["pps"] = rep.pps
-                    ft = tb.thread("gen").submit(flood_run)
-                    time.sleep(0.2)
-                client = NamespaceClient(tb.ns_name("gen"))
-                answered, sent, lat = client.run(sink.ip4, seconds)
-                if flooding:
-                    ok, err = ft.get(timeout=60)
-                    if not ok:
-                        raise err
-                p = Phase(name, answered, sent, seconds, lat, result.get("pps", 0.0))
-                log(f"  {name:<28} {p.rps:8.0f} answered/s  p50 {p.p50:6.3f} ms"
-                    + (f"  flood {p.flood_pps / 1e6:.2f} Mpps" if flooding else ""))
-                return p
+            wait = _flood(bed, seconds + 1.0)
+            time.sleep(0.3)
+            result: dict[str, Any] = {}
+            client = threading.Thread(target=lambda: result.update(c=bed.client_run(seconds)))
+            client.start()
+            if live:
+                from rich.live import Live
 
-            phases.append(phase("calm", False))
-            phases.append(phase("flood, no filter", True))
-            att = tb.call("sink", xdp.attach, "veth1", prog, "native")
-            try:
-                p = phase("flood, XDP filter", True)
-                p.dropped, p.passed = read_counters(cmap)  # key 0 dropped, key 1 passed
-                phases.append(p)
-            finally:
-                tb.call("sink", att.detach)
+                prev: dict[str, tuple[int, int]] = {}
+                last = time.monotonic()
+                with Live(_live_table(filt, prev, 0), refresh_per_second=4,
+                          transient=True) as view:
+                    while client.is_alive():
+                        time.sleep(0.5)
+                        now = time.monotonic()
+                        view.update(_live_table(filt, prev, now - last))
+                        last = now
+            client.join()
+            protected = Phase("flood, XDP filter", result["c"])
+            protected.flood_sent, protected.flood_seconds = wait()
+            protected.stats = filt.stats()
+            phases.append(protected)
+            log(f"  flood, XDP filter         {protected.client.rps:8.0f} answered/s"
+                f"   (flood {protected.flood_mpps:.2f} Mpps)")
         finally:
-            stop.set()
-            server.get(timeout=5)
-            server_thread.close()
-            srv.close()
-            prog.close()
-            cmap.close()
+            bed.tb.call("victim", filt.detach)
     return phases
 
 
-class NamespaceClient:
-    """Runs the client on a thread inside the namespace (sockets belong to the thread's ns)."""
+def summary(phases: list[Phase], log: Callable[[str], None] = print) -> None:
+    from rich.console import Console
+    from rich.table import Table
 
-    def __init__(self, ns_full_name: str) -> None:
-        self.ns = ns_full_name
+    t = Table(title="the service, seen by its client")
+    for col in ("phase", "answered/s", "p50 ms", "p99 ms", "failed", "flood Mpps"):
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    for p in phases:
+        t.add_row(p.name, f"{p.client.rps:,.0f}", f"{p.client.p50:.3f}",
+                  f"{p.client.pct(0.99):.3f}", f"{p.client.failed:,}",
+                  f"{p.flood_mpps:.2f}" if p.flood_sent else "-")
+    console = Console()
+    console.print(t)
+    last = phases[-1]
+    if last.stats:
+        dropped = last.stats.get("@dropped", (0, 0))[0]
+        rate = dropped / last.flood_seconds / 1e6 if last.flood_seconds else 0.0
+        by_rule = ", ".join(f"{name} {p:,}" for name, (p, _) in last.stats.items()
+                            if not name.startswith("@"))
+        log(f"XDP dropped {dropped:,} packets ({rate:.2f} Mpps) before the kernel allocated"
+            f" anything: {by_rule}; passed {last.stats.get('@passed', (0, 0))[0]:,}")
+    if len(phases) == 3:
+        calm, flood, prot = phases
+        log(f"answered requests/s: calm {calm.client.rps:,.0f}, under flood"
+            f" {flood.client.rps:,.0f} without XDP, {prot.client.rps:,.0f} with the filter")
 
-    def run(self, dst: str, seconds: float) -> tuple[int, int, list[float]]:
-        from pyxdp.testbed import NamespaceThread
 
-        t = NamespaceThread(self.ns)
-        try:
-            return t.call(_client, dst, seconds)
-        finally:
-            t.close()
-
-
-def run_emulator_demo(n: int = 20000, log: Callable[[str], None] = print) -> Counter:
-    """Without root: the same filter in the emulator over the same kind of traffic."""
-    import random
-
-    from pyxdp import emu
+def run_emulator_demo(n: int = 20000, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The same filter, compiled the same way, in the emulator over generated traffic."""
+    from pyxdp.apps.filter.program import emulate_generation
+    from pyxdp.apps.filter.tables import Sizes, assign_slots, compile_tables
+    from pyxdp.emu import Machine
     from pyxdp.packets import build
 
-    rng = random.Random(7)
-    cmap = emu.create_map(counters_spec())
-    prog = emu.load(filter_program(), maps={COUNTERS: cmap})
-    verdicts: Counter = Counter()
-    flood_base = int(FLOOD_PREFIX.network_address)
+    rs = demo_rules()
+    sizes = Sizes()
+    slots = assign_slots(rs.rules, {}, sizes.rules)
+    clock = [0]
+    prog = emulate_generation(compile_tables(rs, slots, sizes), sizes,
+                              machine=Machine(clock=lambda: clock[0]))
+    rng = random.Random(1)
+    base_blocked = int(IPv4Address(BLOCKED.split("/")[0]))
+    base_syn = int(IPv4Address(SPOOFED_SYN.split("/")[0]))
+    verdicts: Counter[str] = Counter()
     t0 = time.perf_counter()
     for i in range(n):
-        if i % 10 == 0:
-            src = "198.18.0.1"
+        clock[0] = i * 1_000  # 1 Mpps of simulated time
+        kind = i % 10
+        if kind < 5:
+            src = str(IPv4Address(base_blocked + rng.randrange(1, 30000)))
+            frame = build.ethernet(build.ipv4(build.tcp(b"", sport=rng.randrange(1024, 65535),
+                                                        dport=8080, flags="S"),
+                                              src=src, dst="198.18.0.2"))
+        elif kind < 9:
+            src = str(IPv4Address(base_syn + rng.randrange(1, 30000)))
+            frame = build.ethernet(build.ipv4(build.tcp(b"", sport=rng.randrange(1024, 65535),
+                                                        dport=8080, flags="S"),
+                                              src=src, dst="198.18.0.2"))
         else:
-            src = str(IPv4Address(flood_base + rng.randrange(1, 65535)))
-        frame = build.ethernet(build.ipv4(build.udp(bytes(18), sport=rng.randrange(1024, 65535),
-                                                    dport=SERVICE_PORT),
-                                          src=src, dst="198.18.0.2"))
-        verdicts[XdpAction(prog.run_xdp(frame).verdict).name] += 1
+            frame = build.ethernet(build.ipv4(build.tcp(b"", sport=40000, dport=8080,
+                                                        flags="S"),
+                                              src="198.18.0.10", dst="198.18.0.2"))
+        verdicts["DROP" if prog.run_xdp(frame).verdict == 1 else "PASS"] += 1
     took = time.perf_counter() - t0
-    log(f"emulator: {n} packets (90% from the flooding prefix {FLOOD_PREFIX}) in {took:.2f} s"
-        f" ({n / took / 1e3:.0f} kpps in Python)")
-    return verdicts
+    counters = {name: sum(c.packets for c in prog.maps["stats"][slot])
+                for name, slot in slots.items()}
+    log(f"emulator: {n} packets (50% SYNs from {BLOCKED}, 40% SYNs from"
+        f" {SPOOFED_SYN}, 10% client SYNs; 1 Mpps of simulated time) in {took:.2f} s")
+    for k, v in sorted(verdicts.items()):
+        log(f"  {k:<6} {v:6d}")
+    for name, v in counters.items():
+        log(f"  rule {name:<16} {v:6d}")
+    return {"verdicts": dict(verdicts), "rules": counters}
 
 
 def main(log: Callable[[str], None] = print, emulator: bool = False) -> int:
     if os.geteuid() == 0 and not emulator:
-        phases = run_kernel_demo(log=log)
-        calm, flood, filtered = phases
-        log("")
-        log(f"service under flood: {flood.rps:.0f} answered/s without XDP,"
-            f" {filtered.rps:.0f}/s with the XDP filter (calm: {calm.rps:.0f}/s)")
-        log(f"XDP filter dropped {filtered.dropped} flood packets and passed {filtered.passed}")
+        summary(run_kernel_demo(log=log), log)
         return 0
-    log("running the XDP filter in the pyxdp emulator instead of the kernel"
+    log("running the filter in the pyxdp emulator instead of the kernel"
         + ("" if emulator else " (not root)"))
-    verdicts = run_emulator_demo(log=log)
-    for k, v in sorted(verdicts.items()):
-        log(f"  {k:<10} {v}")
+    run_emulator_demo(log=log)
     return 0

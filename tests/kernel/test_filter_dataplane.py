@@ -30,7 +30,7 @@ from pyxdp.apps.filter.tables import Sizes, assign_slots, compile_tables
 pytestmark = pytest.mark.kernel
 
 SMALL = Sizes(prefixes4=4096, prefixes6=4096, rules=256, lists=64, macs=64, patterns=64,
-              limits=64, pairs=256, sources=1024, talkers=1024)
+              limits=64, pairs=256, sources=1024, talkers=1024, talker_sample=1)
 SMAC, DMAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 DROP, PASS = 1, 2
 
@@ -441,6 +441,18 @@ def test_top_talkers_count_dropped_sources(gen) -> None:
                    (4, 0, int(ipaddress.IPv4Address("198.19.0.2"))): 1,
                    (6, int.from_bytes(raw6[:8], "little"),
                     int.from_bytes(raw6[8:], "little")): 1}
+
+
+def test_top_talkers_are_sampled_by_default(gen) -> None:
+    """At flood rates every drop updating the (globally locked) LRU map halves the drop
+    rate, so by default one drop in 16 is recorded, counting 16: big talkers still show."""
+    sampled = Sizes(**{**SMALL.__dict__, "talker_sample": 16})
+    g = gen(rules('[[rule]]\nname = "bad"\nsrc = "198.19.0.0/16"\n'), sizes=sampled)
+    src = v4(src="198.19.0.1")
+    assert g.prog.test_run(src, repeat=3200).retval == DROP
+    (count,) = [v for k, v in g.maps["talkers"].items()
+                if k.lo == int(ipaddress.IPv4Address("198.19.0.1"))]
+    assert count % 16 == 0 and 3200 * 0.6 <= count <= 3200 * 1.4
 
 
 # -- only the features in use cost ----------------------------------------------------------

@@ -64,6 +64,7 @@ def filters(bed, roots):
 
     def attach(text: str, **kw) -> Filter:
         rs = parse_rules_text(text) if isinstance(text, str) else text
+        kw.setdefault("sizes", Sizes(talker_sample=1))  # exact top talkers for the checks
         f = bed.call("sink", Filter.attach, "veth1", kw.pop("mode", "native"), rs, **roots,
                      **kw)
         made.append(f)

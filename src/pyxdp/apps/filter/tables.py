@@ -47,6 +47,7 @@ class Sizes:
     pairs: int = 65536
     sources: int = 65536       # rate-limit buckets tracked at once (LRU beyond)
     talkers: int = 16384       # dropped sources tracked (LRU beyond)
+    talker_sample: int = 16    # record one drop in N in the top talkers (1: every drop)
 
     def max_entries(self) -> dict[str, int]:
         return {"src4": self.prefixes4, "dst4": self.prefixes4, "src6": self.prefixes6,
@@ -348,7 +349,7 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes) -> Table
         if n > cap:
             raise TableFullError(f"{n} {what}, the table holds {cap}")
     t.lists = lists.entries
-    t.config = _config(rs, t, lists)
+    t.config = _config(rs, t, lists, sizes)
     return t
 
 
@@ -361,7 +362,7 @@ def _port_bitmaps(t: Tables, rules: list[Rule], groups: dict[str, dict[Any, int]
                     out[port] = out.get(port, 0) | bit
 
 
-def _config(rs: RuleSet, t: Tables, lists: _Lists) -> dict[str, int]:
+def _config(rs: RuleSet, t: Tables, lists: _Lists, sizes: Sizes) -> dict[str, int]:
     rules = rs.rules
 
     def any_(pred: Any) -> int:
@@ -383,6 +384,7 @@ def _config(rs: RuleSet, t: Tables, lists: _Lists) -> dict[str, int]:
         "USE_LEN": any_(lambda r: r.length is not None),
         "USE_PATTERN": int(bool(t.patterns)),
         "USE_RATE": int(bool(t.limits)),
+        "TALKER_SAMPLE": max(1, sizes.talker_sample),
     }
 
 

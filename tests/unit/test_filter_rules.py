@@ -138,3 +138,12 @@ def test_api_rules_use_the_same_validation() -> None:
 def test_fuzzed_rule_files_only_raise_rule_error(text: str) -> None:
     with contextlib.suppress(RuleError):
         parse_rules_text(text, "fuzz.toml")
+
+
+def test_the_example_rule_file_parses() -> None:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "filter_rules.toml"
+    rs = load_rules(path)
+    assert [r.name for r in rs.rules][:3] == ["bad-net" + "s", "office", "syn-flood"]
+    assert rs.rules[1].action is Action.ALLOW

@@ -145,5 +145,5 @@ def test_the_example_rule_file_parses() -> None:
 
     path = Path(__file__).resolve().parents[2] / "examples" / "filter_rules.toml"
     rs = load_rules(path)
-    assert [r.name for r in rs.rules][:3] == ["bad-net" + "s", "office", "syn-flood"]
+    assert [r.name for r in rs.rules][:3] == ["bad-nets", "office", "syn-flood"]
     assert rs.rules[1].action is Action.ALLOW

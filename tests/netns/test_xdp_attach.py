@@ -205,6 +205,8 @@ def test_refusals_are_explained(bed: Testbed, loaded) -> None:
         bed.call("sink", xdp.attach, "x" * 20, p.prog)
     with pytest.raises(XdpError, match="unknown XDP mode"):
         bed.call("sink", xdp.attach, "veth1", p.prog, "turbo")
+    with pytest.raises(XdpError, match="cannot run XDP in offload mode.*a veth device"):
+        bed.call("sink", xdp.attach, "veth1", p.prog, "offload")
     att = bed.call("sink", xdp.attach, "veth1", p.prog, "generic")
     try:
         with pytest.raises(XdpError, match=r"already has program 'xdp_count' \(id \d+\) in"

@@ -171,6 +171,12 @@ def _explain(err: OSError, iface: str, mode: AttachMode | None, st: XdpStatus | 
             return XdpError(f"{iface} already has {_describe(st.attachments[0])}; detach it"
                             " first or use replace", code)
         return XdpError(f"{iface} is busy: another XDP program is attached ({said})", code)
+    if mode is AttachMode.OFFLOAD and code in (errno.EINVAL, errno.EOPNOTSUPP):
+        kind = f"a {st.kind} device" if st and st.kind else "this device"
+        return XdpError(f"{iface} cannot run XDP in offload mode: that needs a NIC that"
+                        " executes BPF itself (e.g. Netronome nfp) and a program loaded for"
+                        f" that device (Program.load(..., ifindex=...)); {iface} is {kind}"
+                        + (f" (kernel: {said})" if said else ""), code)
     if code in (errno.EOPNOTSUPP, errno.ENOTSUP) or (said and "support" in said.lower()):
         m = mode.value if mode else "the default"
         return XdpError(f"{iface} does not support XDP in {m} mode"

@@ -68,8 +68,8 @@ def snapshot() -> str:
             lines.append(f"{modname}.{name} {kind}{sig}")
             if inspect.isclass(obj):
                 for attr, member in sorted(vars(obj).items()):
-                    if attr.startswith("_") or not callable(member) and not isinstance(
-                            member, property | classmethod | staticmethod):
+                    if attr.startswith("_") or (not callable(member) and not isinstance(
+                            member, property | classmethod | staticmethod)):
                         continue
                     fn = member.__func__ if isinstance(member, classmethod | staticmethod) \
                         else member

@@ -11,6 +11,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+# pyenv finds new console scripts (pyxdp) only after a rehash
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 if [ "$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
   mount -t bpf bpf /sys/fs/bpf || echo "warning: could not mount bpffs on /sys/fs/bpf" >&2
 fi

@@ -182,6 +182,9 @@ class Testbed:
     def __init__(self, tag: str | None = None) -> None:
         if os.geteuid() != 0:
             raise TestbedError("building a test bed needs root (network namespaces and veth)")
+        if tag is not None and not re.fullmatch(r"[0-9a-f]{1,8}", tag):
+            raise TestbedError(f"tag {tag!r}: 1-8 lowercase hex digits (stale-bed cleanup"
+                               " recognises names by it)")
         self.tag = tag or secrets.token_hex(3)
         self._ns: dict[str, str] = {}          # short name -> full name
         self._threads: dict[str, NamespaceThread] = {}

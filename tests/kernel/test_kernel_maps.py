@@ -298,3 +298,31 @@ def test_from_fd_of_a_plain_file_is_refused() -> None:
 
     with pytest.raises(MapError, match=r"is not a BPF map but a file /dev/null"):
         Map.from_fd(Fd(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)))
+
+
+def test_closed_map_never_reaches_a_reused_fd_number() -> None:
+    from pyxdp.kernel import Map
+    from pyxdp.maps import MapSpec
+
+    a = Map.create(MapSpec("a", MapType.HASH, 4, 8, 4))
+    a.close()
+    with Map.create(MapSpec("b", MapType.HASH, 4, 8, 4)) as b:  # likely the same fd number
+        with pytest.raises(ValueError, match="closed"):
+            a[1] = 0xDEAD
+        with pytest.raises(ValueError, match="closed"):
+            a.get(1)
+        assert len(b) == 0
+
+
+@pytest.mark.parametrize("mtype", [MapType.DEVMAP, MapType.CPUMAP])
+def test_batch_ops_fall_back_where_the_kernel_has_none(mtype) -> None:
+    from pyxdp.kernel import Map
+    from pyxdp.maps import MapSpec
+
+    with Map.create(MapSpec("nobatch", mtype, 4, 4, 4)) as m:
+        if mtype == MapType.CPUMAP:
+            assert m.update_batch([(0, 192)]) == 1  # queue size of CPU 0's kthread
+        else:
+            assert m.update_batch([(0, 1), (1, 1)]) == 2  # ifindex 1: lo
+        assert m.delete_batch([0]) == 1
+        assert 0 not in m

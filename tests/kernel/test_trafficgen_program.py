@@ -95,3 +95,16 @@ def test_bad_templates_are_refused_with_reasons() -> None:
         generator_program(template("icmp"), ports=5)
     with pytest.raises(TemplateError, match="runs past"):
         generator_program(template("udp", sport=65530), ports=10)
+
+
+def test_ipv4_udp_without_checksum_stays_without() -> None:
+    frame = bytearray(template("udp"))
+    frame[14 + 20 + 6:14 + 20 + 8] = b"\0\0"  # "no checksum" is legal for UDP over IPv4
+    with Program.load(generator_program(bytes(frame), sources=50, ports=50)) as prog:
+        data = bytes(frame)
+        for _ in range(50):
+            data = test_run(prog, data).data_out
+            assert data[14 + 20 + 6:14 + 20 + 8] == b"\0\0"
+            pkt = Ether(data)
+            del pkt[IP].chksum
+            assert bytes(Ether(bytes(pkt)))[:34] == data[:34]  # IP header checksum right

@@ -257,3 +257,28 @@ def test_foreign_attachments_are_seen_and_dispatcher_not_clobbered(bed: Testbed,
     done = bed.call("sink", xdp.detach, "veth1")
     assert [a.prog_id for a in done] == [st.attachments[0].prog_id]
     assert bed.call("sink", xdp.status, "veth1").attachments == ()
+
+
+def test_links_are_never_confused_across_namespaces(bed: Testbed, loaded) -> None:
+    """gen/veth0 and sink/veth1 both have ifindex 2 in their namespaces: with the same
+    program attached to both by links, neither side may detach the other's."""
+    p = loaded(progs.xdp_count(XdpAction.PASS))
+    gen_idx = bed.interfaces[("gen", "veth0")].ifindex
+    sink_idx = bed.interfaces[("sink", "veth1")].ifindex
+    if gen_idx != sink_idx:
+        pytest.skip("the two ends did not get the same ifindex here")
+    a = bed.call("gen", xdp.attach, "veth0", p.prog, "native")
+    b = bed.call("sink", xdp.attach, "veth1", p.prog, "native")
+    try:
+        st = bed.call("gen", xdp.status, "veth0")
+        assert st.attachments[0].link_id == xdp.AMBIGUOUS_LINK
+        with pytest.raises(XdpError, match="ambiguous"):
+            bed.call("gen", xdp.detach, "veth0")
+        # both still attached, each where it was
+        assert bed.call("sink", xdp.status, "veth1").attachments
+        assert bed.call("gen", xdp.status, "veth0").attachments
+    finally:
+        bed.call("gen", a.detach)
+        bed.call("sink", b.detach)
+    assert bed.call("gen", xdp.status, "veth0").attachments == ()
+    assert bed.call("sink", xdp.status, "veth1").attachments == ()

@@ -43,9 +43,15 @@ def test_attr_never_exceeds_the_union() -> None:
         assert ctypes.sizeof(st) <= 144, st
 
 
-@pytest.mark.parametrize(("text", "n"), [("0", 1), ("0-3", 4), ("0-3,8", 9), ("0,2-5\n", 6)])
-def test_parse_cpu_list(text: str, n: int) -> None:
+@pytest.mark.parametrize(("text", "n"), [("0", 1), ("0-3", 4), ("0-3,8", 5), ("0,2-5\n", 5)])
+def test_parse_cpu_list_counts_cpus_like_for_each_possible_cpu(text: str, n: int) -> None:
     assert s.parse_cpu_list(text) == n
+
+
+@pytest.mark.parametrize("bad", ["", "3-1", "x"])
+def test_parse_cpu_list_refuses_nonsense(bad: str) -> None:
+    with pytest.raises(ValueError):
+        s.parse_cpu_list(bad)
 
 
 def test_obj_name_is_sanitised_and_truncated() -> None:

@@ -29,6 +29,10 @@ def cmd_trafficgen(args: argparse.Namespace) -> int:
     dst = args.dst or ("198.18.0.2" if family == 4 else "2001:db8::2")
     for a in (src, dst):
         check_address(a)
+    if family == 4 and args.sources > 1:  # the varied sources too, not just the first
+        import ipaddress
+
+        check_address(str(ipaddress.IPv4Address(src) + args.sources - 1))
     frame = template(args.proto, family=family, src=src, dst=dst, smac=args.src_mac,
                      dmac=args.dst_mac, sport=args.sport, dport=args.dport, size=args.size)
     console = Console(stderr=True)

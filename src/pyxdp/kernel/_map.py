@@ -279,6 +279,7 @@ class Map(MapBase):
             self._check_key(key)
         with self._lock:
             a = self._attr
+            a.map_fd = self.fd.fileno()  # raises once closed: never a reused fd number
             a.key = key or None
             a.value = ctypes.addressof(self._vbuf)  # type: ignore[assignment]
             a.flags = 0
@@ -298,6 +299,7 @@ class Map(MapBase):
                            f" got {len(value)}")
         with self._lock:
             a = self._attr
+            a.map_fd = self.fd.fileno()  # raises once closed: never a reused fd number
             a.key = key or None
             a.value = value or None
             a.flags = flags
@@ -308,6 +310,7 @@ class Map(MapBase):
             self._check_key(key)
         with self._lock:
             a = self._attr
+            a.map_fd = self.fd.fileno()  # raises once closed: never a reused fd number
             a.key = key or None
             a.value = None
             a.flags = 0
@@ -324,6 +327,7 @@ class Map(MapBase):
             self._check_key(key)
         with self._lock:
             a = self._attr
+            a.map_fd = self.fd.fileno()  # raises once closed: never a reused fd number
             a.key = key
             a.value = ctypes.addressof(self._nbuf)  # type: ignore[assignment]
             a.flags = 0
@@ -419,8 +423,10 @@ class Map(MapBase):
     def _batch_unsupported(self, cmd: Cmd, e: BpfError, done: int) -> bool:
         """Whether ``e`` means "this map type lacks batch command ``cmd``" (then remember
         it, except for EINVAL, which may also be a bad argument)."""
-        if self._batch.get(cmd) or done or e.errno not in _BATCH_UNSUPPORTED:
+        if self._batch.get(cmd) or e.errno not in _BATCH_UNSUPPORTED:
             return False
+        if done and e.errno not in (ENOTSUPP, _errno.EOPNOTSUPP):
+            return False  # some elements were done: a real error part-way
         if e.errno != _errno.EINVAL:
             self._batch[cmd] = False
         return True

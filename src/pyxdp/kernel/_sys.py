@@ -48,8 +48,8 @@ def bpf(cmd: int, attr: ctypes.Structure, size: int | None = None) -> int:
     """Run one ``bpf(cmd, &attr, sizeof(attr))``; returns the result (often a new fd).
 
     Raises :class:`BpfError` with the errno and the command name on any failure.
-    ``EINTR`` is retried here because no bpf command has a partial effect when it is
-    interrupted before starting.
+    ``EINTR`` is retried, except for ``BPF_PROG_TEST_RUN``: a signal can stop a test run
+    part-way (frames already sent, maps already changed), so repeating it is not safe.
     """
     ref = ctypes.byref(attr)
     n = ctypes.sizeof(attr) if size is None else size
@@ -58,7 +58,7 @@ def bpf(cmd: int, attr: ctypes.Structure, size: int | None = None) -> int:
         if ret >= 0:
             return ret
         err = ctypes.get_errno()
-        if err != _errno.EINTR:
+        if err != _errno.EINTR or cmd == Cmd.PROG_TEST_RUN:
             raise BpfError(err, _CMD_NAMES.get(int(cmd), f"cmd {int(cmd)}"))
 
 
@@ -93,17 +93,24 @@ def possible_cpus() -> int:
 
 
 def parse_cpu_list(text: str) -> int:
-    """Count of CPUs in a kernel CPU list: ``max index + 1`` (``"0-3,8"`` → 9)."""
-    highest = -1
+    """Count of CPUs in a kernel CPU list (``"0-3,8"`` → 5).
+
+    The kernel packs per-CPU values with ``for_each_possible_cpu``, one slot after the
+    other, so a sparse mask has as many slots as CPUs in it, not ``max index + 1``.
+    """
+    count = 0
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
-        hi = part.split("-")[-1]
-        highest = max(highest, int(hi))
-    if highest < 0:
+        lo, _, hi = part.partition("-")
+        first, last = int(lo), int(hi or lo)
+        if last < first:
+            raise ValueError(f"bad CPU range {part!r} in {text!r}")
+        count += last - first + 1
+    if count == 0:
         raise ValueError(f"empty CPU list {text!r}")
-    return highest + 1
+    return count
 
 
 # -- attr layouts (uapi linux/bpf.h, union bpf_attr) -------------------------------------------

@@ -18,10 +18,12 @@ Global data maps get libbpf's flags (``BPF_F_MMAPABLE``; ``.rodata*`` also
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import dataclasses
 import errno as _errno
+import mmap
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -80,9 +82,29 @@ class Variable:
         if len(value) != self.spec.size:
             raise ValueError(f"variable {self.spec.name!r} is {self.spec.size} bytes,"
                              f" got {len(value)}")
+        if self._write_mmapped(bytes(value)):
+            return
+        # no mmap (a kernel before 5.5): read-modify-write of the whole value, which can
+        # undo what a running program wrote into *other* variables meanwhile
         data = self.map._lookup(bytes(4)) or bytes(self.map.spec.value_size)
         new = data[:self.spec.offset] + bytes(value) + data[self.spec.offset + self.spec.size:]
         self.map._update(bytes(4), new, 0)
+
+    def _write_mmapped(self, value: bytes) -> bool:
+        """Write just this variable's bytes through a shared mapping of the (mmapable) data
+        map, so concurrent program writes to its neighbours are never undone."""
+        if not self.map.spec.flags & BPF_F_MMAPABLE:
+            return False
+        page = mmap.PAGESIZE
+        length = (self.map.spec.value_size + page - 1) // page * page
+        try:
+            mm = mmap.mmap(self.map.fd.fileno(), length, mmap.MAP_SHARED,
+                           mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError:
+            return False
+        with mm:
+            mm[self.spec.offset:self.spec.offset + self.spec.size] = value
+        return True
 
     @property
     def value(self) -> int | bytes:
@@ -190,20 +212,21 @@ def _bind_map(prog: Program, m: Map) -> None:
 
 
 def _create_data_or_map(name: str, spec: MapSpec, btf_fd: Fd | None,
-                        pin_path: str | None) -> Map:
+                        pin_path: str | None, new_pins: list[str] | None = None) -> Map:
     """Create map ``name``; a data map with libbpf's flags, and, like libbpf's
     FEAT_ARRAY_MMAP fallback, without BPF_F_MMAPABLE on kernels before 5.5 (EINVAL)."""
     want = data_map_spec(name, spec)
     try:
-        return _create_map(name, want, btf_fd, pin_path)
+        return _create_map(name, want, btf_fd, pin_path, new_pins)
     except BpfError as e:
         if want is spec or e.errno != _errno.EINVAL or not want.flags & BPF_F_MMAPABLE:
             raise
     return _create_map(name, dataclasses.replace(want, flags=want.flags & ~BPF_F_MMAPABLE),
-                       btf_fd, pin_path)
+                       btf_fd, pin_path, new_pins)
 
 
-def _create_map(name: str, spec: MapSpec, btf_fd: Fd | None, pin_path: str | None) -> Map:
+def _create_map(name: str, spec: MapSpec, btf_fd: Fd | None, pin_path: str | None,
+                new_pins: list[str] | None = None) -> Map:
     # without a pin_path a BY_NAME map has nowhere to live: it is an ordinary map then
     pin = os.path.join(pin_path, spec.name) if pin_path and spec.pinning == PIN_BY_NAME else None
     if pin is not None and os.path.exists(pin):
@@ -229,6 +252,8 @@ def _create_map(name: str, spec: MapSpec, btf_fd: Fd | None, pin_path: str | Non
         except BaseException:
             m.close()
             raise
+        if new_pins is not None:
+            new_pins.append(pin)
     return m
 
 
@@ -261,10 +286,17 @@ def load_collection(obj: ObjectSpec, pin_path: str | None = None, *,
     running kernel's).  On any failure everything created so far is closed again.
     """
     coll = Collection()
+    new_pins: list[str] = []
     try:
-        _load_into(coll, obj, pin_path, vmlinux, features or BtfFeatures(), log_level)
+        _load_into(coll, obj, pin_path, vmlinux, features or BtfFeatures(), log_level,
+                   new_pins)
     except BaseException:
         coll.close()
+        # like libbpf: pins this load made go too, or the next load would reuse half-made
+        # state; pins that existed before are left alone
+        for pin in new_pins:
+            with contextlib.suppress(OSError):
+                os.unlink(pin)
         raise
     return coll
 
@@ -275,12 +307,12 @@ def _needs_vmlinux(obj: ObjectSpec) -> bool:
 
 
 def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux: Btf | None,
-               features: BtfFeatures, log_level: int) -> None:
+               features: BtfFeatures, log_level: int, new_pins: list[str]) -> None:
     if obj.btf is not None:
         coll.btf_fd = _load_btf(obj.btf, features)
     slotted = set(obj.map_slots)
     for name, spec in obj.maps.items():
-        coll.maps[name] = _create_data_or_map(name, spec, coll.btf_fd, pin_path)
+        coll.maps[name] = _create_data_or_map(name, spec, coll.btf_fd, pin_path, new_pins)
     for vname, var in obj.variables.items():
         if var.map_name in coll.maps:
             coll.variables[vname] = Variable(var, coll.maps[var.map_name])

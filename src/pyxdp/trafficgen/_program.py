@@ -70,6 +70,8 @@ def layout_of(frame: bytes) -> FrameLayout:
         raise TemplateError(f"template ethertype {ethertype:#06x} is neither IPv4 nor IPv6")
     if proto == IPPROTO_UDP:
         csum, sport, udp = l4 + 6, l4, True
+        if family == 4 and len(frame) >= l4 + 8 and frame[l4 + 6:l4 + 8] == b"\0\0":
+            csum = -1  # IPv4 UDP without checksum: keep it that way
     elif proto == IPPROTO_TCP:
         csum, sport, udp = l4 + 16, l4, False
     elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
@@ -165,7 +167,8 @@ def generator_program(frame: bytes, *, sources: int = 1, base_source: int | None
     if ports > 1:
         b.mov64(8, R7).rsh64(8, 12).and64(8, 0xFFFFF).mod64(8, ports).add64(8, base_port)
         b.be(8, 16)
-        _add_word_update(b, 5, lay.sport_off, 8, 3, 0)
+        if l4:
+            _add_word_update(b, 5, lay.sport_off, 8, 3, 0)
         b.stx("h", DATA, 8, lay.sport_off)
     if l4:
         _fold_and_store(b, 5, 3, lay.l4_csum_off, lay.udp, "l4")

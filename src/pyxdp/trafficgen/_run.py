@@ -112,13 +112,13 @@ class Generator:
                     took = max(time.monotonic() - now, 1e-6)
                     left -= n
                     sent[i] += n
-                    if chunk is None:  # aim the next call at CALL_SECONDS, within the deadline
-                        budget = min(CALL_SECONDS, deadline - time.monotonic())
-                        n = max(1024, int(n / took * budget))
                     if progress is not None:
                         with lock:
                             total[0] += n
                             progress(total[0])
+                    if chunk is None:  # aim the next call at CALL_SECONDS, within the deadline
+                        budget = min(CALL_SECONDS, deadline - time.monotonic())
+                        n = max(1024, int(n / took * budget))
             except BaseException as e:  # reported after join
                 errors.append(e)
 

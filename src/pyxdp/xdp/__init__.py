@@ -92,7 +92,7 @@ class Attachment:
     mode: AttachMode
     prog_id: int
     prog_name: str
-    link_id: int        # 0 when attached without a link (netlink, ip link, xdp-loader)
+    link_id: int        # 0: no link (netlink, ip link, xdp-loader); -1: ambiguous link
 
     @property
     def is_dispatcher(self) -> bool:
@@ -124,15 +124,24 @@ def _prog_name(prog_id: int) -> str:
         return "?"
 
 
+AMBIGUOUS_LINK = -1
+
+
 def _links_by_ifindex() -> dict[tuple[int, int], int]:
-    """(ifindex, prog_id) -> link id for every XDP link in the system."""
+    """(ifindex, prog_id) -> link id for every XDP link in the system.
+
+    Link info carries an ifindex but no network namespace, and ifindexes repeat across
+    namespaces: when two links share a key, which one is ours cannot be told, and the key
+    maps to :data:`AMBIGUOUS_LINK` (never guess: the other may be someone else's).
+    """
     from pyxdp.kernel import list_links
 
-    out = {}
+    out: dict[tuple[int, int], int] = {}
     try:
         for li in list_links():
             if getattr(li, "ifindex", 0):
-                out[(li.ifindex, li.prog_id)] = li.id
+                key = (li.ifindex, li.prog_id)
+                out[key] = AMBIGUOUS_LINK if key in out else li.id
     except (BpfError, OSError):
         pass
     return out
@@ -156,7 +165,10 @@ def status(iface: str | int) -> XdpStatus:
 
 
 def _describe(a: Attachment) -> str:
-    how = f"held by bpf_link {a.link_id}" if a.link_id else "attached via netlink"
+    if a.link_id == AMBIGUOUS_LINK:
+        how = "held by a bpf_link (which one is ambiguous across namespaces)"
+    else:
+        how = f"held by bpf_link {a.link_id}" if a.link_id else "attached via netlink"
     return f"program {a.prog_name!r} (id {a.prog_id}) in {a.mode.value} mode, {how}"
 
 
@@ -329,6 +341,9 @@ def detach(iface: str | int, mode: str | AttachMode | None = None) -> list[Attac
         if a.is_dispatcher:
             raise XdpError(f"{name} runs the libxdp dispatcher ({_describe(a)}); use"
                            " xdp-loader to unload it", errno.EBUSY)
+        if a.link_id == AMBIGUOUS_LINK:
+            raise XdpError(f"{name}: {_describe(a)}; detach it through the Link object that"
+                           " holds it (or its pin)", errno.EBUSY)
         if a.link_id:
             with Link.from_id(a.link_id) as link:
                 link.detach()
@@ -341,5 +356,5 @@ def detach(iface: str | int, mode: str | AttachMode | None = None) -> list[Attac
     return done
 
 
-__all__ = ["AttachMode", "Attachment", "XdpAttachment", "XdpError", "XdpStatus", "attach",
-           "detach", "ifindex_of", "status"]
+__all__ = ["AMBIGUOUS_LINK", "AttachMode", "Attachment", "XdpAttachment", "XdpError",
+           "XdpStatus", "attach", "detach", "ifindex_of", "status"]

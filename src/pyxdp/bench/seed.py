@@ -13,6 +13,13 @@ the generator's own clock.  With two cores the generator and the sink share one 
 runs the receiver's NAPI on the sending CPU), so besides the delivered rate the table
 reports the sink's own per-packet cost ``1/rate(both) - 1/rate(generator alone)``, where
 "generator alone" runs the same generator program without transmitting (XDP_DROP).
+That model charges everything the shared CPU spends beyond the generator's own work to the
+sink, including frames the veth ring dropped before the sink saw them (delivered < sent
+shows when that happened: compare the two rate columns).
+
+The generator makes one ``BPF_PROG_TEST_RUN`` call per row, as the C reference does (each
+call costs ~30 ms of setup), so a row is bounded by its frame count: 2M frames take about
+a second at the rates here, and at most ``count / rate`` on a slower machine.
 """
 
 from __future__ import annotations

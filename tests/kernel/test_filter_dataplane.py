@@ -18,6 +18,7 @@ from scapy.all import (
     Ether,
     IPOption_RR,
     IPv6,
+    IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
     Raw,
@@ -522,3 +523,112 @@ def test_emulator_agrees_with_kernel(gen) -> None:
         k = g.counter(name)
         per_cpu = emu.maps["stats"][g.slots[name]]
         assert k == (sum(c.packets for c in per_cpu), sum(c.bytes for c in per_cpu)), name
+
+
+# -- review fixes ---------------------------------------------------------------------------
+def _ah(nexthdr: int, icv: int = 12) -> bytes:
+    """An IPv6 Authentication Header: 12 fixed bytes + ICV, length in 4-byte words - 2."""
+    n = 12 + icv
+    return bytes([nexthdr, n // 4 - 2, 0, 0]) + (0x100).to_bytes(4, "big") + bytes(4 + icv)
+
+
+def test_long_ipv6_extension_chain_cannot_bypass_port_rules(gen) -> None:
+    """Padding with more extension headers than the walk follows used to hide the UDP
+    header (a ``dport = 53`` rule was bypassed): such a packet is malformed now."""
+    body = '[[rule]]\nname = "dns"\nproto = "udp"\ndport = 53\n'
+    g = gen(rules(body + '[[rule]]\nname = "bad"\nmalformed = true\n'))
+    chain = IPv6ExtHdrDestOpt()
+    for _ in range(6):
+        chain = chain / IPv6ExtHdrDestOpt()
+    assert g.verdict(v6(ext=chain, l4=udp(dport=53))) == DROP       # 7 headers
+    assert g.hits("bad") == 1
+    six = IPv6ExtHdrDestOpt()
+    for _ in range(5):
+        six = six / IPv6ExtHdrDestOpt()
+    assert g.verdict(v6(ext=six, l4=udp(dport=53))) == DROP         # 6: walked to UDP
+    assert g.hits("dns") == 1 and g.hits("bad") == 1
+    deny = gen(rules('[[rule]]\nname = "ok"\naction = "allow"\nproto = "udp"\n', "deny"))
+    assert deny.verdict(v6(ext=chain, l4=udp(dport=53))) == DROP   # not allowed as UDP
+
+
+def test_ipv6_authentication_header_is_walked(gen) -> None:
+    g = gen(rules('[[rule]]\nname = "dns"\nproto = "udp"\ndport = 53\n'
+                  '[[rule]]\nname = "bad"\nmalformed = true\n'))
+    pkt = bytes(eth() / IPv6(src="2001:db8::1", dst="2001:db8::2", nh=51)
+                / Raw(_ah(17) + bytes(UDP(sport=1024, dport=53) / Raw(b"x" * 20))))
+    assert g.verdict(pkt) == DROP
+    assert (g.hits("dns"), g.hits("bad")) == (1, 0)
+
+
+def test_ipv6_later_fragment_stops_the_walk(gen) -> None:
+    """A non-first fragment carries data after its header, whatever ``nexthdr`` says."""
+    g = gen(rules('[[rule]]\nname = "bad"\nmalformed = true\n'
+                  '[[rule]]\nname = "frag"\nfragment = true\n'))
+    later = bytes(eth() / IPv6(src="2001:db8::1", dst="2001:db8::2")
+                  / IPv6ExtHdrFragment(nh=60, offset=100) / Raw(b"\x3c\xff" + bytes(30)))
+    assert g.verdict(later) == DROP
+    assert (g.hits("bad"), g.hits("frag")) == (0, 1)
+
+
+def test_three_vlan_tags_follow_the_policy(gen) -> None:
+    """Past the two tags the parser reads, the packet could be IP: the policy applies."""
+    inner = Ether(v4(l4=udp(dport=53))).payload
+    pkt = bytes(eth(type=0x88A8) / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / inner)
+    g = gen(rules('[[rule]]\nname = "ok"\naction = "allow"\nproto = "icmp"\n', "deny"))
+    assert g.verdict(pkt) == DROP
+    g2 = gen(rules('[[rule]]\nname = "bad"\nmalformed = true\n'))
+    assert g2.verdict(pkt) == DROP and g2.hits("bad") == 1
+    assert g2.verdict(vlan(2, v4(), qinq=1)) == PASS                 # two tags: fine
+
+
+def test_short_pattern_near_the_frame_start(gen) -> None:
+    """A pattern ending in the first 16 bytes needs only its last 8-byte window."""
+    g = gen(rules('[[rule]]\nname = "v4-ihl6"\npattern = { base = "l3", offset = 0,'
+                  ' bytes = "46" }\n'))
+    assert g.verdict(bytes(eth() / IP(ihl=6, options=b"\x01\x01\x01\x01") / UDP())) == DROP
+    assert g.verdict(v4()) == PASS
+    assert g.hits("v4-ihl6") == 1
+
+
+def test_token_bucket_above_4_6_gbit(gen) -> None:
+    """10 Gbit/s: the byte bucket counts in coarser units and still meters exactly."""
+    pkt = v4(pay=b"x" * 958)
+    assert len(pkt) == 1000
+    g = gen(rules('[[rule]]\nname = "bw"\nproto = "udp"\nrate = { bps = 10000000000 }\n'),
+            extra={"FAKE_CLOCK": 1})
+    g.set_clock(10**9)
+    burst = 1_250_000_000 // 1000                       # bps / 8 bytes of 1000-byte packets
+    assert g.prog.test_run(pkt, repeat=burst).retval == PASS
+    assert g.verdict(pkt) == DROP and g.hits("bw") == 1
+    g.set_clock(10**9 + 1000)                           # 1 us: 10000 bits, one packet
+    assert [g.verdict(pkt) for _ in range(2)] == [PASS, DROP]
+
+
+def test_rate_tokens_are_taken_only_when_the_rate_rule_would_decide(gen) -> None:
+    """Rule 2 (rate-limited, found through the source trie) used to meter every packet it
+    matched although rule 1 (generic, found later) won: its bucket drained by traffic it
+    never judged."""
+    g = gen(rules('[[rule]]\nname = "udp-ok"\naction = "allow"\nproto = "udp"\n'
+                  '[[rule]]\nname = "slow"\nsrc = "198.18.0.0/16"\n'
+                  'rate = { pps = 1, burst = 1 }\n'), extra={"FAKE_CLOCK": 1})
+    g.set_clock(10**9)
+    assert [g.verdict(v4(l4=udp())) for _ in range(3)] == [PASS] * 3
+    assert g.hits("udp-ok") == 3
+    assert g.verdict(v4(l4=tcp())) == PASS            # the one token is still there
+    assert g.verdict(v4(l4=tcp())) == DROP
+    assert g.hits("slow") == 1
+
+
+def test_rate_limited_rules_are_metered_in_rule_order(gen) -> None:
+    """Of two rate-limited candidates the lower-numbered is metered first; the second
+    only sees packets the first let through."""
+    g = gen(rules('[[rule]]\nname = "tight"\nproto = "udp"\nrate = { pps = 1, burst = 2 }\n'
+                  '[[rule]]\nname = "wide"\nsrc = "198.18.0.0/16"\n'
+                  'rate = { pps = 1, burst = 3 }\n'), extra={"FAKE_CLOCK": 1})
+    g.set_clock(10**9)
+    got = [g.verdict(v4(l4=udp())) for _ in range(6)]
+    # tight passes 2 (wide meters those: 2 of its 3 tokens), then drops everything
+    assert got == [PASS, PASS] + [DROP] * 4
+    assert (g.hits("tight"), g.hits("wide")) == (4, 0)
+    assert g.verdict(v4(l4=tcp())) == PASS            # wide's last token
+    assert g.verdict(v4(l4=tcp())) == DROP and g.hits("wide") == 1

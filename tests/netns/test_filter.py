@@ -393,3 +393,148 @@ def test_million_prefixes_load_and_100k_change_take_seconds(bed, filters) -> Non
     assert t_attach < 30 and t_change < 30
     send(bed, frame(bed, src="11.0.0.1"), 100)
     assert bed.call("sink", f.stats)["drop-1m"][0] == 100 + 2   # + the 2 test runs
+
+
+# -- review fixes ---------------------------------------------------------------------------
+def test_hand_built_rule_is_refused_and_the_filter_stays_reopenable(bed, filters,
+                                                                    roots) -> None:
+    from pyxdp.apps.filter import Rule
+
+    f = filters(RULES)
+    net = (ipaddress.ip_network("10.9.0.0/16"),)
+    for bad in (Rule("has space", src=net), Rule("p", src=net, dport=(
+            parse_rule({"name": "q", "proto": "udp", "dport": 1}).dport))):
+        with pytest.raises(RuleError):
+            bed.call("sink", f.add, bad)
+        with pytest.raises(RuleError):
+            bed.call("sink", f.apply, RuleSet([bad]))
+    with pytest.raises(RuleError):
+        bed.call("sink", Filter.attach, "veth0", None, RuleSet([Rule("has space", src=net)]),
+                 **roots)
+    g = bed.call("sink", Filter.open, "veth1", **roots)
+    assert [r.name for r in g.rules().rules] == [r.name for r in parse_rules_text(RULES).rules]
+    g.close()
+
+
+def test_a_long_running_reader_follows_other_control_planes(bed, filters, roots) -> None:
+    f = filters(RULES)
+    reader = bed.call("sink", Filter.open, "veth1", **roots)
+    try:
+        assert "bad-net" in bed.call("sink", reader.stats)
+        bed.call("sink", f.delete, "bad-net")
+        bed.call("sink", f.add, parse_rule({"name": "newer", "src": "198.19.0.0/16"}))
+        send(bed, frame(bed, src="198.19.4.4"), 200)
+        stats = bed.call("sink", reader.stats)
+        assert "bad-net" not in stats and stats["newer"][0] == 200
+        assert reader.generation == f.generation
+        assert "newer" in reader.slots() and reader.rules().rules[-1].name == "newer"
+    finally:
+        reader.close()
+
+
+def test_attach_checks_for_a_filter_under_the_lock(bed, filters, roots) -> None:
+    import fcntl
+
+    name = bed.call("sink", lambda: __import__(
+        "pyxdp.apps.filter.control", fromlist=["instance_name"]).instance_name("veth1"))
+    state_dir = os.path.join(roots["state_root"], name)
+    os.makedirs(state_dir)
+    fd = os.open(os.path.join(state_dir, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)            # another control plane is attaching
+    result: list[object] = []
+
+    def attach() -> None:
+        try:
+            result.append(bed.call("sink", Filter.attach, "veth1", "native", None, **roots))
+        except Exception as e:
+            result.append(e)
+
+    t = threading.Thread(target=attach)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive() and not result        # waits for the lock before checking
+    os.close(fd)
+    t.join(30)
+    f = result[0]
+    assert isinstance(f, Filter), f
+    bed.call("sink", f.detach)
+
+
+def test_force_detach_recovers_a_lost_link_pin_and_corrupt_state(bed, filters,
+                                                                 roots) -> None:
+    from pyxdp import xdp
+    from pyxdp.kernel import Link
+
+    f = filters(RULES)
+    bed.call("sink", f.close)
+    # the filter runs, its pin is gone (someone else still holds the link open)
+    holder = Link.from_pin(os.path.join(f.pin_dir, "link"))
+    os.unlink(os.path.join(f.pin_dir, "link"))
+    with pytest.raises(FilterError, match="force_detach"):
+        bed.call("sink", Filter.open, "veth1", **roots)
+    done = bed.call("sink", Filter.force_detach, "veth1", **roots)
+    holder.close()
+    assert any("detached program 'xdp_filter'" in d for d in done), done
+    assert bed.call("sink", xdp.status, "veth1").attachments == ()
+    assert not os.path.exists(f.state_dir) and not os.path.exists(f.pin_dir)
+    g = filters(RULES)                                    # attach works again
+    bed.call("sink", g.close)
+    with open(os.path.join(g.state_dir, "state.json"), "w") as fh:
+        fh.write("{not json")
+    with pytest.raises(RuleError, match="corrupt"):
+        bed.call("sink", Filter.open, "veth1", **roots)
+    done = bed.call("sink", Filter.force_detach, "veth1", **roots)
+    assert any("pinned link" in d for d in done), done
+    assert bed.call("sink", xdp.status, "veth1").attachments == ()
+    assert bed.call("sink", Filter.force_detach, "veth1", **roots) == []
+
+
+def test_upsert_replaces_in_place_or_appends(bed, filters) -> None:
+    f = filters(RULES)
+    slot = f.slots()["icmp"]
+    assert bed.call("sink", f.upsert, parse_rule({"name": "icmp", "proto": "icmp"})) is True
+    names = [r.name for r in f.rules().rules]
+    assert names == [r.name for r in parse_rules_text(RULES).rules]
+    assert f.rules().rules[2].length is None and f.slots()["icmp"] == slot
+    assert bed.call("sink", f.upsert, parse_rule({"name": "z", "src": "10.1.0.0/16"})) is False
+    assert [r.name for r in f.rules().rules] == [*names, "z"]
+
+
+def test_failed_state_write_rolls_the_program_back(bed, filters, monkeypatch) -> None:
+    from pyxdp.apps.filter import control
+
+    f = filters(RULES)
+    gen0, prog0 = f.generation, bed.call("sink", f.program_id)
+
+    def broken(path: str, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(control, "write_atomic", broken)
+    with pytest.raises(OSError, match="No space"):
+        bed.call("sink", f.delete, "udp-range")
+    assert bed.call("sink", f.program_id) == prog0 and f.generation == gen0
+    assert not udp_roundtrip(bed, 7050)                   # the old rules still in force
+    monkeypatch.undo()
+    bed.call("sink", f.delete, "udp-range")
+    assert udp_roundtrip(bed, 7050)
+
+
+def test_a_slot_freed_in_the_same_apply_is_reset_only_after_the_swap(bed, filters) -> None:
+    small = Sizes(rules=2, talker_sample=1)
+    f = filters('[[rule]]\nname = "a"\nsrc = "10.1.0.0/16"\n'
+                '[[rule]]\nname = "b"\nsrc = "198.19.0.0/16"\n', sizes=small)
+    send(bed, frame(bed, src="198.19.4.4"), 100)
+    assert wait_counts(f, bed, "b", 100) == 100
+    events: list[str] = []
+    link = f._link
+    real_update, real_reset = link.update, f._reset_slots
+    link.update = lambda *a, **k: (events.append("swap"), real_update(*a, **k))[1]
+    f._reset_slots = lambda slots: (events.append(f"reset {sorted(slots)}"),
+                                    real_reset(slots))[1]
+    b_slot = f.slots()["b"]
+    bed.call("sink", f.apply, parse_rules_text(
+        '[[rule]]\nname = "a"\nsrc = "10.1.0.0/16"\n'
+        '[[rule]]\nname = "c"\nsrc = "198.20.0.0/16"\n'))
+    assert f.slots()["c"] == b_slot                       # the table is full: reused
+    assert events == ["swap", f"reset [{b_slot}]"], events
+    assert bed.call("sink", f.stats)["c"] == (0, 0)

@@ -151,3 +151,31 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(env) -> None:
     assert json.loads(after)["rules"] == json.loads(before)["rules"]
     r = pyxdp("filter", "attach", "nosuch0", "--netns", tb.ns_name("sink"), check=False)
     assert r.returncode == 1 and "no such interface 'nosuch0'" in r.stderr
+
+
+def test_detach_force_recovers_corrupt_state_and_import_replaces(env) -> None:
+    _, roots, tmp = env
+    pyxdp("filter", "attach", "veth1", "--rules", str(tmp / "rules.toml"), *roots)
+    lst = tmp / "l.txt"
+    lst.write_text("198.20.0.0/16\n")
+    pyxdp("filter", "import", "veth1", str(lst), "--name", "blk", *roots)
+    lst.write_text("198.21.0.0/16\n198.22.0.0/16\n")
+    pyxdp("filter", "import", "veth1", str(lst), "--name", "blk", *roots)
+    rows = json.loads(pyxdp("filter", "list", "veth1", "--json", *roots).stdout)["rules"]
+    assert [r["name"] for r in rows] == ["bad-net", "web-syn", "blk"]
+    assert "198.21.0.0/16" in rows[2]["match"]
+    r = pyxdp("filter", "add", "veth1", "x", "src=10.0.0.0/8", "rate=5", "rate.pps=1",
+              *roots, check=False)
+    assert r.returncode == 1 and "given more than once" in r.stderr, r.stderr
+    state_root = roots[roots.index("--state-root") + 1]
+    (state,) = [d for d in (tmp / "state").iterdir()]
+    assert str(state).startswith(state_root)
+    (state / "state.json").write_text("{broken")
+    r = pyxdp("filter", "detach", "veth1", *roots, check=False)
+    assert r.returncode == 1 and "corrupt" in r.stderr
+    r = pyxdp("filter", "detach", "veth1", "--force", *roots)
+    assert "filter detached from veth1 (forced)" in r.stdout, r.stdout
+    assert not state.exists()
+    r = pyxdp("filter", "list", "veth1", *roots, check=False)
+    assert r.returncode == 1 and "has no pyxdp filter" in r.stderr
+    pyxdp("filter", "attach", "veth1", *roots)           # and it can be attached again

@@ -147,3 +147,62 @@ def test_the_example_rule_file_parses() -> None:
     rs = load_rules(path)
     assert [r.name for r in rs.rules][:3] == ["bad-nets", "office", "syn-flood"]
     assert rs.rules[1].action is Action.ALLOW
+
+
+# -- review fixes ---------------------------------------------------------------------------
+def test_empty_port_list_is_refused_not_any_port() -> None:
+    with pytest.raises(RuleError, match="dport: empty list"):
+        parse_rule({"name": "x", "proto": "udp", "dport": []})
+    with pytest.raises(RuleError, match="sport: empty list"):
+        parse_rule({"name": "x", "proto": "tcp", "sport": []})
+
+
+def test_cli_words_refuse_a_key_given_as_value_and_table() -> None:
+    from pyxdp.cli._filter import parse_words
+
+    for words in (["rate=5", "rate.pps=1"], ["rate.pps=1", "rate=5"], ["vlan=1", "vlan=2"]):
+        with pytest.raises(RuleError, match="given more than once"):
+            parse_words("x", ["src=10.0.0.0/8", *words])
+    assert parse_words("x", ["rate.pps=1", "rate.burst=2"])["rate"] == {"pps": 1, "burst": 2}
+
+
+def test_address_list_name_is_validated() -> None:
+    with pytest.raises(RuleError, match="name: 1-64 characters"):
+        parse_address_list("198.19.0.0/16\n", "l.txt", name="bad name")
+    with pytest.raises(RuleError, match="name: 1-64 characters"):
+        parse_address_list("198.19.0.0/16\n", "l.txt", name="")
+
+
+def test_hand_built_rules_are_refused_unless_they_survive_the_state_file() -> None:
+    from pyxdp.apps.filter.rules import Pattern, Rule, RuleSet
+    from pyxdp.apps.filter.state import normalise_ruleset
+
+    net = (ipaddress.ip_network("198.19.0.0/16"),)
+    bad = [
+        Rule("bad name!", src=net),
+        Rule("no-proto", src=net, dport=(PortRange(80, 80),)),          # dport needs proto
+        Rule("nothing"),                                                # matches nothing
+        Rule("unmasked", pattern=Pattern("l3", 0, b"\xff", b"\x0f")),   # value & mask
+        Rule("junk", src=("198.19.0.0/16",)),                           # type: ignore
+        Rule("allow-rate", action=Action.ALLOW, src=net, rate=None, proto=300),
+    ]
+    for r in bad:
+        with pytest.raises(RuleError):
+            normalise_ruleset(RuleSet([r]))
+    good = Rule("fine", src=net, proto=17, dport=(PortRange(53, 53),), where="mine")
+    out = normalise_ruleset(RuleSet([good], Action.DENY))
+    assert out.rules == [good] and out.rules[0].where == "mine"
+    assert out.default is Action.DENY
+
+
+def test_unnamed_rules_keep_their_names_when_others_are_inserted() -> None:
+    a = '[[rule]]\nsrc = "198.19.0.0/16"\n'
+    b = '[[rule]]\nproto = "udp"\ndport = 53\n'
+    new = '[[rule]]\nproto = "tcp"\ndport = 22\n'
+    before = [r.name for r in parse_rules_text(a + b).rules]
+    after = [r.name for r in parse_rules_text(new + a + b).rules]
+    assert after[1:] == before and len(set(after)) == 3
+    assert all(n.startswith("rule-") for n in after)
+    # the name only depends on what the rule matches (and does)
+    assert parse_rule({"src": "198.19.0.0/16"}).name == before[0]
+    assert parse_rule({"src": "198.19.0.0/16", "action": "allow"}).name != before[0]

@@ -163,8 +163,23 @@ def test_token_bucket_parameters() -> None:
     assert lim.mask4 == 0xFFFFFF00
     assert lim.mask6_hi == 0xFFFFFFFFFFFFFFFF and lim.mask6_lo == 0
     assert t.rules[0].flags & dp.F_RATE and t.config["USE_RATE"] == 1
-    with pytest.raises(RuleError, match="burst too large"):
-        tables('[[rule]]\nname = "r"\nproto = "udp"\nrate = { bps = 8, burst = 100000000 }\n')
+    assert lim.byte_cost == 8 * dp.NS
+    with pytest.raises(RuleError, match="byte burst of 1649267441664000 bytes"):
+        tables('[[rule]]\nname = "r"\nproto = "udp"\nrate = { bps = 8, burst = 1099511627776 }\n')
+    with pytest.raises(RuleError, match=r"rate.burst: at most \d+ packets with pps"):
+        tables('[[rule]]\nname = "r"\nproto = "udp"\nrate = { pps = 8, burst = 1099511627776 }\n')
+
+
+def test_byte_rates_above_4_6_gbit_use_coarser_tokens() -> None:
+    """One second of nano-bits at 10 Gbit/s overflows 64 bits: used to be refused as a
+    "burst too large" the user never gave."""
+    _, t = tables('[[rule]]\nname = "r"\nproto = "udp"\nrate = { bps = 10000000000 }\n')
+    lim = t.limits[0]
+    shift = (8 * dp.NS // lim.byte_cost).bit_length() - 1
+    assert shift > 0 and lim.byte_cost << shift == 8 * dp.NS       # exact per-byte cost
+    assert lim.bps == 10_000_000_000 >> shift
+    assert lim.bit_cap == 1_250_000_000 * lim.byte_cost < 1 << 62     # bps / 8 bytes
+    assert lim.bit_fill * lim.bps >= lim.bit_cap
 
 
 def test_full_tables_and_too_many_generic_rules() -> None:

@@ -25,10 +25,17 @@ def parse_words(name: str, words: list[str]) -> dict[str, Any]:
     from pyxdp.apps.filter import RuleError
 
     table: dict[str, Any] = {"name": name}
+    seen: set[str] = set()
     for w in words:
         key, sep, value = w.partition("=")
         if not sep or not key:
             raise RuleError(f"expected key=value, got {w!r}", "command line", name)
+        outer = key.split(".", 1)[0]
+        if key in seen or ("." in key and outer in seen) or ("." not in key and any(
+                k.startswith(key + ".") for k in seen)):
+            # ``rate=5 rate.pps=1``: one key as a value and as a table (or twice)
+            raise RuleError(f"{outer}: given more than once", "command line", name)
+        seen.add(key)
         if key in INT_KEYS:
             try:
                 v: Any = int(value, 0)
@@ -91,6 +98,16 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
+    if args.force:
+        from pyxdp.apps.filter import Filter
+
+        done = _in_netns(args.netns, lambda: Filter.force_detach(
+            args.iface, args.pin_root, state_root=args.state_root))
+        for line in done:
+            print(line)
+        print(f"filter detached from {args.iface} (forced)" if done
+              else f"{args.iface}: no pyxdp filter found, nothing to do")
+        return 0
     _open(args, lambda f: f.detach())
     print(f"filter detached from {args.iface}")
     return 0
@@ -136,16 +153,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                               direction="dst" if args.dst else "src")
     t0 = time.monotonic()
 
-    def add(f: Any) -> None:
-        names = [r.name for r in f.rules().rules]
-        if rule.name in names:  # re-importing a list replaces it
-            rs = f.rules()
-            rs.rules[names.index(rule.name)] = rule
-            f.apply(rs)
-        else:
-            f.add(rule)
-
-    _open(args, add)
+    _open(args, lambda f: f.upsert(rule))   # re-importing a list replaces it, under the lock
     n = len(rule.src) + len(rule.dst)
     print(f"{args.iface}: rule {rule.name!r} with {n} prefix(es) in force"
           f" ({time.monotonic() - t0:.2f} s)")
@@ -306,7 +314,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rules", help="TOML rule file")
     p.add_argument("--default", choices=["allow", "deny"], help="default policy")
     p.add_argument("--dry-run", action="store_true", help="count, drop nothing")
-    add("detach", cmd_detach, "detach the filter and remove its state")
+    p = add("detach", cmd_detach, "detach the filter and remove its state")
+    p.add_argument("--force", action="store_true",
+                   help="recover a filter whose link pin or state is lost or corrupt")
     p = add("add", cmd_add, "add a rule: NAME key=value ...")
     p.add_argument("name")
     p.add_argument("match", nargs="+", metavar="KEY=VALUE")

@@ -11,7 +11,9 @@ Restarts: the link and the shared maps are pinned under ``<pin_root>/<iface>@net
 and the rule set, slots and sizes are saved in ``<state_root>/<iface>@netns<ino>/``, so a
 new process reopens everything with :meth:`Filter.open`.  Interfaces are resolved in the
 calling thread's network namespace; pins are global, hence the namespace inode in the
-names.  A lock file serialises control planes working on the same filter.
+names.  A lock file serialises control planes working on the same filter (attach checks
+for an existing filter under it); readers re-read the state without it (writes are atomic
+renames).  :meth:`Filter.force_detach` recovers a filter whose link pin or state is lost.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 from pyxdp.apps.filter import dataplane as dp
 from pyxdp.apps.filter.program import PROGRAM, compiled, load_generation
 from pyxdp.apps.filter.rules import Rule, RuleError, RuleSet
-from pyxdp.apps.filter.state import FilterState, write_atomic
+from pyxdp.apps.filter.state import FilterState, normalise_ruleset, write_atomic
 from pyxdp.apps.filter.tables import Sizes, assign_slots, compile_tables
 from pyxdp.errors import PyxdpError
 
@@ -69,6 +71,7 @@ class Filter:
         self.state_dir = state_dir
         self._link = link
         self._gen: Any = None            # the current generation's Collection, if ours
+        self._state_id: tuple[int, int] | None = None   # state.json version read
         self._shared: dict[str, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -80,41 +83,50 @@ class Filter:
         from pyxdp import xdp
         from pyxdp.kernel import DEFAULT_BPFFS, ensure_bpffs, is_bpffs
 
-        rs = rules if rules is not None else RuleSet()
+        rs = normalise_ruleset(rules if rules is not None else RuleSet(), "Filter.attach")
         sizes = sizes or Sizes()
         ifindex = xdp.ifindex_of(iface)         # a clear error before anything is loaded
         name = instance_name(iface)
         pin_dir, state_dir = os.path.join(pin_root, name), os.path.join(state_root, name)
-        if os.path.exists(os.path.join(state_dir, "state.json")):
-            raise FilterError(f"{iface} already has a pyxdp filter ({state_dir}): use"
-                              " Filter.open, or detach it first")
         slots = assign_slots(rs.rules, {}, sizes.rules)
         tables = compile_tables(rs, slots, sizes)
         if pin_root.startswith(DEFAULT_BPFFS + "/"):
             ensure_bpffs()
         elif not is_bpffs(os.path.dirname(pin_root.rstrip("/")) or "/"):
             raise FilterError(f"pin_root {pin_root} is not on a bpf filesystem")
-        os.makedirs(pin_dir, exist_ok=True)
-        os.makedirs(state_dir, exist_ok=True)
-        state = FilterState(iface, ifindex, _netns(), mode, sizes, rs, slots, 1)
-        gen = att = None
-        try:
-            _clear_pins(pin_dir)                # leftovers of a crashed attach
-            gen = load_generation(tables, sizes, pin_dir)
-            att = xdp.attach(iface, gen.programs[PROGRAM], mode)
-            if att.link is None:
-                raise FilterError(f"{iface}: attached without a bpf_link; the filter needs"
-                                  " one for atomic rule changes")
-            att.link.pin(os.path.join(pin_dir, "link"))
-            write_atomic(os.path.join(state_dir, "state.json"), state.to_json())
-        except BaseException:
-            if att is not None:
-                att.detach()
-            if gen is not None:
-                gen.close()
-            shutil.rmtree(pin_dir, ignore_errors=True)
-            shutil.rmtree(state_dir, ignore_errors=True)
-            raise
+        # the check for an existing filter and everything after it run under the lock, so
+        # two concurrent attaches cannot both pass the check (and one undo the other)
+        with _lock(state_dir, create=True):
+            if os.path.exists(os.path.join(state_dir, "state.json")):
+                raise FilterError(f"{iface} already has a pyxdp filter ({state_dir}): use"
+                                  " Filter.open, or detach it first")
+            only_lock = os.listdir(state_dir) == ["lock"]
+            made_pin_dir = not os.path.isdir(pin_dir)
+            os.makedirs(pin_dir, exist_ok=True)
+            state = FilterState(iface, ifindex, _netns(), mode, sizes, rs, slots, 1)
+            gen = att = None
+            try:
+                # no state.json under the lock: pins here are leftovers of a crashed attach
+                _clear_pins(pin_dir)
+                gen = load_generation(tables, sizes, pin_dir)
+                att = xdp.attach(iface, gen.programs[PROGRAM], mode)
+                if att.link is None:
+                    raise FilterError(f"{iface}: attached without a bpf_link; the filter"
+                                      " needs one for atomic rule changes")
+                att.link.pin(os.path.join(pin_dir, "link"))
+                write_atomic(os.path.join(state_dir, "state.json"), state.to_json())
+            except BaseException:
+                if att is not None:
+                    att.detach()
+                if gen is not None:
+                    gen.close()
+                _clear_pins(pin_dir)        # only this attach pinned here (under the lock)
+                if made_pin_dir:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(pin_dir)
+                if only_lock:       # nothing but our lock: waiters retry on a new one
+                    shutil.rmtree(state_dir, ignore_errors=True)
+                raise
         f = cls(state, pin_dir, state_dir, att.link)
         f._gen = gen
         return f
@@ -138,8 +150,52 @@ class Filter:
             link = Link.from_pin(os.path.join(pin_dir, "link"))
         except OSError as e:
             raise FilterError(f"{iface}: filter state exists but its link pin is gone"
-                              f" ({e}); detach and attach again") from None
-        return cls(state, pin_dir, state_dir, link)
+                              f" ({e}); use Filter.force_detach (pyxdp filter detach"
+                              " --force) and attach again") from None
+        f = cls(state, pin_dir, state_dir, link)
+        f._state_id = _file_id(path)
+        return f
+
+    @classmethod
+    def force_detach(cls, iface: str, pin_root: str = PIN_ROOT, *,
+                     state_root: str = STATE_ROOT) -> list[str]:
+        """Recovery when :meth:`open` cannot work (link pin gone, state unreadable): detach
+        the pinned link if there is one, else the XDP program on ``iface`` if it is this
+        filter's (by program name), and remove the pins and the saved state.  Returns what
+        was done, for the operator."""
+        from pyxdp import xdp
+        from pyxdp.kernel import Link
+
+        name = instance_name(iface)
+        pin_dir, state_dir = os.path.join(pin_root, name), os.path.join(state_root, name)
+        done: list[str] = []
+        with _lock(state_dir, create=True):
+            link_pin = os.path.join(pin_dir, "link")
+            detached = False
+            try:
+                with Link.from_pin(link_pin) as link:
+                    link.detach()
+                detached = True
+                done.append(f"detached the pinned link {link_pin}")
+            except OSError:
+                pass
+            if not detached:
+                with contextlib.suppress(xdp.XdpError):
+                    for a in xdp.status(iface).attachments:
+                        if a.prog_name == PROGRAM:
+                            xdp.detach(iface, a.mode)
+                            done.append(f"detached program {a.prog_name!r} (id {a.prog_id})"
+                                        f" from {iface} ({a.mode.value} mode)")
+            if os.path.isdir(pin_dir):
+                shutil.rmtree(pin_dir, ignore_errors=True)
+                done.append(f"removed {pin_dir}")
+            if os.path.exists(os.path.join(state_dir, "state.json")):
+                done.append(f"removed {state_dir}")
+            shutil.rmtree(state_dir, ignore_errors=True)
+        for root in (pin_root, state_root):
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
+        return done
 
     def close(self) -> None:
         """Release this process's handles; the filter keeps running (pinned)."""
@@ -179,6 +235,7 @@ class Filter:
 
     @property
     def generation(self) -> int:
+        self._refresh()
         return self._state.generation
 
     @property
@@ -186,29 +243,53 @@ class Filter:
         return self._state.sizes
 
     def rules(self) -> RuleSet:
+        """The rule set in force (re-read if another control plane changed it)."""
+        self._refresh()
+        return self._ruleset()
+
+    def _ruleset(self) -> RuleSet:
         rs = self._state.ruleset
         return RuleSet(list(rs.rules), rs.default, rs.dry_run)
 
     def apply(self, ruleset: RuleSet) -> None:
         """Replace the whole rule set atomically (validated whole first; on any error the
         old set stays in force and nothing is left behind)."""
+        ruleset = normalise_ruleset(ruleset, "Filter.apply")
         with self._locked():
             self._reload_state()
             self._apply(ruleset)
 
     def add(self, rule: Rule, position: int | None = None) -> None:
         """Add one rule (last, or at ``position`` in priority order)."""
+        rule = _one_rule(rule, "Filter.add")
         with self._locked():
             self._reload_state()
-            rs = self.rules()
+            rs = self._ruleset()
             rs.rules.insert(len(rs.rules) if position is None else position, rule)
             self._apply(rs)
+
+    def upsert(self, rule: Rule) -> bool:
+        """Replace the rule of the same name in place (keeping its priority, counters and
+        rate state), or append it; read, change and apply under the lock, so a concurrent
+        add or delete is never reverted.  True when a rule was replaced."""
+        rule = _one_rule(rule, "Filter.upsert")
+        with self._locked():
+            self._reload_state()
+            rs = self._ruleset()
+            names = [r.name for r in rs.rules]
+            replaced = rule.name in names
+            if replaced:
+                rs.rules[names.index(rule.name)] = rule
+            else:
+                rs.rules.append(rule)
+            self._apply(rs)
+            return replaced
 
     def delete(self, name: str) -> None:
         """Remove the rule called ``name`` (:class:`NoSuchRule` if there is none)."""
         with self._locked():
             self._reload_state()
-            rs = self.rules()
+            rs = self._ruleset()
             keep = [r for r in rs.rules if r.name != name]
             if len(keep) == len(rs.rules):
                 have = ", ".join(r.name for r in rs.rules[:10]) or "none"
@@ -223,29 +304,43 @@ class Filter:
         tables = compile_tables(rs, slots, st.sizes)
         new = replace(st, ruleset=rs, slots=slots, generation=st.generation + 1)
         path = os.path.join(self.state_dir, "state.json")
+        text = new.to_json()
         fresh = {s for n, s in slots.items() if st.slots.get(n) != s}
-        if fresh:
-            self._reset_slots(fresh)
+        # a slot another rule of the old set still counts into (only reused when the
+        # table is full) is zeroed after the swap, never while the old program writes it
+        reused = fresh & set(st.slots.values())
+        if fresh - reused:
+            self._reset_slots(fresh - reused)
         gen = load_generation(tables, st.sizes, self.pin_dir)
-        try:
-            text = new.to_json()
-            old_prog = self._gen.programs[PROGRAM] if self._gen is not None else None
-            with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
+            try:
+                old_prog = self._gen.programs[PROGRAM] if self._gen is not None else None
                 if old_prog is None:
                     old_prog = stack.enter_context(Program.from_id(self._link.info().prog_id))
                 self._link.update(gen.programs[PROGRAM], old_prog=old_prog)
-        except BaseException:
-            gen.close()
-            raise
-        write_atomic(path, text)
+            except BaseException:
+                gen.close()
+                raise
+            try:
+                write_atomic(path, text)
+            except BaseException:
+                # the saved state must describe the program in force: put the old one back
+                with contextlib.suppress(OSError):
+                    self._link.update(old_prog, old_prog=gen.programs[PROGRAM])
+                gen.close()
+                raise
+        if reused:
+            self._reset_slots(reused)
         if self._gen is not None:
             self._gen.close()
         self._gen, self._state = gen, new
+        self._state_id = _file_id(path)
 
     def _reset_slots(self, slots: set[int]) -> None:
-        """Zero the counters and rate buckets of slots a new rule takes over.  No running
-        program writes them (their old rule is gone), so this cannot race with packets;
-        a deleted rule's counters stay readable (:meth:`counter`) until then."""
+        """Zero the counters and rate buckets of slots a new rule takes over.  Slots no
+        rule of the running program uses are reset before the swap, so this cannot race
+        with packets; a deleted rule's counters stay readable (:meth:`counter`) until a
+        later change needs its slot."""
         maps = self._maps()
         for s in slots:
             maps["stats"][s] = dp.Counter()
@@ -275,6 +370,7 @@ class Filter:
     def stats(self) -> dict[str, tuple[int, int]]:
         """(packets, bytes) per rule name, plus ``@default`` (matched no rule), ``@passed``
         and ``@dropped`` (in a dry run: would have been dropped)."""
+        self._refresh()
         m = self._maps()["stats"]
         wanted = [*SPECIAL.values(), *self._state.slots.values()]
         # a few slots: single lookups; many: one batched walk of the whole map
@@ -305,6 +401,7 @@ class Filter:
 
     def slots(self) -> dict[str, int]:
         """Counter slot of every rule (and of ``@default``/``@passed``/``@dropped``)."""
+        self._refresh()
         return {**SPECIAL, **self._state.slots}
 
     def counter(self, slot: int) -> tuple[int, int]:
@@ -316,39 +413,88 @@ class Filter:
         return self._link.info().prog_id
 
     # -- internals ---------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Lock-free re-read for the accessors: a long-running reader (the metrics
+        exporter) must name counters by the slots in force, not those it saw at open.
+        State writes are atomic renames, so a read sees one whole state; a new file (a
+        new inode) is the cheap sign that something changed."""
+        path = os.path.join(self.state_dir, "state.json")
+        if _file_id(path) != self._state_id:
+            self._reload_state()
+
     def _reload_state(self) -> None:
         """Another control plane may have applied rules since we read the state."""
         path = os.path.join(self.state_dir, "state.json")
         try:
             with open(path) as fh:
+                ident = _file_id(fh.fileno())
                 text = fh.read()
         except FileNotFoundError:
             raise FilterError(f"{self.iface}: the filter was detached") from None
-        d = json.loads(text)
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise RuleError(f"corrupt filter state: {e}", path) from None
         if d.get("generation") != self._state.generation:   # rules parsed only then
             st = FilterState.from_dict(d, path)
             if self._gen is not None:
                 self._gen.close()
                 self._gen = None
             self._state = st
+        self._state_id = ident
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         if self._link is None:
             raise FilterError(f"{self.iface}: this Filter was closed")
         try:
-            fd = os.open(os.path.join(self.state_dir, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
+            with _lock(self.state_dir, create=False):
+                yield
         except FileNotFoundError:
             raise FilterError(f"{self.iface}: the filter was detached") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def __repr__(self) -> str:
         return (f"<Filter {self.iface} generation {self.generation},"
                 f" {len(self._state.ruleset.rules)} rules>")
+
+
+def _one_rule(rule: Rule, where: str) -> Rule:
+    """``rule`` as it will be saved and re-read (see :func:`normalise_ruleset`)."""
+    return normalise_ruleset(RuleSet([rule]), where).rules[0]
+
+
+def _file_id(path: str | int) -> tuple[int, int] | None:
+    """Identity of the state file's current version (atomic writes make a new inode)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def _lock(state_dir: str, *, create: bool) -> Iterator[None]:
+    """Hold ``<state_dir>/lock``.  A detach removes the directory (lock file included)
+    while holding it: a waiter that then gets the lock on the removed file retries on the
+    current one (``create``) or reports the directory gone (FileNotFoundError)."""
+    path = os.path.join(state_dir, "lock")
+    while True:
+        if create:
+            os.makedirs(state_dir, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                yield
+                return
+            if not create:
+                raise FileNotFoundError(path)
+        finally:
+            os.close(fd)
 
 
 def _clear_pins(pin_dir: str) -> None:

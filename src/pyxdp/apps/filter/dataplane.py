@@ -13,8 +13,24 @@ prefixes, else MAC, else generic); its other conditions live in its ``RuleEntry`
 checked after the hit.  A rule with source *and* destination prefixes is found through the
 source trie and its destination membership checked in the packet's destination list.
 
+Rate-limited rules are metered last: the scan records them as "matches but for the rate"
+(the ``MAX_RATED`` lowest, sorted) and only those below the best rule without a rate take a
+token, in rule order, so a rule never spends tokens on packets another rule decides.
+
 Every ``Const`` below is set by the control plane before load: features a rule set does
 not use are constant-false branches the verifier removes, so they cost no cycles.
+
+Known limitations:
+
+* Token buckets are updated with a plain read-modify-write of a shared LRU hash entry,
+  without ``bpf_spin_lock`` (the dialect has no spin locks yet).  Packets of one bucket
+  (one source or prefix of one rule) metered at the same moment on several CPUs can read
+  the same token count and all pass: in the worst case a limit lets through up to
+  N_CPU times its rate and burst.  A single flow is steered to one queue (RSS), so the
+  overshoot needs one source spread over many queues (many ports, or per-prefix limits).
+* At most ``MAX_RATED`` rate-limited rules are metered for one packet: a fifth
+  overlapping rate-limited candidate (lower priority than four that all passed) is not.
+* IPv6: ``MAX_EXT`` extension headers are walked; a longer chain is malformed.
 """
 
 from pyxdp.compiler.lang import (
@@ -67,7 +83,9 @@ MAX_LIST = 8            # rules one address can reach through one index
 MAX_GENERIC = 32        # rules without prefix or MAC
 MAX_PORT_RANGES = 8     # per port field of a rule
 PATTERN_LEN = 16
-MAX_EXT = 6             # IPv6 extension headers walked
+MAX_RATED = 4           # rate-limited candidates metered per packet (Pkt.r0..r3)
+MAX_EXT = 6             # IPv6 extension headers walked (more: the packet is malformed)
+IPPROTO_AH = 51
 NO_RULE = 0xFFFFFFFF
 SINGLE = 0x80000000
 NS = 1000000000
@@ -166,15 +184,16 @@ class PatternEntry(Struct):
 
 class Limit(Struct):
     pps: u64
-    bps: u64
+    bps: u64          # byte-bucket refill per ns, in token units (see byte_cost)
     pkt_cap: u64      # burst in nano-packets
-    bit_cap: u64      # byte burst * 8 in nano-bits
+    bit_cap: u64      # byte burst * byte_cost
     pkt_fill: u64     # ns to fill the empty packet bucket (caps the refill product)
     bit_fill: u64
     mask4: u32
     pad: u32
     mask6_hi: u64     # as the native u64 of the first 8 address bytes
     mask6_lo: u64
+    byte_cost: u64    # tokens per byte: 8e9 nano-bits >> k, coarser above ~4.6 Gbit/s
 
 
 class BucketKey(Struct):
@@ -200,6 +219,17 @@ class AddrKey(Struct):
 class Counter(Struct):
     packets: u64
     bytes: u64
+
+
+class AuthHdr(Struct):
+    """IPv6 Authentication Header (RFC 4302): its length counts 4-byte words, minus 2."""
+
+    _packed_ = True
+    _hdrlen_ = ("hdrlen", 4, 8)
+    nexthdr: u8
+    hdrlen: u8
+    reserved: be16
+    spi: be32
 
 
 class Frag6(Struct):
@@ -229,6 +259,10 @@ class Pkt(Struct):
     mac: u64
     s_hi: u64
     s_lo: u64
+    r0: u32           # rate-limited rules matching but for the rate, ascending (MAX_RATED)
+    r1: u32
+    r2: u32
+    r3: u32
 
 
 # per generation (built fresh for every rule set)
@@ -292,12 +326,14 @@ def pattern_ok(ctx, p, pi):
         if pat.base == 2:
             base = p.pay
     end: u32 = base + pat.end
-    if end < 16:
+    if end < 8:
         return 0
     w = ctx.load(u64, end - 8)
     if not w or (w.value & pat.m1) != pat.v1:
         return 0
     if pat.m0:
+        if end < 16:        # only the first window needs 16 bytes before the end
+            return 0
         w0 = ctx.load(u64, end - 16)
         if not w0 or (w0.value & pat.m0) != pat.v0:
             return 0
@@ -349,7 +385,7 @@ def over_rate(p, slot, li):
     bt = b.bit_tokens + bel * lim.bps
     if bt > lim.bit_cap:
         bt = lim.bit_cap
-    cost: u64 = u64(p.length) * 8 * NS
+    cost: u64 = u64(p.length) * lim.byte_cost
     over = 0
     if lim.pps and pt < NS:
         over = 1
@@ -407,9 +443,33 @@ def matches(ctx, p, r, skip):
         return 0
     if USE_PATTERN and (f & F_PAT) and not pattern_ok(ctx, p, e.pattern):
         return 0
-    if USE_RATE and (f & F_RATE) and not over_rate(p, e.slot, e.limit):
-        return 0
+    if USE_RATE and (f & F_RATE):
+        return 2        # metered later, only if no better rule wins (see xdp_filter)
     return 1
+
+
+def note_rated(p, r):
+    """Keep the ``MAX_RATED`` lowest rate-limited candidates, sorted (a compare-and-swap
+    chain: fields are only indexed by constants)."""
+    if r >= p.r3:
+        return
+    p.r3 = r
+    if p.r3 < p.r2:
+        p.r2, p.r3 = p.r3, p.r2
+    if p.r2 < p.r1:
+        p.r1, p.r2 = p.r2, p.r1
+    if p.r1 < p.r0:
+        p.r0, p.r1 = p.r1, p.r0
+
+
+def rated(p, k):
+    if k == 0:
+        return p.r0
+    if k == 1:
+        return p.r1
+    if k == 2:
+        return p.r2
+    return p.r3
 
 
 def candidate(idx, j):
@@ -481,6 +541,10 @@ def xdp_filter(ctx):
     p.mac = 0
     p.s_hi = 0
     p.s_lo = 0
+    p.r0 = NO_RULE
+    p.r1 = NO_RULE
+    p.r2 = NO_RULE
+    p.r3 = NO_RULE
     p.length = ctx.data_end - ctx.data
     c = ctx.cursor()
     eth = c.parse(Ethernet)
@@ -500,6 +564,10 @@ def xdp_filter(ctx):
                 p.vlan = tag.tci & 0xFFF
                 p.bits |= P_VLAN
             proto = tag.proto
+        if (p.bits & P_MALF) == 0 and proto in (ETH_P_8021Q, ETH_P_8021AD):
+            # a third tag: what it carries is unknown, so it cannot be exempt from the
+            # policy as non-IP (nor from the rules, by hiding an IP packet deeper)
+            p.bits |= P_MALF | P_IP
         if USE_MACS:
             p.mlist = index_of(macs.lookup(p.mac))
         l4proto: u32 = 0
@@ -550,17 +618,33 @@ def xdp_filter(ctx):
                             p.bits |= P_MALF
                             break
                         nh = ext.nexthdr
+                    elif nh == IPPROTO_AH:
+                        p.bits |= P_OPTS
+                        ah = c.parse(AuthHdr)
+                        if not ah:
+                            p.bits |= P_MALF
+                            break
+                        nh = ah.nexthdr
                     elif nh == IPPROTO_FRAGMENT:
                         fr = c.parse(Frag6)
                         if not fr:
                             p.bits |= P_MALF
                             break
                         p.bits |= P_FRAG
-                        if fr.off & 0xFFF8:
-                            p.bits |= P_LATER
                         nh = fr.nexthdr
+                        if fr.off & 0xFFF8:
+                            # a later fragment carries no headers: what follows is data
+                            p.bits |= P_LATER
+                            break
                     else:
                         break
+                # still an extension header after MAX_EXT: the L4 header was not reached,
+                # so rules on it could be bypassed by padding; malformed (policy and
+                # ``malformed`` rules decide)
+                if (p.bits & (P_MALF | P_LATER)) == 0 and nh in (
+                        IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+                        IPPROTO_AH):
+                    p.bits |= P_MALF
                 l4proto = nh
         if p.fam and (p.bits & (P_MALF | P_LATER)) == 0:
             p.proto = l4proto
@@ -635,8 +719,22 @@ def xdp_filter(ctx):
                 r = candidate(idx, j)
             if r >= best:
                 break
-            if matches(ctx, p, r, skip):
+            m = matches(ctx, p, r, skip)
+            if m == 1:
                 best = r
+                break
+            if m == 2:
+                note_rated(p, r)
+    # rate-limited candidates take tokens only when they would decide: in rule order, and
+    # only below the best rule that matched without a rate
+    if USE_RATE:
+        for k in range(MAX_RATED):
+            rr = rated(p, k)
+            if rr >= best:
+                break
+            re = rules.lookup(rr)
+            if re and over_rate(p, re.slot, re.limit):
+                best = rr
                 break
 
     deny = DEFAULT_DENY != 0 and (p.bits & P_IP) != 0

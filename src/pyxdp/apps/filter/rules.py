@@ -19,6 +19,9 @@ Rule file (TOML)::
     tcp_flags = "syn,!ack"     # or "xmas", "null"; "!" means must be clear
     rate = { pps = 1000, burst = 2000, per = "source" }   # deny above the rate
 
+A rule without ``name`` is called ``rule-<hash of what it matches>``, so inserting
+another rule does not move its counters and rate state.
+
 Other match fields: ``dst``, ``sport``, ``src_mac``, ``vlan``, ``fragment``, ``ip_options``,
 ``malformed``, ``length = "0-64"``, ``pattern = { base = "payload", offset = 2,
 bytes = "0100", mask = "ff00" }`` (``base``: ``l3``, ``l4`` or ``payload``).
@@ -26,6 +29,7 @@ bytes = "0100", mask = "ff00" }`` (``base``: ``l3``, ``l4`` or ``payload``).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import tomllib
@@ -182,6 +186,10 @@ def _ports(value: Any, where: str, rule: str, what: str) -> tuple[PortRange, ...
             raise RuleError(f"{what}: port range {text!r} must satisfy 0 <= lo <= hi <= 65535",
                             where, rule)
         out.append(PortRange(lo, hi))
+    if not out:
+        # an empty tuple is what "any port" looks like in a Rule: ``dport = []`` must not
+        # silently widen a rule to every port
+        raise RuleError(f"{what}: empty list", where, rule)
     return tuple(out)
 
 
@@ -293,11 +301,28 @@ def _rate(value: Any, where: str, rule: str) -> RateLimit:
     return RateLimit(nums["pps"], nums["bps"], burst, p4, p6)
 
 
-def parse_rule(data: dict[str, Any], where: str = "", index: int = 0) -> Rule:
-    """One rule from a TOML table (or a dict from the Python API / CLI)."""
-    name = data.get("name", f"rule{index}")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", name):
+NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def check_name(name: Any, where: str = "") -> str:
+    """A rule name as the rule file, the state file and the metrics accept it."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise RuleError(f"name: 1-64 characters [A-Za-z0-9_.:-], got {name!r}", where)
+    return name
+
+
+def default_name(rule: Rule) -> str:
+    """``rule-<hash of the match>``: stable when other rules are inserted or removed (a
+    positional name would hand one rule's counters and rate state to another)."""
+    digest = hashlib.sha256(repr((rule.match_key(), rule.action.value)).encode())
+    return f"rule-{digest.hexdigest()[:10]}"
+
+
+def parse_rule(data: dict[str, Any], where: str = "", index: int = 0) -> Rule:
+    """One rule from a TOML table (or a dict from the Python API / CLI).  An unnamed
+    rule is named by :func:`default_name` (``index`` is kept for callers' compatibility)."""
+    named = "name" in data
+    name = check_name(data["name"], where) if named else "unnamed"
     unknown = set(data) - KNOWN_KEYS
     if unknown:
         raise RuleError(f"unknown key(s) {', '.join(sorted(unknown))}; known: "
@@ -349,6 +374,9 @@ def parse_rule(data: dict[str, Any], where: str = "", index: int = 0) -> Rule:
     if not any(getattr(rule, f) not in (None, ()) for f in MATCH_FIELDS):
         raise RuleError("matches nothing: give at least one match field"
                         f" ({', '.join(MATCH_FIELDS)})", where, name)
+    if not named:
+        rule = replace(rule, name=default_name(rule))
+        name = rule.name
     fams = {n.version for n in (*rule.src, *rule.dst)}
     v4_only, v6_only = PROTOS["icmp"], PROTOS["icmpv6"]
     if (rule.proto == v4_only and 6 in fams) or (rule.proto == v6_only and 4 in fams):
@@ -409,6 +437,7 @@ def parse_address_list(text: str, filename: str = "<list>", *, name: str = "list
     """A plain list (ipset/FireHOL style: one address or prefix per line, ``#``/``;``
     comments) as ONE rule matching any of its prefixes, so a million-line list is one rule
     with one counter.  Host bits are cleared, as those lists expect."""
+    check_name(name, filename)
     if direction not in ("src", "dst"):
         raise RuleError(f"direction must be src or dst, not {direction!r}", filename, name)
     nets: list[Network] = []

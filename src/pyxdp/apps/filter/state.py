@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pyxdp.apps.filter.rules import (
+    MATCH_FIELDS,
     TCP_FLAGS,
     Action,
     Rule,
@@ -74,6 +75,36 @@ def ruleset_from_dict(d: dict[str, Any], where: str = "state") -> RuleSet:
     return RuleSet(rules, Action(d["default"]), bool(d["dry_run"])).validate()
 
 
+def normalise_ruleset(rs: Any, where: str = "API") -> RuleSet:
+    """``rs`` as it will be saved and re-read: every rule goes through
+    :func:`rule_to_dict` and the strict :func:`parse_rule` now, so a hand-built
+    :class:`Rule` the rule file would refuse is refused up front (:class:`RuleError`)
+    rather than written to a state file that no later :meth:`Filter.open` can read."""
+    if not isinstance(rs, RuleSet):
+        raise RuleError(f"expected a RuleSet, got {type(rs).__name__}", where)
+    if not isinstance(rs.default, Action) or not isinstance(rs.dry_run, bool):
+        raise RuleError("RuleSet.default must be an Action and dry_run a bool", where)
+    out = []
+    for i, r in enumerate(rs.rules):
+        if not isinstance(r, Rule):
+            raise RuleError(f"rule {i + 1}: expected a Rule, got {type(r).__name__}", where)
+        at = r.where or f"{where}:rule {i + 1}"
+        name = r.name if isinstance(r.name, str) else ""
+        try:
+            back = parse_rule(json.loads(json.dumps(rule_to_dict(r))), at, i + 1)
+        except RuleError as e:
+            raise RuleError(e.reason, at, name) from None
+        except (TypeError, ValueError, AttributeError, KeyError) as e:
+            raise RuleError(f"not a valid rule: {e}", at, name) from None
+        if back != r:
+            diff = [f for f in ("name", "action", *MATCH_FIELDS, "rate")
+                    if getattr(back, f) != getattr(r, f)]
+            raise RuleError(f"would not survive saving and re-reading ({', '.join(diff)}"
+                            " differ): build rules with parse_rule", at, name)
+        out.append(replace(back, where=r.where))
+    return RuleSet(out, rs.default, rs.dry_run).validate()
+
+
 @dataclass
 class FilterState:
     iface: str
@@ -124,5 +155,5 @@ def write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["FilterState", "rule_to_dict", "ruleset_from_dict", "ruleset_to_dict",
-           "write_atomic"]
+__all__ = ["FilterState", "normalise_ruleset", "rule_to_dict", "ruleset_from_dict",
+           "ruleset_to_dict", "write_atomic"]

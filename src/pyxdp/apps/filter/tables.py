@@ -26,6 +26,7 @@ from pyxdp.apps.filter.rules import Action, Rule, RuleError, RuleSet
 
 PORT_GROUPS = 64       # distinct sport (and dport) range lists per rule set: bits of a u64
 MAX_BURST_BITS = 1 << 62
+MAX_SHIFT = 12         # 8 * NS is divisible by 2**12: byte costs stay exact
 
 
 class TableFullError(RuleError):
@@ -225,16 +226,28 @@ def _limit(rule: Rule) -> Any:
     assert r is not None
     ns = dp.NS
     pkt_cap = r.burst * ns if r.pps else 0
+    if pkt_cap >= MAX_BURST_BITS:
+        raise RuleError(f"rate.burst: at most {(MAX_BURST_BITS - 1) // ns} packets with pps",
+                        rule.where, rule.name)
+    # the byte bucket counts in units of 2**shift nano-bits: one second of nano-bits above
+    # ~4.6 Gbit/s does not fit the 64-bit arithmetic.  8e9 = 2**12 * 5**9 keeps the
+    # per-byte cost exact up to shift 12; the refill rounds down by < 2**shift bits/s.
     burst_bytes = max(r.burst * 1500, r.bps // 8)
-    bit_cap = burst_bytes * 8 * ns if r.bps else 0
-    if pkt_cap >= MAX_BURST_BITS or bit_cap >= MAX_BURST_BITS:
-        raise RuleError("rate: burst too large for the token bucket (at most"
-                        f" {MAX_BURST_BITS // ns // 1500 // 8} packets with bps)", rule.where,
-                        rule.name)
+    shift = 0
+    while r.bps and (burst_bytes * 8 * ns) >> shift >= MAX_BURST_BITS and shift < MAX_SHIFT:
+        shift += 1
+    byte_cost = (8 * ns) >> shift
+    bit_cap = burst_bytes * byte_cost if r.bps else 0
+    if bit_cap >= MAX_BURST_BITS:
+        most = (MAX_BURST_BITS - 1) // byte_cost
+        raise RuleError(f"rate: a byte burst of {burst_bytes} bytes (max(burst * 1500,"
+                        f" bps / 8)) is too large for the token bucket (at most {most}):"
+                        " lower rate.burst or rate.bps", rule.where, rule.name)
+    bps = r.bps >> shift
     m6 = (int(ipaddress.IPv6Network((0, r.prefix6)).netmask)).to_bytes(16, "big")
-    return dp.Limit(pps=r.pps, bps=r.bps, pkt_cap=pkt_cap, bit_cap=bit_cap,
+    return dp.Limit(pps=r.pps, bps=bps, pkt_cap=pkt_cap, bit_cap=bit_cap, byte_cost=byte_cost,
                     pkt_fill=-(-pkt_cap // r.pps) if r.pps else 0,
-                    bit_fill=-(-bit_cap // r.bps) if r.bps else 0,
+                    bit_fill=-(-bit_cap // bps) if bps else 0,
                     mask4=int(ipaddress.IPv4Network((0, r.prefix4)).netmask),
                     mask6_hi=int.from_bytes(m6[:8], "little"),
                     mask6_lo=int.from_bytes(m6[8:], "little"))

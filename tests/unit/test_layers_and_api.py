@@ -57,6 +57,16 @@ def _signature(obj: object) -> str:
         return ""
 
 
+def _own_members(cls: type) -> dict[str, object]:
+    """Members defined by pyxdp classes in the MRO (inherited ones included, so moving a
+    method to a base class is not an API change)."""
+    out: dict[str, object] = {}
+    for klass in reversed(cls.__mro__):
+        if klass.__module__.startswith("pyxdp"):
+            out.update(vars(klass))
+    return out
+
+
 def snapshot() -> str:
     lines = []
     for modname in PUBLIC:
@@ -67,7 +77,7 @@ def snapshot() -> str:
             sig = _signature(obj) if kind == "def" else ""
             lines.append(f"{modname}.{name} {kind}{sig}")
             if inspect.isclass(obj):
-                for attr, member in sorted(vars(obj).items()):
+                for attr, member in sorted(_own_members(obj).items()):
                     if attr.startswith("_") or (not callable(member) and not isinstance(
                             member, property | classmethod | staticmethod)):
                         continue

@@ -12,7 +12,8 @@ from typing import Any
 from pyxdp._uapi import AttachType, Cmd
 from pyxdp.kernel._fd import Fd, fd_number
 from pyxdp.kernel._info import LinkInfo, fd_by_id, link_info
-from pyxdp.kernel._pin import obj_get, obj_pin, unpin
+from pyxdp.kernel._owned import OwnedObject
+from pyxdp.kernel._pin import obj_get
 from pyxdp.kernel._sys import LinkCreateAttr, LinkDetachAttr, LinkUpdateAttr, bpf
 
 BPF_F_REPLACE = 1 << 2
@@ -22,7 +23,7 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_FLAGS_HW_MODE = 1 << 3
 
 
-class Link:
+class Link(OwnedObject):
     """A live link. Closing the last reference (fd and pins) detaches it."""
 
     def __init__(self, fd: Fd) -> None:
@@ -68,27 +69,6 @@ class Link:
     @property
     def id(self) -> int:
         return self.info().id
-
-    def pin(self, path: str) -> None:
-        obj_pin(self.fd, path)
-        self._pinned = path
-
-    def unpin(self, path: str | None = None) -> None:
-        target = path or self._pinned
-        if target is None:
-            raise ValueError("link is not pinned")
-        unpin(target)
-        if target == self._pinned:
-            self._pinned = None
-
-    def close(self) -> None:
-        self.fd.close()
-
-    def __enter__(self) -> Link:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return "<Link closed>" if self.fd.closed else f"<Link fd={self.fd.fileno()}>"

@@ -28,7 +28,8 @@ from pyxdp._uapi import Cmd, MapType
 from pyxdp.errors import BpfError, MapError, NotSupportedError
 from pyxdp.kernel._fd import Fd, fd_number
 from pyxdp.kernel._info import MapInfo, fd_by_id, map_info
-from pyxdp.kernel._pin import obj_get, obj_pin, unpin
+from pyxdp.kernel._owned import OwnedObject
+from pyxdp.kernel._pin import obj_get
 from pyxdp.kernel._sys import (
     ENOTSUPP,
     MapBatchAttr,
@@ -124,7 +125,7 @@ def _array_code(codec: Codec | None) -> str | None:
     return _ARRAY_CODES.get((codec.size, codec.signed))
 
 
-class Map(MapBase):
+class Map(OwnedObject, MapBase):
     """A live kernel map. Owns its :class:`Fd`; ``close()`` or ``with`` releases it.
 
     Values of fd-holding maps (``ARRAY_OF_MAPS``, ``HASH_OF_MAPS``, ``PROG_ARRAY``, ...)
@@ -229,15 +230,6 @@ class Map(MapBase):
         return cls.from_fd(fd_by_id(Cmd.MAP_GET_FD_BY_ID, map_id), key_type, value_type)
 
     # -- lifetime ------------------------------------------------------------------------
-    def close(self) -> None:
-        self.fd.close()
-
-    def __enter__(self) -> Map:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def info(self) -> MapInfo:
         return map_info(self.fd)
 
@@ -250,18 +242,8 @@ class Map(MapBase):
         unless the map was created with ``BPF_F_RDONLY_PROG``."""
         bpf(Cmd.MAP_FREEZE, MapElemAttr(map_fd=self.fd.fileno()))
 
-    def pin(self, path: str) -> None:
-        obj_pin(self.fd, path)
-        self._pinned = path
-
-    def unpin(self, path: str | None = None) -> None:
-        """Remove the pin at ``path`` (default: where :meth:`pin` put it)."""
-        target = path or self._pinned
-        if target is None:
-            raise MapError(f"map {self.name!r} is not pinned")
-        unpin(target)
-        if target == self._pinned:
-            self._pinned = None
+    def _not_pinned(self) -> Exception:
+        return MapError(f"map {self.name!r} is not pinned")
 
     # -- value typing: fd-holding maps ---------------------------------------------------
     def encode_value(self, value: Any) -> bytes:

@@ -21,7 +21,8 @@ from pyxdp.isa import LD_IMM64, Instruction, PseudoSrc, decode, encode, slot_off
 from pyxdp.kernel._fd import Fd, fd_number
 from pyxdp.kernel._info import ProgInfo, fd_by_id, prog_info, prog_xlated
 from pyxdp.kernel._map import expect_kind
-from pyxdp.kernel._pin import obj_get, obj_pin, unpin
+from pyxdp.kernel._owned import OwnedObject
+from pyxdp.kernel._pin import obj_get
 from pyxdp.kernel._sys import ProgLoadAttr, addr, bpf, obj_name
 from pyxdp.spec import FuncInfo, LineInfo, ProgramSpec
 
@@ -90,7 +91,7 @@ def _source_text(li: LineInfo | None) -> str | None:
     return where + (f": {li.line_text.strip()}" if li.line_text.strip() else "")
 
 
-class Program:
+class Program(OwnedObject):
     """A loaded program. Owns its :class:`Fd`; ``close()`` or ``with`` unloads it
     (unless something else still holds it: a link, a pin, a prog array)."""
 
@@ -196,16 +197,7 @@ class Program:
     def from_id(cls, prog_id: int) -> Program:
         return cls.from_fd(fd_by_id(Cmd.PROG_GET_FD_BY_ID, prog_id))
 
-    # -- lifetime and introspection ----------------------------------------------------
-    def close(self) -> None:
-        self.fd.close()
-
-    def __enter__(self) -> Program:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
+    # -- introspection -----------------------------------------------------------------
     def info(self) -> ProgInfo:
         return prog_info(self.fd)
 
@@ -222,17 +214,8 @@ class Program:
         """The program as the kernel holds it after verification and rewriting."""
         return decode(prog_xlated(self.fd), strict=False)
 
-    def pin(self, path: str) -> None:
-        obj_pin(self.fd, path)
-        self._pinned = path
-
-    def unpin(self, path: str | None = None) -> None:
-        target = path or self._pinned
-        if target is None:
-            raise ValueError(f"program {self.name!r} is not pinned")
-        unpin(target)
-        if target == self._pinned:
-            self._pinned = None
+    def _not_pinned(self) -> Exception:
+        return ValueError(f"program {self.name!r} is not pinned")
 
     def test_run(self, data: bytes = b"", **kwargs: Any) -> Any:
         """Run once in the kernel (BPF_PROG_TEST_RUN); see :func:`pyxdp.kernel.test_run`."""

@@ -3,31 +3,15 @@ made of two unbounded parts (``base + i`` in a loop), bounded by the compiler.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pyxdp.compiler import compile_module
 
 pytestmark = pytest.mark.kernel
 
-SUM_OFFSET = '''from pyxdp.compiler.lang import *
-
-out = ArrayMap[u32, u64](max_entries=4)
-table = ArrayMap[u32, u32](max_entries=1)
-
-
-@xdp
-def prog(ctx):
-    t = table.lookup(0)
-    if not t:
-        return XDP_PASS
-    base: u32 = t.value
-    for i in range(4):
-        b = ctx.load(u8, base + i)
-        if not b:
-            return XDP_DROP
-        out.update(i, b.value)
-    return XDP_PASS
-'''
+SUM_OFFSET = (Path(__file__).resolve().parents[1] / "data" / "py" / "sum_offset.py").read_text()
 
 
 def test_variable_sum_offset_load_passes_the_verifier() -> None:

@@ -6,28 +6,11 @@ still records the checked range."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pyxdp.compiler import compile_module
 
-SUM_OFFSET = '''from pyxdp.compiler.lang import *
-
-out = ArrayMap[u32, u64](max_entries=4)
-table = ArrayMap[u32, u32](max_entries=1)
-
-
-@xdp
-def prog(ctx):
-    t = table.lookup(0)
-    if not t:
-        return XDP_PASS
-    base: u32 = t.value
-    for i in range(4):
-        b = ctx.load(u8, base + i)
-        if not b:
-            return XDP_DROP
-        out.update(i, b.value)
-    return XDP_PASS
-'''
+SUM_OFFSET = (Path(__file__).resolve().parents[1] / "data" / "py" / "sum_offset.py").read_text()
 
 
 def test_sum_offset_is_bounded_below_max_packet_off_minus_size() -> None:

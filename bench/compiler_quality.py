@@ -107,7 +107,8 @@ def _veth_once(tb: Any, gen: Any, sink: Any, name: str, frame: bytes, spec: Any,
 
 def veth_rates(objects: dict[str, dict[str, Any]], count: int) -> dict[str, dict[str, float]]:
     """Delivered Mpps of every (example, flavour) attached natively on one quiet veth bed."""
-    from pyxdp import progs, xdp
+    from pyxdp import xdp
+    from pyxdp.asm import programs as progs
     from pyxdp.isa import XdpAction
     from pyxdp.kernel import Map, Program, enable_stats
     from pyxdp.testbed import Testbed

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.kernel import Map
 from pyxdp.maps import MapSpec
 

@@ -24,19 +24,10 @@ import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import IntFlag
 from typing import Any
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType, UpdateFlags
 from pyxdp.errors import MapError
-
-
-class UpdateFlags(IntFlag):
-    ANY = 0
-    NOEXIST = 1
-    EXIST = 2
-    F_LOCK = 4
-
 
 PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH,
                           MapType.PERCPU_CGROUP_STORAGE})

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyxdp._uapi import AttachType, MapType, ProgType
+from pyxdp.abi import BPF_F_XDP_HAS_FRAGS, AttachType, MapType, ProgType
 from pyxdp.isa import Instruction, PseudoSrc
 from pyxdp.maps import MapSpec
 
-XDP_FLAGS_HAS_FRAGS = 1 << 5  # BPF_F_XDP_HAS_FRAGS (prog_flags)
+XDP_FLAGS_HAS_FRAGS = BPF_F_XDP_HAS_FRAGS
 
 
 @dataclass(frozen=True)

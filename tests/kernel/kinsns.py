@@ -6,7 +6,7 @@ import json
 import subprocess
 from typing import Any
 
-from pyxdp._uapi import ProgType
+from pyxdp.abi import ProgType
 from pyxdp.isa import (
     LD_IMM64,
     AluOp,

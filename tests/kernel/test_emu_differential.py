@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyxdp import emu, kernel, progs
-from pyxdp._uapi import MapType, ProgType
+from pyxdp import emu, kernel
+from pyxdp.abi import MapType, ProgType
 from pyxdp.asm import assemble
+from pyxdp.asm import programs as progs
 from pyxdp.elf import load_object
 from pyxdp.isa import XdpAction
 from pyxdp.kernel import load_collection, possible_cpus
@@ -98,7 +99,7 @@ def stack() -> Iterator[ExitStack]:
         yield s
 
 
-# -- pyxdp.progs ---------------------------------------------------------------------------
+# -- pyxdp.asm.programs ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make", [
     lambda: progs.xdp_count(XdpAction.DROP), lambda: progs.xdp_count(XdpAction.PASS),

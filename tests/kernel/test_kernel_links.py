@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from kinsns import bpftool, ret
 
-from pyxdp._uapi import LinkType
+from pyxdp.abi import LinkType
 from pyxdp.errors import BpfError
 from pyxdp.kernel import XDP_FLAGS_SKB_MODE, Link, Program, create_xdp_link, list_links
 

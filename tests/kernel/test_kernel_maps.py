@@ -10,7 +10,7 @@ import os
 import pytest
 from kinsns import bpftool, counter_spec, lpm_verdict_spec
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.errors import BpfError, MapError
 from pyxdp.kernel import Map, Program, possible_cpus, test_run
 from pyxdp.maps import MapSpec, UpdateFlags

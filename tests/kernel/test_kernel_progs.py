@@ -9,7 +9,7 @@ import os
 import pytest
 from kinsns import EXIT, bpftool, counter_spec, mov_imm, rejected_spec, ret, write_first_byte
 
-from pyxdp._uapi import MapType, ProgType
+from pyxdp.abi import MapType, ProgType
 from pyxdp.errors import BpfError, MapError, VerifierError
 from pyxdp.isa import Instruction, XdpAction
 from pyxdp.kernel import (

@@ -121,7 +121,7 @@ def test_map_in_map() -> None:
 
 def _raw_tp_run(prog) -> int:
     """BPF_PROG_TEST_RUN for raw tracepoints, which takes no data, repeat or output."""
-    from pyxdp._uapi import Cmd
+    from pyxdp.abi import Cmd
     from pyxdp.kernel import bpf
     from pyxdp.kernel._sys import TestRunAttr
     ctx = ctypes.create_string_buffer(8)

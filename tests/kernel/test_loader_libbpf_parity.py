@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyxdp._uapi import MapType, ProgType
+from pyxdp.abi import MapType, ProgType
 from pyxdp.asm import Builder
 from pyxdp.btf import BtfFeatures, sanitize
 from pyxdp.btf._sanitize import needs_sanitizing

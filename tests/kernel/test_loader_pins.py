@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from pyxdp._uapi import MapType, ProgType
+from pyxdp.abi import MapType, ProgType
 from pyxdp.errors import VerifierError
 from pyxdp.isa import Class, Instruction, JmpOp
 from pyxdp.kernel import Map, load_collection

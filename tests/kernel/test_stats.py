@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyxdp import progs
+from pyxdp.asm import programs as progs
 from pyxdp.isa import XdpAction
 from pyxdp.kernel import Program, enable_stats, test_run
 

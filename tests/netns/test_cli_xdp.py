@@ -75,7 +75,7 @@ def test_errors_are_one_clear_line(bed, drop_object: str, tmp_path) -> None:
 
 
 def test_trafficgen_cli_sends_what_the_sink_counts() -> None:
-    from pyxdp import progs
+    from pyxdp.asm import programs as progs
     from pyxdp.isa import XdpAction
     from pyxdp.kernel import Map, Program
 
@@ -101,7 +101,7 @@ def test_trafficgen_cli_sends_what_the_sink_counts() -> None:
 
 
 def test_status_warns_about_redirect_targets(bed) -> None:
-    from pyxdp._uapi import MapType, ProgType
+    from pyxdp.abi import MapType, ProgType
     from pyxdp.asm import Builder
     from pyxdp.kernel import Map, Program
     from pyxdp.maps import MapSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyxdp import demo
+from pyxdp.apps import demo
 
 pytestmark = [pytest.mark.netns, pytest.mark.kernel]
 

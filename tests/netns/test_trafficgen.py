@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from pyxdp import progs, xdp
+from pyxdp import xdp
+from pyxdp.asm import programs as progs
 from pyxdp.isa import XdpAction
 from pyxdp.kernel import Map, Program
 from pyxdp.testbed import Testbed

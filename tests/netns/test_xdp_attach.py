@@ -10,7 +10,8 @@ import time
 import pytest
 from scapy.all import IP, UDP, Ether, Raw
 
-from pyxdp import progs, testbed, xdp
+from pyxdp import testbed, xdp
+from pyxdp.asm import programs as progs
 from pyxdp.isa import XdpAction
 from pyxdp.kernel import Map, Program
 from pyxdp.testbed import Testbed

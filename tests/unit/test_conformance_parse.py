@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pyxdp.asm import assemble, assemble_bytes
-from pyxdp.conformance import Case, CaseError, load_case, parse_case, program_bytes
+from pyxdp.asm.conformance import Case, CaseError, load_case, parse_case, program_bytes
 from pyxdp.errors import AsmError, DecodeError
 from pyxdp.isa import decode, encode
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyxdp import demo
+from pyxdp.apps import demo
 
 
 def test_emulator_demo_blocks_the_prefix_and_rate_limits_the_syn_flood() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pyxdp._uapi import AttachType, MapType, ProgType
+from pyxdp.abi import AttachType, MapType, ProgType
 from pyxdp.elf import classify_section, get_variable, internal_map_name, load_object, set_variable
 from pyxdp.errors import ElfError
 from pyxdp.isa import LD_IMM64, PseudoSrc

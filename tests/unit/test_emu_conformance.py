@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pyxdp import emu
-from pyxdp.conformance import load_case, program_bytes
+from pyxdp.asm.conformance import load_case, program_bytes
 from pyxdp.errors import EmulatorError
 from pyxdp.isa import decode
 

@@ -7,7 +7,7 @@ import ctypes
 
 import pytest
 
-from pyxdp._uapi import ProgType
+from pyxdp.abi import ProgType
 from pyxdp.errors import MapError
 from pyxdp.isa import Instruction, PseudoSrc
 from pyxdp.kernel import _sys as s

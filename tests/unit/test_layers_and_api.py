@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PURE = ["pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf", "pyxdp.emu", "pyxdp.maps",
-        "pyxdp.spec", "pyxdp.packets", "pyxdp.compiler", "pyxdp.conformance", "pyxdp.errors"]
+        "pyxdp.spec", "pyxdp.packets", "pyxdp.compiler", "pyxdp.asm.conformance", "pyxdp.errors"]
 PUBLIC = ["pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf", "pyxdp.emu", "pyxdp.maps",
           "pyxdp.spec", "pyxdp.compiler", "pyxdp.kernel", "pyxdp.xdp", "pyxdp.testbed",
           "pyxdp.trafficgen", "pyxdp.errors", "pyxdp.apps.filter"]

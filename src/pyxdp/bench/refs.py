@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyxdp import progs, xdp
+from pyxdp import xdp
+from pyxdp.asm import programs as progs
 from pyxdp.isa import XdpAction
 from pyxdp.kernel import Map, Program
 from pyxdp.testbed import Testbed

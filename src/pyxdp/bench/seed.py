@@ -35,7 +35,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pyxdp import progs, xdp
+from pyxdp import xdp
+from pyxdp.asm import programs as progs
 from pyxdp.isa import XdpAction
 from pyxdp.kernel import Map, Program
 from pyxdp.testbed import Testbed

@@ -1,4 +1,4 @@
-"""``pyxdp demo``: the README's main job (see :mod:`pyxdp.demo`)."""
+"""``pyxdp demo``: the README's main job (see :mod:`pyxdp.apps.demo`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pyxdp import demo
+    from pyxdp.apps import demo
 
     return demo.main(emulator=args.emulator)
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import ENOTSUPP, MapType
 from pyxdp.errors import BpfError, ElfError, MapError, PyxdpError
 
 # pyxdp.kernel and the ELF parser are imported inside the commands: `pyxdp --help` imports
@@ -432,7 +432,7 @@ def _entries(m: Any) -> Iterator[tuple[bytes, bytes]]:
     try:
         keys, values = m.dump_raw()
     except BpfError as e:
-        if e.errno in (_errno.EOPNOTSUPP, 524, _errno.EINVAL):   # 524: ENOTSUPP
+        if e.errno in (_errno.EOPNOTSUPP, ENOTSUPP, _errno.EINVAL):
             raise MapError(f"map {m.name!r} ({_kind(m.type)}) cannot be read from user"
                            f" space ({e.strerror})") from None
         raise

@@ -42,7 +42,7 @@ def _pin_dir(root: str, iface: str) -> str:
 
 
 def _pick_program(coll: Any, spec: Any, name: str | None) -> tuple[str, Any]:
-    from pyxdp._uapi import ProgType
+    from pyxdp.abi import ProgType
 
     progs = coll.programs
     if name:
@@ -126,7 +126,7 @@ def cmd_detach(args: argparse.Namespace) -> int:
 def _redirect_warnings(att: Any) -> list[str]:
     """Devmap targets without an XDP program cannot receive redirected frames on veth."""
     from pyxdp import xdp
-    from pyxdp._uapi import MapType
+    from pyxdp.abi import MapType
     from pyxdp.kernel import Map, Program
 
     warnings = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.compiler.lang import MapDecl
 from pyxdp.compiler.types import ArrayType, IntType, StructType, Type
 from pyxdp.errors import MapError

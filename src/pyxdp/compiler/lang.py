@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import BPF_F_NO_PREALLOC, MapType, UpdateFlags
 from pyxdp.compiler.headers import (
     ARP,
     GRE,
@@ -52,8 +52,7 @@ ETH_P_8021Q, ETH_P_8021AD = 0x8100, 0x88A8
 IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP = 0, 1, 4, 6, 17
 IPPROTO_IPV6, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_GRE = 41, 43, 44, 47
 IPPROTO_ICMPV6, IPPROTO_NONE, IPPROTO_DSTOPTS = 58, 59, 60
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
-BPF_F_NO_PREALLOC = 1
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = UpdateFlags.ANY, UpdateFlags.NOEXIST, UpdateFlags.EXIST
 BPF_FIB_LKUP_RET_SUCCESS = 0
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import llvmlite.ir as ir
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.compiler.lower_fn import I64, PTR, ir_type
 from pyxdp.compiler.types import IntType, RefType, Type, u64
 from pyxdp.maps import PERCPU_TYPES

@@ -7,7 +7,7 @@ from typing import Any
 
 import llvmlite.ir as ir
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.compiler.debuginfo import DebugInfo
 from pyxdp.compiler.frontend import ModuleInfo
 from pyxdp.compiler.lower_fn import I32, PTR, FnLower

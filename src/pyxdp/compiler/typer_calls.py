@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from typing import TYPE_CHECKING, Any
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.compiler.lang import BUILTINS, ip4
 from pyxdp.compiler.structs import Struct
 from pyxdp.compiler.types import (

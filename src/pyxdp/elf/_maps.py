@@ -7,7 +7,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.btf import Btf, Kind
 from pyxdp.elf._reader import SHT_NOBITS, SHT_PROGBITS, STT_FUNC, STT_SECTION, ElfReader, Section
 from pyxdp.errors import BtfError, ElfError, MapError

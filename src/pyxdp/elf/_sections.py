@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyxdp._uapi import AttachType, ProgType
+from pyxdp.abi import BPF_F_SLEEPABLE, AttachType, ProgType
 from pyxdp.spec import XDP_FLAGS_HAS_FRAGS
 
-F_SLEEPABLE = 1 << 4       # BPF_F_SLEEPABLE (prog_flags)
+F_SLEEPABLE = BPF_F_SLEEPABLE
 F_FRAGS = XDP_FLAGS_HAS_FRAGS
 
 

@@ -13,7 +13,7 @@ import ipaddress
 import struct
 from typing import TYPE_CHECKING, Any
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.emu.fib import AF_INET, AF_INET6, FIB_PARAMS_SIZE, FibResult
 from pyxdp.emu.maps import EmuMap, ProgArray, RingBuf, SlotMap
 from pyxdp.emu.memory import M64

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from pyxdp._uapi import ProgType
+from pyxdp.abi import ProgType
 from pyxdp.emu.cfg import Layout, analyse, invalid
 from pyxdp.emu.helpers import IMPLEMENTED, TailCall
 from pyxdp.emu.machine import Machine

@@ -14,10 +14,11 @@ import errno as _errno
 import struct
 from dataclasses import dataclass, field
 
+from pyxdp.abi import XDP_PACKET_HEADROOM
 from pyxdp.emu.memory import PACKET, base_of
 from pyxdp.isa import XdpAction
 
-HEADROOM = 256
+HEADROOM = XDP_PACKET_HEADROOM
 XDP_FRAME_SIZE = 40
 FRAME_SIZE = 4096
 SHINFO_SIZE = 320

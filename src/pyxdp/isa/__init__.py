@@ -1,6 +1,7 @@
 """The eBPF instruction set (RFC 9669): opcode enums, the :class:`Instruction` value and its
 byte encoding, and the table of kernel helper ids. Pure: no kernel needed."""
 
+from pyxdp.abi import XdpAction
 from pyxdp.isa._helpers import HELPER_NAMES, HELPERS
 from pyxdp.isa._instruction import MAX_REG, Instruction, decode, encode, slot_offsets
 from pyxdp.isa._opcodes import (
@@ -17,7 +18,6 @@ from pyxdp.isa._opcodes import (
     PseudoSrc,
     Size,
     Source,
-    XdpAction,
 )
 
 __all__ = [

@@ -128,12 +128,4 @@ class EndSrc(IntEnum):
     TO_BE = 0x08
 
 
-class XdpAction(IntEnum):
-    ABORTED = 0
-    DROP = 1
-    PASS = 2
-    TX = 3
-    REDIRECT = 4
-
-
 LD_IMM64 = Class.LD | Mode.IMM | Size.DW  # 0x18

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pyxdp._uapi import Cmd, LinkType, MapType, ProgType
+from pyxdp.abi import Cmd, LinkType, MapType, ProgType
 from pyxdp.errors import BpfError
 from pyxdp.kernel._fd import Fd, fd_number
 from pyxdp.kernel._sys import (

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyxdp._uapi import AttachType, Cmd
+from pyxdp.abi import (
+    BPF_F_REPLACE,
+    XDP_FLAGS_DRV_MODE,
+    XDP_FLAGS_HW_MODE,
+    XDP_FLAGS_SKB_MODE,
+    XDP_FLAGS_UPDATE_IF_NOEXIST,
+    AttachType,
+    Cmd,
+)
 from pyxdp.kernel._fd import Fd, fd_number
 from pyxdp.kernel._info import LinkInfo, fd_by_id, link_info
 from pyxdp.kernel._owned import OwnedObject
 from pyxdp.kernel._pin import obj_get
 from pyxdp.kernel._sys import LinkCreateAttr, LinkDetachAttr, LinkUpdateAttr, bpf
-
-BPF_F_REPLACE = 1 << 2
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
-XDP_FLAGS_SKB_MODE = 1 << 1
-XDP_FLAGS_DRV_MODE = 1 << 2
-XDP_FLAGS_HW_MODE = 1 << 3
 
 
 class Link(OwnedObject):

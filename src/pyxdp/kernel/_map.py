@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
-from pyxdp._uapi import Cmd, MapType
+from pyxdp.abi import BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, Cmd, MapType
 from pyxdp.errors import BpfError, MapError, NotSupportedError
 from pyxdp.kernel._fd import Fd, fd_number
 from pyxdp.kernel._info import MapInfo, fd_by_id, map_info
@@ -42,9 +42,6 @@ from pyxdp.kernel._sys import (
 )
 from pyxdp.maps import Codec, IntCodec, MapBase, MapSpec, StructCodec, UpdateFlags
 
-BPF_F_NO_PREALLOC = 1 << 0
-BPF_F_RDONLY_PROG = 1 << 7    # programs may only read the map (stores fail verification)
-BPF_F_MMAPABLE = 1 << 10      # array values (or arena pages) may be mmap()ed by user space
 FD_VALUE_TYPES = frozenset({MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.PROG_ARRAY,
                             MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY,
                             MapType.SOCKMAP, MapType.SOCKHASH})

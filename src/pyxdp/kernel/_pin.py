@@ -9,14 +9,11 @@ from __future__ import annotations
 import ctypes
 import os
 
-from pyxdp._uapi import Cmd
+from pyxdp.abi import BPF_F_RDONLY, BPF_F_WRONLY, BPF_FS_MAGIC, Cmd
 from pyxdp.kernel._fd import Fd, fd_number
 from pyxdp.kernel._sys import ObjAttr, bpf, bytes_addr
 
-BPF_FS_MAGIC = 0xCAFE4A11
 DEFAULT_BPFFS = "/sys/fs/bpf"
-BPF_F_RDONLY = 1 << 3
-BPF_F_WRONLY = 1 << 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]

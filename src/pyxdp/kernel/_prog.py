@@ -15,7 +15,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pyxdp._uapi import AttachType, Cmd, ProgType
+from pyxdp.abi import AttachType, Cmd, ProgType
 from pyxdp.errors import BpfError, MapError, VerifierError
 from pyxdp.isa import LD_IMM64, Instruction, PseudoSrc, decode, encode, slot_offsets
 from pyxdp.kernel._fd import Fd, fd_number

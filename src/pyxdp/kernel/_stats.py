@@ -9,19 +9,11 @@ without changing the program under test.
 
 from __future__ import annotations
 
-import ctypes
-
-from pyxdp._uapi import Cmd
+from pyxdp.abi import BPF_STATS_RUN_TIME, Cmd, EnableStatsAttr
 from pyxdp.kernel._fd import Fd
 from pyxdp.kernel._sys import bpf
-
-BPF_STATS_RUN_TIME = 0
-
-
-class _EnableStatsAttr(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32)]
 
 
 def enable_stats() -> Fd:
     """Turn on run-time statistics until the returned fd is closed."""
-    return Fd(bpf(Cmd.ENABLE_STATS, _EnableStatsAttr(BPF_STATS_RUN_TIME)))
+    return Fd(bpf(Cmd.ENABLE_STATS, EnableStatsAttr(BPF_STATS_RUN_TIME)))

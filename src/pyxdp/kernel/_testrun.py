@@ -11,34 +11,26 @@ import errno as _errno
 from dataclasses import dataclass
 from typing import Any
 
-from pyxdp._uapi import Cmd, ProgType
+from pyxdp.abi import (
+    BPF_F_TEST_RUN_ON_CPU,
+    BPF_F_TEST_SKB_CHECKSUM_COMPLETE,
+    BPF_F_TEST_XDP_LIVE_FRAMES,
+    XDP_PACKET_HEADROOM,
+    Cmd,
+    ProgType,
+    XdpMd,
+)
 from pyxdp.errors import BpfError
 from pyxdp.kernel._fd import fd_number
 from pyxdp.kernel._info import prog_info
 from pyxdp.kernel._sys import TestRunAttr, addr, bpf
 
-BPF_F_TEST_RUN_ON_CPU = 1 << 0
-BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-BPF_F_TEST_SKB_CHECKSUM_COMPLETE = 1 << 2
-XDP_PACKET_HEADROOM = 256
 _DEFAULT_OUT_EXTRA = 4096  # room for bpf_xdp_adjust_head/tail growth
 # Types whose test run takes a context and nothing else: the kernel (bpf_prog_test_run_
 # raw_tp / _tracing / _syscall, struct_ops) answers EINVAL to any data_in/data_out pointer,
 # to a ``repeat`` other than 0, and (tracing) even to a context.
 CTX_ONLY_TYPES = frozenset({ProgType.RAW_TRACEPOINT, ProgType.TRACING, ProgType.LSM,
                             ProgType.SYSCALL, ProgType.STRUCT_OPS})
-
-
-class XdpMd(ctypes.Structure):
-    """``struct xdp_md``: the XDP context as a test run takes and returns it.
-
-    In a test run ``data``/``data_end`` are offsets (``data_meta`` ≤ ``data``), and
-    ``ingress_ifindex``/``rx_queue_index`` select a real device queue (both 0: none).
-    """
-
-    _fields_ = [("data", ctypes.c_uint32), ("data_end", ctypes.c_uint32),
-                ("data_meta", ctypes.c_uint32), ("ingress_ifindex", ctypes.c_uint32),
-                ("rx_queue_index", ctypes.c_uint32), ("egress_ifindex", ctypes.c_uint32)]
 
 
 @dataclass(frozen=True)

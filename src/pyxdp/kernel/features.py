@@ -16,7 +16,7 @@ import os
 import struct
 from typing import Any
 
-from pyxdp._uapi import AttachType, Cmd, MapType, ProgType
+from pyxdp.abi import AttachType, Cmd, MapType, ProgType
 from pyxdp.errors import BpfError, NotSupportedError, VerifierError
 from pyxdp.isa import HELPER_NAMES, Class, Instruction, JmpOp, Source
 from pyxdp.isa._opcodes import AluOp

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import dataclasses
 import errno as _errno
 import mmap
@@ -29,7 +28,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pyxdp._uapi import Cmd, MapType, ProgType
+from pyxdp.abi import LIBBPF_PIN_BY_NAME, Cmd, MapType, ProgBindMapAttr, ProgType
 from pyxdp.btf import Btf, BtfFeatures, CoreResolver, Kind, apply_core_relocations, sanitize
 from pyxdp.btf import load_vmlinux as _load_vmlinux
 from pyxdp.errors import BpfError, BtfError, MapError
@@ -42,7 +41,7 @@ from pyxdp.kernel.features import load_btf
 from pyxdp.maps import MapSpec
 from pyxdp.spec import ObjectSpec, ProgramSpec, VariableSpec
 
-PIN_BY_NAME = 1               # LIBBPF_PIN_BY_NAME
+PIN_BY_NAME = LIBBPF_PIN_BY_NAME
 # the sections the ELF reader turns into global data maps (keys of ObjectSpec.maps)
 _DATA_SECTION = re.compile(r"^\.(data|rodata|bss)(\..+)?$")
 # map types the kernel refuses BTF key/value ids for (libbpf drops them the same way)
@@ -51,13 +50,6 @@ _NO_BTF_MAPS = frozenset({
     MapType.STACK_TRACE, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.DEVMAP,
     MapType.DEVMAP_HASH, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKMAP, MapType.SOCKHASH,
     MapType.QUEUE, MapType.STACK, MapType.RINGBUF})
-
-
-class _ProgBindMapAttr(ctypes.Structure):
-    """``bpf_attr.prog_bind_map`` (BPF_PROG_BIND_MAP, 5.10)."""
-
-    _fields_ = [("prog_fd", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
-                ("flags", ctypes.c_uint32)]
 
 
 class Variable:
@@ -204,7 +196,7 @@ def _bind_map(prog: Program, m: Map) -> None:
     (its ``bpf_metadata_*`` variables stay reachable via ``prog.info().map_ids`` even when
     no instruction reads them).  Kernels before 5.10 lack the command: skip, like libbpf."""
     try:
-        bpf(Cmd.PROG_BIND_MAP, _ProgBindMapAttr(prog_fd=prog.fd.fileno(),
+        bpf(Cmd.PROG_BIND_MAP, ProgBindMapAttr(prog_fd=prog.fd.fileno(),
                                                 map_fd=m.fd.fileno()))
     except BpfError as e:
         if e.errno not in (_errno.EINVAL, ENOTSUPP, _errno.EOPNOTSUPP):

@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from pyxdp.abi import (
+    XDP_FLAGS_DRV_MODE,
+    XDP_FLAGS_HW_MODE,
+    XDP_FLAGS_REPLACE,
+    XDP_FLAGS_SKB_MODE,
+    XDP_FLAGS_UPDATE_IF_NOEXIST,
+)
 from pyxdp.errors import BpfError, PyxdpError
 from pyxdp.xdp import _netlink as nl
 
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
-XDP_FLAGS_SKB_MODE = 1 << 1
-XDP_FLAGS_DRV_MODE = 1 << 2
-XDP_FLAGS_HW_MODE = 1 << 3
-XDP_FLAGS_REPLACE = 1 << 4
 DISPATCHER_NAMES = ("xdp_dispatcher",)
 
 

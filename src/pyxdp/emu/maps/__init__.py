@@ -6,7 +6,7 @@ import errno as _errno
 import os
 from typing import Any
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.emu.maps.array import ArrayMap
 from pyxdp.emu.maps.base import EmuMap, EmuMapError
 from pyxdp.emu.maps.hash import HashMap

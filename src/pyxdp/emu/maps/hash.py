@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno as _errno
 from typing import Any
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.emu.maps.base import Buffer, EmuMap, EmuMapError, check_flags
 from pyxdp.maps import MapSpec
 

@@ -12,7 +12,7 @@ import errno as _errno
 from collections import deque
 from typing import Any
 
-from pyxdp._uapi import MapType
+from pyxdp.abi import MapType
 from pyxdp.emu.maps.base import Buffer, EmuMap, EmuMapError, check_flags
 from pyxdp.maps import MapSpec, UpdateFlags
 

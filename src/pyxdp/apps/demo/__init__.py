@@ -1,6 +1,6 @@
 """The main job: ``pyxdp filter`` protecting a real TCP service from a flood.
 
-As root, on a self-made test bed (see :mod:`pyxdp.demo_bed`): a client measures the
+As root, on a self-made test bed (see :mod:`pyxdp.apps.demo.bed`): a client measures the
 service's answered requests per second and latency three times — calm, under a flood
 (a SYN flood from spoofed sources, half of them in a blocked prefix, sent with the
 live-frames generator), and under the same flood with the XDP filter attached to the
@@ -64,7 +64,7 @@ def _flood(bed: Any, seconds: float) -> Callable[[], tuple[int, float]]:
     """Start the flood from the attacker: SYNs to the service from 65,000 spoofed
     sources across 198.19.0.0/16 (both the blocked prefix and the rate-limited one);
     returns a function waiting for (frames sent, seconds)."""
-    from pyxdp.demo_bed import SERVICE_PORT, VICTIM_IP
+    from pyxdp.apps.demo.bed import SERVICE_PORT, VICTIM_IP
     from pyxdp.trafficgen import Generator, template
 
     att, vic = bed.attacker, bed.victim
@@ -105,8 +105,8 @@ def _live_table(filt: Any, prev: dict[str, tuple[int, int]], dt: float) -> Any:
 
 def run_kernel_demo(seconds: float = 3.0, log: Callable[[str], None] = print,
                     live: bool = True) -> list[Phase]:
+    from pyxdp.apps.demo.bed import CLIENT_IP, SERVICE_PORT, VICTIM_IP, DemoBed
     from pyxdp.apps.filter import Filter
-    from pyxdp.demo_bed import CLIENT_IP, SERVICE_PORT, VICTIM_IP, DemoBed
 
     phases: list[Phase] = []
     with DemoBed() as bed:

@@ -8,7 +8,7 @@ kernel (:meth:`pyxdp.kernel.Program.load` with the map) or in the emulator alike
 
 from __future__ import annotations
 
-from pyxdp._uapi import MapType, ProgType
+from pyxdp.abi import MapType, ProgType
 from pyxdp.asm import R1, R2, R3, R7, R10, Builder
 from pyxdp.isa import XdpAction
 from pyxdp.maps import MapSpec

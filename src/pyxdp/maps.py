@@ -247,6 +247,16 @@ class MapSpec:
 
 
 # -- the protocol ----------------------------------------------------------------------------
+def check_reuse_compat(name: str, got: MapSpec, want: MapSpec) -> None:
+    """libbpf's ``map_is_reuse_compat``: a pinned map reused for ``want`` must have its
+    layout (type, key and value size, max_entries, flags); raises :class:`MapError` naming
+    the first difference."""
+    for attr in ("type", "key_size", "value_size", "max_entries", "flags"):
+        if getattr(got, attr) != getattr(want, attr):
+            raise MapError(f"pinned map {name!r} has {attr} {getattr(got, attr)}, the object"
+                           f" wants {getattr(want, attr)}")
+
+
 class MapBase(ABC):
     """Typed, dict-like access to a map; backends implement the raw byte-level methods."""
 
@@ -365,6 +375,36 @@ class MapBase(ABC):
             n += 1
         return n
 
+    def update_batch_raw(self, keys: bytes, values: bytes, flags: int = 0) -> int:
+        """Update from packed keys and values (``key_size``/value width bytes each), the way
+        a control plane writes large tables without a Python object per entry; returns how
+        many were written.  Backends with native batches override this."""
+        ks = self.spec.key_size
+        vs = self._stride * self.ncpus if self.percpu else self.spec.value_size
+        n = len(keys) // ks if ks else 0
+        if len(keys) != n * ks or len(values) != n * vs:
+            raise MapError(f"map {self.name!r}: blobs of {len(keys)} key and {len(values)}"
+                           f" value bytes are not {n} elements of {ks}+{vs} bytes")
+        for i in range(n):
+            self._update(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs], flags)
+        return n
+
+    def write_value_bytes(self, key: bytes, offset: int, data: bytes) -> None:
+        """Overwrite ``data`` at ``offset`` in the value of raw ``key`` (read-modify-write
+        here; the kernel's mmapable data maps write just those bytes, so a running
+        program's writes to the rest of the value are never undone)."""
+        old = self._lookup(key)
+        if old is None:
+            old = bytes(self.spec.value_size)
+        if offset < 0 or offset + len(data) > len(old):
+            raise MapError(f"map {self.name!r}: {len(data)} bytes at offset {offset} do not"
+                             f" fit a {len(old)}-byte value")
+        self._update(key, old[:offset] + data + old[offset + len(data):], 0)
+
+    def close(self) -> None:
+        """Release the map (a no-op for maps that own nothing outside Python)."""
+        return None
+
     def delete_batch(self, keys: Iterable[Any]) -> int:
         """Delete ``keys``; returns how many existed."""
         n = 0
@@ -409,5 +449,6 @@ class MapBase(ABC):
 
 __all__ = [
     "ARRAY_TYPES", "PERCPU_TYPES", "BytesCodec", "Codec", "CtypesCodec", "IntCodec",
-    "LpmKeyCodec", "MapBase", "MapSpec", "StructCodec", "UpdateFlags", "make_codec",
+    "LpmKeyCodec", "MapBase", "MapSpec", "StructCodec", "UpdateFlags", "check_reuse_compat",
+    "make_codec",
 ]

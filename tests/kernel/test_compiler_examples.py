@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from pyxdp.compiler import compile_module
+from pyxdp.emu import EmuBackend
+from pyxdp.kernel import KernelBackend
 from pyxdp.packets.build import ethernet, icmp, ipv4, ipv6, tcp, udp
 
 pytestmark = pytest.mark.kernel
@@ -54,14 +56,15 @@ def run_both(path: str, packets: list[bytes], setup: Callable[[dict[str, Any]], 
              ) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
     obj = compile_module(str(EXAMPLES / path))
     results = []
-    with obj.load() as coll:
+    with KernelBackend().load(obj.spec) as coll:
         kmaps = obj.typed_maps(coll)
-        emaps = obj.emu_maps()
+        ecoll = EmuBackend().load(obj.spec)
+        emaps = obj.typed_maps(ecoll)
         if setup:
             setup(kmaps)
             setup(emaps)
         (prog,) = coll.programs.values()
-        emu = obj.emulate(maps=emaps)
+        (emu,) = ecoll.programs.values()
         for pkt in packets:
             k = prog.test_run(pkt)
             e = emu.run_xdp(pkt)

@@ -8,7 +8,9 @@ import textwrap
 import pytest
 
 from pyxdp.compiler import compile_module
+from pyxdp.emu import EmuBackend
 from pyxdp.errors import VerifierError
+from pyxdp.kernel import KernelBackend
 
 pytestmark = pytest.mark.kernel
 
@@ -33,7 +35,7 @@ def test_verifier_error_names_the_python_line(tmp_path) -> None:
     path.write_text(UNCHECKED)
     obj = compile_module(str(path))
     with pytest.raises(VerifierError) as ei:
-        obj.load()
+        KernelBackend().load(obj.spec)
     err = ei.value
     assert err.source is not None and "unchecked.py:10" in err.source, err.source
     assert "word = load(u32, p + 20)" in err.source
@@ -43,7 +45,7 @@ def test_verifier_error_names_the_python_line(tmp_path) -> None:
 def test_checked_raw_access_loads(tmp_path) -> None:
     fixed = UNCHECKED.replace("p + 14 > end", "p + 24 > end")
     obj = compile_module(fixed)
-    with obj.load() as coll:
+    with KernelBackend().load(obj.spec) as coll:
         prog = coll.programs["unchecked"]
         assert prog.test_run(bytes(20) + (7).to_bytes(4, "little") + bytes(40)).retval == 1
         assert prog.test_run(bytes(64)).retval == 2
@@ -69,12 +71,12 @@ def test_integer_semantics_kernel_equals_emulator() -> None:
            "@xdp\ndef prog(ctx):\n" + textwrap.indent(SEMANTICS, "    ")
            + "    return XDP_PASS\n")
     obj = compile_module(src)
-    with obj.load() as coll:
-        coll.programs["prog"].test_run(bytes(64))
-        kernel = [obj.typed_maps(coll)["out"][i] for i in range(8)]
-    emu = obj.emulate()
-    emu.run_xdp(bytes(64))           # ingress lo (ifindex 1), as test_run does
-    emulated = [emu.maps["out"][i] for i in range(8)]
+    results = []
+    for backend in (KernelBackend(), EmuBackend()):
+        with backend.load(obj.spec) as coll:
+            coll.programs["prog"].run_packet(bytes(64))   # ingress lo (ifindex 1) on both
+            results.append([obj.typed_maps(coll)["out"][i] for i in range(8)])
+    kernel, emulated = results
     assert kernel == emulated
     assert kernel[:7] == [300, 2**64 - 1, 2**64 - 4, 4, 1, 2, 0xFFFE]
     assert kernel[7] == 0

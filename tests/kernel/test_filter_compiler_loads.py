@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pyxdp.compiler import compile_module
+from pyxdp.kernel import KernelBackend
 
 pytestmark = pytest.mark.kernel
 
@@ -15,7 +16,7 @@ SUM_OFFSET = (Path(__file__).resolve().parents[1] / "data" / "py" / "sum_offset.
 
 
 def test_variable_sum_offset_load_passes_the_verifier() -> None:
-    with compile_module(SUM_OFFSET).load() as coll:
+    with KernelBackend().load(compile_module(SUM_OFFSET).spec) as coll:
         prog = coll.programs["prog"]
         coll.maps["table"][0] = (14).to_bytes(4, "little")
         assert prog.test_run(bytes(range(64))).retval == 2

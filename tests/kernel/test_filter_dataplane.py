@@ -24,9 +24,11 @@ from scapy.all import (
     Raw,
 )
 
-from pyxdp.apps.filter.program import PROGRAM, compiled, emulate_generation, load_generation
+from pyxdp.apps.filter.program import PROGRAM, compiled, load_generation
 from pyxdp.apps.filter.rules import parse_rules_text
 from pyxdp.apps.filter.tables import Sizes, assign_slots, compile_tables
+from pyxdp.emu import EmuBackend
+from pyxdp.kernel import KernelBackend
 
 pytestmark = pytest.mark.kernel
 
@@ -80,7 +82,7 @@ class Gen:
         self.tables = compile_tables(self.rs, self.slots, sizes)
         self.sizes = sizes
         self.extra = extra
-        self.coll = load_generation(self.tables, sizes, None, extra)
+        self.coll = load_generation(self.tables, sizes, KernelBackend(), None, extra)
         self.prog = self.coll.programs[PROGRAM]
         self.maps = compiled().typed_maps(self.coll)
 
@@ -99,7 +101,8 @@ class Gen:
         self.maps["clock"][0] = ns
 
     def emulate(self) -> Any:
-        return emulate_generation(self.tables, self.sizes, self.extra)
+        return load_generation(self.tables, self.sizes, EmuBackend(), None,
+                               self.extra).programs[PROGRAM]
 
     def close(self) -> None:
         self.coll.close()
@@ -497,8 +500,7 @@ def test_specialisation_removes_unused_features(gen) -> None:
     t_few = min(few.prog.test_run(pkt, repeat=20000).duration_ns for _ in range(3))
     t_full = min(full.prog.test_run(pkt, repeat=20000).duration_ns for _ in range(3))
     print(f"\nxlated insns: few {n_few}, all {n_full}; ns/packet: few {t_few}, all {t_full}")
-    assert n_few < n_full * 0.75
-    assert t_few <= t_full
+    assert n_few < n_full * 0.75       # the cost in time is bench/filter_speed.py's to show
 
 
 # -- the emulator runs the same program with the same verdicts -------------------------------

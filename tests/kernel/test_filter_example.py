@@ -9,6 +9,7 @@ import pytest
 from pyxdp.apps.filter import load_rules
 from pyxdp.apps.filter.program import PROGRAM, load_generation
 from pyxdp.apps.filter.tables import Sizes, assign_slots, compile_tables
+from pyxdp.kernel import KernelBackend
 from pyxdp.packets import build
 
 pytestmark = pytest.mark.kernel
@@ -25,7 +26,7 @@ def test_example_rules_in_the_kernel() -> None:
     sizes = Sizes(prefixes4=1024, prefixes6=1024, rules=64, lists=16, macs=16, patterns=16,
                   limits=16, pairs=64, sources=256, talkers=256)
     tables = compile_tables(rs, assign_slots(rs.rules, {}, sizes.rules), sizes)
-    with load_generation(tables, sizes, None) as coll:
+    with load_generation(tables, sizes, KernelBackend()) as coll:
         prog = coll.programs[PROGRAM]
 
         def verdict(pkt: bytes) -> int:

@@ -366,7 +366,7 @@ def test_refusals_leave_nothing_half_applied(bed, filters, roots) -> None:
 
 
 @pytest.mark.slow
-def test_million_prefixes_load_and_100k_change_take_seconds(bed, filters) -> None:
+def test_million_prefixes_load_and_100k_change_apply(bed, filters) -> None:
     nets = [ipaddress.IPv4Network((0x0A000000 + (i << 4), 28)) for i in range(1_000_000)]
     big = parse_rule({"name": "drop-1m", "src": "10.0.0.0/32"})
     from dataclasses import replace
@@ -389,8 +389,8 @@ def test_million_prefixes_load_and_100k_change_take_seconds(bed, filters) -> Non
     t0 = time.monotonic()
     bed.call("sink", f.apply, RuleSet([change]))
     t_change = time.monotonic() - t0
+    # how long is bench/filter_speed.py's to say: no timing assertions in tests
     print(f"\n1M prefixes: attach {t_attach:.1f} s; replace 100k of them: {t_change:.1f} s")
-    assert t_attach < 30 and t_change < 30
     send(bed, frame(bed, src="11.0.0.1"), 100)
     assert bed.call("sink", f.stats)["drop-1m"][0] == 100 + 2   # + the 2 test runs
 

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from pyxdp.compiler import compile_module
+from pyxdp.emu import EmuBackend
 
 SUM_OFFSET = (Path(__file__).resolve().parents[1] / "data" / "py" / "sum_offset.py").read_text()
 
@@ -20,7 +21,8 @@ def test_sum_offset_is_bounded_below_max_packet_off_minus_size() -> None:
 
 
 def test_sum_offset_loads_the_right_bytes() -> None:
-    emu = compile_module(SUM_OFFSET).emulate()
+    coll = EmuBackend().load(compile_module(SUM_OFFSET).spec)
+    emu = coll.programs["prog"]
     emu.maps["table"][0] = 14
     packet = bytes(range(64))
     assert int(emu.run_xdp(packet).verdict) == 2

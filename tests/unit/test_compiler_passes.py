@@ -7,10 +7,11 @@ import textwrap
 
 import pytest
 
-from pyxdp.compiler import PASSES, compile_module
+from pyxdp.compiler import PASSES, CompiledObject, compile_module
 from pyxdp.compiler.check import bounded_while
 from pyxdp.compiler.frontend import parse_module
 from pyxdp.compiler.types import common, i32, i64, u8, u16, u32, u64
+from pyxdp.emu import EmuBackend, EmuProgram
 from pyxdp.errors import CompileError
 
 HEAD = "from pyxdp.compiler.lang import *\nout = ArrayMap[u32, u64](max_entries=8)\n"
@@ -21,10 +22,18 @@ def program(body: str, extra: str = "") -> str:
         textwrap.dedent(body), "    ") + "\n    return XDP_PASS\n"
 
 
+def emulate(obj: CompiledObject) -> EmuProgram:
+    """The object's only program in the emulator, its maps typed by the declarations."""
+    coll = EmuBackend().load(obj.spec)
+    obj.typed_maps(coll)
+    (prog,) = coll.programs.values()
+    return prog
+
+
 def values(body: str, extra: str = "", packet: bytes = bytes(64)) -> list[int]:
     """Run ``body`` in the emulator; return out[0..7] (the body stores results there)."""
     obj = compile_module(program(body, extra))
-    emu = obj.emulate()
+    emu = emulate(obj)
     emu.run_xdp(packet)
     m = emu.maps["out"]
     return [m[i] for i in range(8)]
@@ -158,11 +167,11 @@ def test_signed_division_rejected() -> None:
 def test_config_constant_read_from_rodata() -> None:
     src = program("out.update(0, LIMIT)", "LIMIT = Const(u32, 5)\n")
     obj = compile_module(src)
-    emu = obj.emulate()
+    emu = emulate(obj)
     emu.run_xdp(bytes(64))
     assert emu.maps["out"][0] == 5
     obj.set_config("LIMIT", 9)
-    emu = obj.emulate()
+    emu = emulate(obj)
     emu.run_xdp(bytes(64))
     assert emu.maps["out"][0] == 9
 
@@ -179,7 +188,7 @@ def test_struct_map_values_and_be_fields() -> None:
              "recs = HashMap[u32, Rec](max_entries=4)\n")
     obj = compile_module(program("recs.update(1, Rec(a=7, b=0x0102, c=9))\n"
                                  "r = recs.lookup(1)\nif r:\n    r.c += r.a\n", extra))
-    emu = obj.emulate()
+    emu = emulate(obj)
     emu.run_xdp(bytes(64))
     rec = emu.maps["recs"][1]
     assert (rec.a, rec.b, rec.c) == (7, 0x0102, 16)

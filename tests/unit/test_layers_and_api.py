@@ -8,8 +8,10 @@ Update the snapshot after an intended API change with::
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +19,91 @@ from pathlib import Path
 import pytest
 
 PURE = ["pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf", "pyxdp.emu", "pyxdp.maps",
-        "pyxdp.spec", "pyxdp.packets", "pyxdp.compiler", "pyxdp.asm.conformance", "pyxdp.errors"]
-PUBLIC = ["pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf", "pyxdp.emu", "pyxdp.maps",
-          "pyxdp.spec", "pyxdp.compiler", "pyxdp.kernel", "pyxdp.xdp", "pyxdp.testbed",
-          "pyxdp.trafficgen", "pyxdp.errors", "pyxdp.apps.filter"]
+        "pyxdp.spec", "pyxdp.packets", "pyxdp.compiler", "pyxdp.asm.conformance", "pyxdp.errors",
+        "pyxdp.abi", "pyxdp.backend", "pyxdp.asm.programs"]
+# what a pure module may never import, at module level or inside a function
+NOT_PURE = ("pyxdp.kernel", "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "pyxdp.cli",
+            "pyxdp.apps", "pyxdp.bench")
+PUBLIC = ["pyxdp.abi", "pyxdp.backend", "pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf",
+          "pyxdp.emu", "pyxdp.maps", "pyxdp.spec", "pyxdp.compiler", "pyxdp.kernel",
+          "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "pyxdp.errors", "pyxdp.apps.filter"]
 SNAPSHOT = Path(__file__).parent / "data" / "public_api.txt"
+SRC = Path(__file__).parent.parent.parent / "src"
+
+
+def _pure_files(src: Path) -> list[Path]:
+    out = []
+    for mod in PURE:
+        path = src.joinpath(*mod.split("."))
+        out.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")])
+    return out
+
+
+def _module_of(src: Path, path: Path) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(node: ast.AST, module: str, is_package: bool) -> list[str]:
+    """Every module an AST node imports (``from . import x`` resolved against ``module``;
+    ``importlib.import_module("...")`` and ``__import__("...")`` with a literal too)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            pkg = module.split(".") if is_package else module.split(".")[:-1]
+            pkg = pkg[:len(pkg) - (node.level - 1)]
+            base = ".".join(pkg + ([base] if base else []))
+        return [base] + [f"{base}.{a.name}" for a in node.names]
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) and (
+            isinstance(node.args[0].value, str)):
+        fn = node.func
+        name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+        if name in ("import_module", "__import__"):
+            return [node.args[0].value]
+    return []
+
+
+def layering_violations(src: Path) -> list[str]:
+    """``file:line imports X`` for every import of a non-pure layer in a pure module,
+    wherever it is written (module level, function body, try block, TYPE_CHECKING)."""
+    bad = []
+    for path in _pure_files(src):
+        module = _module_of(src, path)
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = [n for n in _imported(node, module, path.name == "__init__.py")
+                     if any(n == p or n.startswith(p + ".") for p in NOT_PURE)]
+            if names:    # one report per import statement
+                bad.append(f"{path.relative_to(src)}:{getattr(node, 'lineno', 0)}"
+                           f" imports {names[0]}")
+    return bad
+
+
+def test_pure_layers_never_import_the_kernel_layer_anywhere() -> None:
+    """The AST guard: an import inside a function counts (the runtime check below cannot
+    see one that has not run yet)."""
+    assert layering_violations(SRC) == []
+
+
+@pytest.mark.parametrize("planted", [
+    "def helper():\n    import pyxdp.kernel\n",
+    "def helper():\n    from pyxdp.kernel import Map\n    return Map\n",
+    "class C:\n    def m(self):\n        from pyxdp import xdp\n        return xdp\n",
+    "def helper():\n    from ..kernel import loader\n    return loader\n",
+    "import importlib\n\ndef helper():\n    return importlib.import_module('pyxdp.kernel')\n",
+    "try:\n    from pyxdp.apps.filter import Filter\nexcept ImportError:\n    Filter = None\n",
+])
+def test_the_guard_catches_a_planted_in_function_import(tmp_path: Path, planted: str) -> None:
+    fake = tmp_path / "src"
+    shutil.copytree(SRC / "pyxdp", fake / "pyxdp",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    assert layering_violations(fake) == []
+    target = fake / "pyxdp" / "compiler" / "planted.py"
+    target.write_text(planted)
+    found = layering_violations(fake)
+    assert len(found) == 1 and found[0].startswith("pyxdp/compiler/planted.py:"), found
 
 
 @pytest.mark.parametrize("module", PURE)

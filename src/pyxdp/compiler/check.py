@@ -84,6 +84,10 @@ UNSUPPORTED: list[tuple[str, str, str]] = [
     ("unknown attribute", "x = ctx.foo", "has no attribute"),
     ("for-else", "for i in range(2):\n        pass\n    else:\n        pass", "else"),
     ("keyword arguments to a helper", "x = twice(n=1)", "keyword arguments"),
+    ("discarded checksum", "csum_replace2(1, 2, 3)", "is discarded"),
+    ("discarded byte swap", "bswap32(ctx.ingress_ifindex)", "is discarded"),
+    ("discarded conversion", "u16(ctx.ingress_ifindex)", "is discarded"),
+    ("discarded packet load", "ctx.load(u32, 0)", "is discarded"),
 ]
 
 

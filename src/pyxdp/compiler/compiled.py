@@ -1,12 +1,14 @@
 """The public entry points: compile a module or a decorated function, get a CompiledObject.
 
-::
+A :class:`CompiledObject` is what the compiler made: the ELF bytes, the parsed
+:class:`~pyxdp.spec.ObjectSpec`, and the codecs of the declared maps.  It does not load
+itself: a :class:`~pyxdp.backend.Backend` does, kernel or emulator alike::
 
     obj = compile_module("examples/count_protocols.py")
     obj.set_config("LIMIT", 10)            # .rodata, before load
-    with obj.load() as coll:                # kernel
-        maps = obj.typed_maps(coll)         # pyxdp.kernel.Map with struct codecs
-    emu = obj.emulate()                     # pyxdp.emu program with typed maps in emu.maps
+    with KernelBackend().load(obj.spec) as coll:     # or EmuBackend()
+        maps = obj.typed_maps(coll)         # the maps with struct/int codecs applied
+        coll.programs["count"].run_packet(frame)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyxdp.backend import LoadedCollection
 from pyxdp.compiler.codecs import apply_codecs
 from pyxdp.compiler.emit import emit_assembly, emit_object, optimise
 from pyxdp.compiler.frontend import ModuleInfo, format_tree, parse_module
@@ -29,6 +32,7 @@ from pyxdp.compiler.typer import Typer
 from pyxdp.compiler.types import CTX
 from pyxdp.elf import load_object, set_variable
 from pyxdp.errors import CompileError
+from pyxdp.maps import MapBase
 from pyxdp.spec import ObjectSpec, ProgramSpec
 
 PASSES = ("ast", "typed", "llvm", "opt", "asm")
@@ -59,38 +63,14 @@ class CompiledObject:
             raise KeyError(f"no configuration constant {name!r} (have {list(self.info.configs)})")
         set_variable(self.spec, name, value)
 
-    def load(self, **kw: Any) -> Any:
-        """Load every map and program into the kernel (a ``pyxdp.kernel.Collection``) with
-        typed map codecs applied."""
-        from pyxdp.kernel import load_collection
-        coll = load_collection(self.spec, **kw)
-        self.typed_maps(coll)
-        return coll
-
-    def typed_maps(self, coll: Any) -> dict[str, Any]:
-        """The declared maps of a loaded Collection, with key/value codecs from the
-        declared structs and ints (modified in place and returned by name)."""
+    def typed_maps(self, coll: LoadedCollection) -> dict[str, MapBase]:
+        """The declared maps of a loaded collection (either backend), with key/value codecs
+        from the declared structs and ints (modified in place and returned by name)."""
         out = {}
         for name, decl in self.info.maps.items():
             if name in coll.maps:
                 out[name] = apply_codecs(coll.maps[name], decl)
         return out
-
-    def emu_maps(self, ncpus: int | None = None) -> dict[str, Any]:
-        """Fresh emulator maps for every declared map, typed like :meth:`typed_maps`."""
-        from pyxdp.emu import create_map
-        out = {}
-        for name, mspec in self.spec.maps.items():
-            m = create_map(mspec, ncpus=ncpus)
-            out[name] = apply_codecs(m, self.info.maps[name]) if name in self.info.maps else m
-        return out
-
-    def emulate(self, name: str | None = None, maps: dict[str, Any] | None = None,
-                **kw: Any) -> Any:
-        """The program in the emulator (``.maps`` holds its typed emulator maps)."""
-        import pyxdp.emu
-        return pyxdp.emu.load(self.program(name), maps=maps if maps is not None
-                              else self.emu_maps(), **kw)
 
 
 def _type_programs(info: ModuleInfo, only: list[str] | None) -> dict[str, Any]:

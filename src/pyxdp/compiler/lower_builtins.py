@@ -62,12 +62,14 @@ def lower_builtin(cl: CallLower, e: ast.Call, name: str) -> ir.Value:
         vals = [fl.expr_as(a, u64) for a in args[1:]]
         return cl.helper("trace_printk", I64, [cl.ptr(slot), ir.Constant(I64, len(fmt)), *vals])
     if name == "load":
-        tt = fl.t(e)
+        tt = fl.res(e)[2]                 # the storage type: be32 loads are swapped
         assert isinstance(tt, IntType)
-        return b.load(fl.expr(args[1]), typ=ir.IntType(tt.bits), align=1)
+        v = b.load(fl.expr(args[1]), typ=ir.IntType(tt.bits), align=1)
+        return b.bswap(v) if tt.be else v
     if name == "store":
         tt = fl.res(e)[2]
-        b.store(fl.expr_as(args[2], tt), fl.expr(args[1]), align=1)
+        v = fl.expr_as(args[2], tt.host)
+        b.store(b.bswap(v) if tt.be else v, fl.expr(args[1]), align=1)
         return ir.Constant(I64, 0)
     if name == "atomic_add":
         ptr, storage, _ = cl.addr_of(args[0])  # type: ignore[arg-type]

@@ -125,6 +125,34 @@ class Typer:
         if not isinstance(s.value, ast.Call):
             raise self.err(s, "an expression statement has no effect", "assign or drop it")
         self.expr(s.value)
+        pure = self._pure_call(s.value)
+        if pure is not None:
+            raise self.err(s, f"the result of {pure} is discarded: it only computes a value,"
+                           " so this line does nothing",
+                           "assign it, e.g. icmp.checksum = csum_replace2(icmp.checksum,"
+                           " old, new)")
+
+    # calls that only compute a value: as a statement they are always a mistake
+    _PURE_BUILTINS = frozenset({"bswap16", "bswap32", "bswap64", "csum_fold", "csum_replace2",
+                                "csum_replace4", "csum_diff", "ipv4_csum", "ip4", "load"})
+
+    def _pure_call(self, call: ast.Call) -> str | None:
+        """``name()`` when ``call`` has no effect but its value, else None."""
+        f = call.func
+        if isinstance(f, ast.Attribute):
+            if f.attr == "load" and self.out.types.get(id(f.value)) in (CTX, CURSOR):
+                return f"{ast.unparse(f)}()"
+            return None
+        if not isinstance(f, ast.Name):
+            return None
+        val = self.info.env.get(f.id)
+        if isinstance(val, IntType | ArrayType):
+            return f"the conversion {f.id}()"
+        if isinstance(val, type) and issubclass(val, Struct):
+            return f"{f.id}(...)"
+        if f.id in self._PURE_BUILTINS and f.id not in self.info.functions:
+            return f"{f.id}()"
+        return None
 
     def s_Return(self, s: ast.Return) -> bool:
         t = VOID if s.value is None else self.expr(s.value)
@@ -544,7 +572,9 @@ class Typer:
         return set(), set()
 
     # -- type expressions ---------------------------------------------------------------
-    def type_expr(self, e: ast.expr) -> Type:
+    def type_expr(self, e: ast.expr, storage: bool = False) -> Type:
+        """The type an annotation or type argument names; ``storage=True`` keeps the
+        byte order of ``be16/be32/be64`` (what memory holds), else the host type."""
         try:
             val = eval(compile(ast.Expression(e), self.info.filename, "eval"),
                        dict(self.info.env))
@@ -553,7 +583,7 @@ class Typer:
         if isinstance(val, type) and issubclass(val, Struct):
             return RefType(val.__pyxdp_type__, "stack")
         if isinstance(val, IntType | ArrayType):
-            return val.host if isinstance(val, IntType) else val
+            return val.host if isinstance(val, IntType) and not storage else val
         if val is bool:
             return BOOL
         raise self.err(e, f"{ast.unparse(e)} is not a type", "use u8..u64, i8..i64 or a Struct")

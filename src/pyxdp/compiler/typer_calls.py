@@ -80,7 +80,9 @@ class CallTyper:
         return t
 
     def data_type(self, a: ast.expr) -> Type:
-        t = self.t.type_expr(a)
+        """The type of data in memory (packet loads/stores): ``be32`` stays ``be32``, so
+        what is read is swapped to host order exactly as a ``be32`` header field is."""
+        t = self.t.type_expr(a, storage=True)
         return t.target if isinstance(t, RefType) else t
 
     # -- dispatch -----------------------------------------------------------------------
@@ -173,6 +175,7 @@ class CallTyper:
         if self.t.expr(p) is not RAWPTR or not isinstance(tt, IntType):
             raise self.err(e, "load(T, p) reads an integer at a raw packet pointer",
                            "load(u32, ctx.data + 14)")
+        self.res(e, ("builtin", "load", tt))
         return tt.host
 
     def b_store(self, e: ast.Call) -> Type:
@@ -181,7 +184,7 @@ class CallTyper:
         if self.t.expr(p) is not RAWPTR or not isinstance(tt, IntType):
             raise self.err(e, "store(T, p, v) writes an integer at a raw packet pointer")
         self.int_arg(v)
-        self.res(e, ("builtin", "store", tt.host))
+        self.res(e, ("builtin", "store", tt))
         return VOID
 
     def b_atomic_add(self, e: ast.Call) -> Type:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from pyxdp.abi import ProgType
+from pyxdp.backend import RunResult
 from pyxdp.emu.cfg import Layout, analyse, invalid
 from pyxdp.emu.helpers import IMPLEMENTED, TailCall
 from pyxdp.emu.machine import Machine
@@ -329,6 +330,20 @@ class EmuProgram:
             state.data = state.meta = HEADROOM
             m.trace = []
             m.finish()
+
+    def run_packet(self, packet: bytes, *, ingress_ifindex: int | None = None,
+                   rx_queue_index: int = 0) -> RunResult:
+        """The backend protocol's run (:class:`pyxdp.backend.LoadedProgram`): one XDP run
+        on a fresh frame; without ``ingress_ifindex`` the device is ifindex 1, as the
+        kernel's test run reports its loopback device."""
+        if self.type != ProgType.XDP:
+            raise EmulatorError(f"the emulator runs packets through XDP programs only, not"
+                                f" {self.type.name} ({self.name!r})")
+        if ingress_ifindex is None and rx_queue_index:
+            raise ValueError("rx_queue_index needs an ingress_ifindex")
+        res = self.run_xdp(packet, 1 if ingress_ifindex is None else ingress_ifindex,
+                           rx_queue_index)
+        return RunResult(res.r0 & 0xFFFFFFFF, res.packet, None)
 
     @property
     def insn_count(self) -> int:

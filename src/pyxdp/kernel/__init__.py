@@ -6,6 +6,8 @@
   patched from live maps); verifier errors with the full log; info, tag, xlated dump.
 * :func:`test_run` — BPF_PROG_TEST_RUN; :class:`XdpMd` is the XDP context.
 * :class:`Link` / :func:`create_xdp_link` — fd-owned attachments with atomic update.
+* :class:`KernelBackend` — the kernel side of :mod:`pyxdp.backend` (load a spec, run a
+  packet), the same protocol as :class:`pyxdp.emu.EmuBackend`.
 * :mod:`pyxdp.kernel.features` — probes for program/map types and helpers.
 * :func:`list_programs` / :func:`list_maps` / :func:`list_links` — what is loaded.
 
@@ -52,12 +54,13 @@ from pyxdp.kernel._testrun import (
     XdpMd,
     test_run,
 )
+from pyxdp.kernel.backend import KernelBackend
 from pyxdp.kernel.loader import Collection, load_collection
 
 __all__ = [
     "BPF_F_NO_PREALLOC", "BPF_F_RDONLY", "BPF_F_REPLACE", "BPF_F_TEST_RUN_ON_CPU",
     "BPF_F_TEST_SKB_CHECKSUM_COMPLETE", "BPF_F_TEST_XDP_LIVE_FRAMES", "BPF_F_WRONLY",
-    "Collection", "load_collection",
+    "Collection", "KernelBackend", "load_collection",
     "DEFAULT_BPFFS", "XDP_FLAGS_DRV_MODE", "XDP_FLAGS_HW_MODE", "XDP_FLAGS_SKB_MODE",
     "XDP_FLAGS_UPDATE_IF_NOEXIST", "Fd", "Link", "LinkInfo", "Map", "MapInfo", "ProgInfo",
     "Program", "TestRunResult", "XdpMd", "bpf", "create_xdp_link", "enable_stats", "ensure_bpffs",

@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import errno as _errno
 import gc
+import mmap
 import os
 import sys
 import threading
@@ -375,6 +376,31 @@ class Map(OwnedObject, MapBase):
         if not keys:
             return 0
         return self.update_batch_raw(self.encode_keys(keys), self.encode_values(values), flags)
+
+    def write_value_bytes(self, key: bytes, offset: int, data: bytes) -> None:
+        """Overwrite bytes of one value.  An mmapable array (every global data map libbpf-
+        style) is written through a shared mapping, just those bytes, so a running
+        program's concurrent writes to its neighbours are never undone; other maps (and
+        kernels before 5.5) fall back to read-modify-write."""
+        if self.spec.flags & BPF_F_MMAPABLE and self.spec.type == MapType.ARRAY and (
+                len(key) == 4):
+            index = int.from_bytes(key, "little")
+            stride = (self.spec.value_size + 7) & ~7
+            if offset >= 0 and offset + len(data) <= self.spec.value_size and (
+                    index < self.spec.max_entries):
+                page = mmap.PAGESIZE
+                length = (stride * self.spec.max_entries + page - 1) // page * page
+                try:
+                    mm = mmap.mmap(self.fd.fileno(), length, mmap.MAP_SHARED,
+                                   mmap.PROT_READ | mmap.PROT_WRITE)
+                except OSError:
+                    pass
+                else:
+                    with mm:
+                        start = index * stride + offset
+                        mm[start:start + len(data)] = data
+                    return
+        super().write_value_bytes(key, offset, data)
 
     def update_batch_raw(self, keys: bytes, values: bytes, flags: int = 0) -> int:
         """Batch update from contiguous key/value blobs (already in kernel layout)."""

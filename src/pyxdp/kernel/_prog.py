@@ -15,7 +15,8 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pyxdp.abi import AttachType, Cmd, ProgType
+from pyxdp.abi import AttachType, Cmd, ProgType, XdpMd
+from pyxdp.backend import RunResult
 from pyxdp.errors import BpfError, MapError, VerifierError
 from pyxdp.isa import LD_IMM64, Instruction, PseudoSrc, decode, encode, slot_offsets
 from pyxdp.kernel._fd import Fd, fd_number
@@ -24,6 +25,7 @@ from pyxdp.kernel._map import expect_kind
 from pyxdp.kernel._owned import OwnedObject
 from pyxdp.kernel._pin import obj_get
 from pyxdp.kernel._sys import ProgLoadAttr, addr, bpf, obj_name
+from pyxdp.kernel._testrun import test_run
 from pyxdp.spec import FuncInfo, LineInfo, ProgramSpec
 
 LOG_START = 1 << 16
@@ -219,8 +221,21 @@ class Program(OwnedObject):
 
     def test_run(self, data: bytes = b"", **kwargs: Any) -> Any:
         """Run once in the kernel (BPF_PROG_TEST_RUN); see :func:`pyxdp.kernel.test_run`."""
-        from pyxdp.kernel._testrun import test_run
         return test_run(self, data, **kwargs)
+
+    def run_packet(self, packet: bytes, *, ingress_ifindex: int | None = None,
+                   rx_queue_index: int = 0) -> RunResult:
+        """The backend protocol's run (:class:`pyxdp.backend.LoadedProgram`): one
+        BPF_PROG_TEST_RUN on ``packet``; with ``ingress_ifindex`` an ``xdp_md`` context
+        naming that device and queue (which must exist in the caller's namespace)."""
+        ctx = None
+        if ingress_ifindex is not None:
+            ctx = XdpMd(data=0, data_end=len(packet), ingress_ifindex=ingress_ifindex,
+                        rx_queue_index=rx_queue_index)
+        elif rx_queue_index:
+            raise ValueError("rx_queue_index needs an ingress_ifindex")
+        res = test_run(self, packet, ctx=ctx)
+        return RunResult(res.retval, res.data_out, res.duration_ns)
 
     def __repr__(self) -> str:
         state = "closed" if self.fd.closed else f"fd={self.fd.fileno()}"

@@ -22,13 +22,13 @@ import contextlib
 import copy
 import dataclasses
 import errno as _errno
-import mmap
 import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pyxdp.abi import LIBBPF_PIN_BY_NAME, Cmd, MapType, ProgBindMapAttr, ProgType
+from pyxdp.backend import Variable
 from pyxdp.btf import Btf, BtfFeatures, CoreResolver, Kind, apply_core_relocations, sanitize
 from pyxdp.btf import load_vmlinux as _load_vmlinux
 from pyxdp.errors import BpfError, BtfError, MapError
@@ -38,8 +38,8 @@ from pyxdp.kernel._pin import obj_pin
 from pyxdp.kernel._prog import Program
 from pyxdp.kernel._sys import ENOTSUPP, bpf
 from pyxdp.kernel.features import load_btf
-from pyxdp.maps import MapSpec
-from pyxdp.spec import ObjectSpec, ProgramSpec, VariableSpec
+from pyxdp.maps import MapSpec, check_reuse_compat
+from pyxdp.spec import ObjectSpec, ProgramSpec
 
 PIN_BY_NAME = LIBBPF_PIN_BY_NAME
 # the sections the ELF reader turns into global data maps (keys of ObjectSpec.maps)
@@ -50,68 +50,6 @@ _NO_BTF_MAPS = frozenset({
     MapType.STACK_TRACE, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.DEVMAP,
     MapType.DEVMAP_HASH, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKMAP, MapType.SOCKHASH,
     MapType.QUEUE, MapType.STACK, MapType.RINGBUF})
-
-
-class Variable:
-    """A global variable of a loaded object, read and written through its data map."""
-
-    def __init__(self, spec: VariableSpec, m: Map) -> None:
-        self.spec = spec
-        self.map = m
-
-    @property
-    def raw(self) -> bytes:
-        data = self.map._lookup(bytes(4))
-        if data is None:
-            raise MapError(f"data map {self.map.name!r} has no value 0")
-        return data[self.spec.offset:self.spec.offset + self.spec.size]
-
-    @raw.setter
-    def raw(self, value: bytes) -> None:
-        if self.spec.readonly:
-            raise MapError(f"variable {self.spec.name!r} is in frozen {self.spec.map_name};"
-                           " set it on the ObjectSpec before loading (set_variable)")
-        if len(value) != self.spec.size:
-            raise ValueError(f"variable {self.spec.name!r} is {self.spec.size} bytes,"
-                             f" got {len(value)}")
-        if self._write_mmapped(bytes(value)):
-            return
-        # no mmap (a kernel before 5.5): read-modify-write of the whole value, which can
-        # undo what a running program wrote into *other* variables meanwhile
-        data = self.map._lookup(bytes(4)) or bytes(self.map.spec.value_size)
-        new = data[:self.spec.offset] + bytes(value) + data[self.spec.offset + self.spec.size:]
-        self.map._update(bytes(4), new, 0)
-
-    def _write_mmapped(self, value: bytes) -> bool:
-        """Write just this variable's bytes through a shared mapping of the (mmapable) data
-        map, so concurrent program writes to its neighbours are never undone."""
-        if not self.map.spec.flags & BPF_F_MMAPABLE:
-            return False
-        page = mmap.PAGESIZE
-        length = (self.map.spec.value_size + page - 1) // page * page
-        try:
-            mm = mmap.mmap(self.map.fd.fileno(), length, mmap.MAP_SHARED,
-                           mmap.PROT_READ | mmap.PROT_WRITE)
-        except OSError:
-            return False
-        with mm:
-            mm[self.spec.offset:self.spec.offset + self.spec.size] = value
-        return True
-
-    @property
-    def value(self) -> int | bytes:
-        """An unsigned little-endian int for 1/2/4/8-byte variables, else bytes."""
-        raw = self.raw
-        return int.from_bytes(raw, "little") if len(raw) in (1, 2, 4, 8) else raw
-
-    @value.setter
-    def value(self, value: int | bytes) -> None:
-        if isinstance(value, int):
-            value = value.to_bytes(self.spec.size, "little", signed=value < 0)
-        self.raw = value
-
-    def __repr__(self) -> str:
-        return f"<Variable {self.spec.name!r} in {self.spec.map_name} = {self.value!r}>"
 
 
 class Collection:
@@ -158,12 +96,7 @@ def _load_btf(btf: Btf, features: BtfFeatures) -> Fd | None:
 
 
 def _check_pinned(name: str, pinned: Map, spec: MapSpec) -> None:
-    """libbpf's map_is_reuse_compat: the pin must have the layout the object expects."""
-    got = pinned.spec
-    for attr in ("type", "key_size", "value_size", "max_entries", "flags"):
-        if getattr(got, attr) != getattr(spec, attr):
-            raise MapError(f"pinned map {name!r} has {attr} {getattr(got, attr)}, the object"
-                           f" wants {getattr(spec, attr)}")
+    check_reuse_compat(name, pinned.spec, spec)
 
 
 def is_data_map(name: str, spec: MapSpec) -> bool:

@@ -186,17 +186,18 @@ def summary(phases: list[Phase], log: Callable[[str], None] = print) -> None:
 
 def run_emulator_demo(n: int = 20000, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The same filter, compiled the same way, in the emulator over generated traffic."""
-    from pyxdp.apps.filter.program import emulate_generation
+    from pyxdp.apps.filter.program import PROGRAM, load_generation
     from pyxdp.apps.filter.tables import Sizes, assign_slots, compile_tables
-    from pyxdp.emu import Machine
+    from pyxdp.emu import EmuBackend
     from pyxdp.packets import build
 
     rs = demo_rules()
     sizes = Sizes()
     slots = assign_slots(rs.rules, {}, sizes.rules)
     clock = [0]
-    prog = emulate_generation(compile_tables(rs, slots, sizes), sizes,
-                              machine=Machine(clock=lambda: clock[0]))
+    coll = load_generation(compile_tables(rs, slots, sizes), sizes,
+                           EmuBackend(clock=lambda: clock[0]))
+    prog = coll.programs[PROGRAM]
     rng = random.Random(1)
     base_blocked = int(IPv4Address(BLOCKED.split("/")[0]))
     base_syn = int(IPv4Address(SPOOFED_SYN.split("/")[0]))

@@ -28,12 +28,23 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from pyxdp import xdp
 from pyxdp.apps.filter import dataplane as dp
 from pyxdp.apps.filter.program import PROGRAM, compiled, load_generation
 from pyxdp.apps.filter.rules import Rule, RuleError, RuleSet
 from pyxdp.apps.filter.state import FilterState, normalise_ruleset, write_atomic
 from pyxdp.apps.filter.tables import Sizes, assign_slots, compile_tables
+from pyxdp.compiler.codecs import apply_codecs
 from pyxdp.errors import PyxdpError
+from pyxdp.kernel import (
+    DEFAULT_BPFFS,
+    KernelBackend,
+    Link,
+    Map,
+    Program,
+    ensure_bpffs,
+    is_bpffs,
+)
 
 PIN_ROOT = "/sys/fs/bpf/pyxdp-filter"
 STATE_ROOT = "/run/pyxdp-filter"
@@ -80,8 +91,6 @@ class Filter:
                pin_root: str = PIN_ROOT, *, state_root: str = STATE_ROOT,
                sizes: Sizes | None = None) -> Filter:
         """Attach a filter with ``rules`` (default: an empty allow-all set) to ``iface``."""
-        from pyxdp import xdp
-        from pyxdp.kernel import DEFAULT_BPFFS, ensure_bpffs, is_bpffs
 
         rs = normalise_ruleset(rules if rules is not None else RuleSet(), "Filter.attach")
         sizes = sizes or Sizes()
@@ -108,7 +117,7 @@ class Filter:
             try:
                 # no state.json under the lock: pins here are leftovers of a crashed attach
                 _clear_pins(pin_dir)
-                gen = load_generation(tables, sizes, pin_dir)
+                gen = load_generation(tables, sizes, KernelBackend(), pin_dir)
                 att = xdp.attach(iface, gen.programs[PROGRAM], mode)
                 if att.link is None:
                     raise FilterError(f"{iface}: attached without a bpf_link; the filter"
@@ -135,7 +144,6 @@ class Filter:
     def open(cls, iface: str, pin_root: str = PIN_ROOT, *,
              state_root: str = STATE_ROOT) -> Filter:
         """Reopen the filter attached to ``iface`` (by this or an earlier process)."""
-        from pyxdp.kernel import Link
 
         name = instance_name(iface)
         pin_dir, state_dir = os.path.join(pin_root, name), os.path.join(state_root, name)
@@ -163,8 +171,6 @@ class Filter:
         the pinned link if there is one, else the XDP program on ``iface`` if it is this
         filter's (by program name), and remove the pins and the saved state.  Returns what
         was done, for the operator."""
-        from pyxdp import xdp
-        from pyxdp.kernel import Link
 
         name = instance_name(iface)
         pin_dir, state_dir = os.path.join(pin_root, name), os.path.join(state_root, name)
@@ -297,8 +303,6 @@ class Filter:
             self._apply(replace(rs, rules=keep))
 
     def _apply(self, rs: RuleSet) -> None:
-        from pyxdp.kernel import Program
-
         st = self._state
         slots = assign_slots(rs.rules, st.slots, st.sizes.rules)
         tables = compile_tables(rs, slots, st.sizes)
@@ -311,7 +315,7 @@ class Filter:
         reused = fresh & set(st.slots.values())
         if fresh - reused:
             self._reset_slots(fresh - reused)
-        gen = load_generation(tables, st.sizes, self.pin_dir)
+        gen = load_generation(tables, st.sizes, KernelBackend(), self.pin_dir)
         with contextlib.ExitStack() as stack:
             try:
                 old_prog = self._gen.programs[PROGRAM] if self._gen is not None else None
@@ -351,9 +355,6 @@ class Filter:
     # -- observation -------------------------------------------------------------------------
     def _maps(self) -> dict[str, Any]:
         if self._shared is None:
-            from pyxdp.compiler.codecs import apply_codecs
-            from pyxdp.kernel import Map
-
             info = compiled().info
             out = {}
             try:

@@ -11,44 +11,45 @@ from __future__ import annotations
 import copy
 import functools
 from pathlib import Path
-from typing import Any
 
+from pyxdp.abi import LIBBPF_PIN_BY_NAME
 from pyxdp.apps.filter import dataplane
 from pyxdp.apps.filter.tables import Sizes, Tables
+from pyxdp.backend import Backend, LoadedCollection
+from pyxdp.compiler import CompiledObject, compile_module
 from pyxdp.elf import set_variable
-from pyxdp.kernel.loader import PIN_BY_NAME
+from pyxdp.spec import ObjectSpec
 
 PROGRAM = "xdp_filter"
 SHARED = ("stats", "buckets", "talkers", "clock")
 
 
 @functools.cache
-def compiled() -> Any:
-    """The compiled data plane (a :class:`~pyxdp.compiler.CompiledObject`), cached."""
-    from pyxdp.compiler import compile_module
-
+def compiled() -> CompiledObject:
+    """The compiled data plane, cached (compiled on first use, not at import)."""
     return compile_module(Path(dataplane.__file__))
 
 
-def generation_spec(tables: Tables, sizes: Sizes, extra: dict[str, int] | None = None) -> Any:
+def generation_spec(tables: Tables, sizes: Sizes, extra: dict[str, int] | None = None
+                    ) -> ObjectSpec:
     """The object spec of one generation: sized, shared maps pinned, features configured."""
     spec = copy.deepcopy(compiled().spec)
     for name, n in sizes.max_entries().items():
         spec.maps[name].max_entries = n
     for name in SHARED:
-        spec.maps[name].pinning = PIN_BY_NAME
+        spec.maps[name].pinning = LIBBPF_PIN_BY_NAME
     for k, v in {**tables.config, **(extra or {})}.items():
         set_variable(spec, k, v)
     return spec
 
 
-def load_generation(tables: Tables, sizes: Sizes, pin_dir: str | None,
-                    extra: dict[str, int] | None = None) -> Any:
-    """Load a generation into the kernel (a :class:`~pyxdp.kernel.Collection`) with its
-    rule maps filled; nothing of it is attached yet.  Closed again on any error."""
-    from pyxdp.kernel import load_collection
-
-    coll = load_collection(generation_spec(tables, sizes, extra), pin_path=pin_dir)
+def load_generation(tables: Tables, sizes: Sizes, backend: Backend,
+                    pin_dir: str | None = None,
+                    extra: dict[str, int] | None = None) -> LoadedCollection:
+    """Load a generation through ``backend`` (kernel or emulator) with its rule maps filled
+    and typed; nothing of it is attached.  Closed again on any error.  With ``pin_dir`` the
+    shared maps (:data:`SHARED`) are reused from, or pinned at, that directory."""
+    coll = backend.load(generation_spec(tables, sizes, extra), pin_path=pin_dir)
     try:
         tables.write(compiled().typed_maps(coll))
     except BaseException:
@@ -57,22 +58,4 @@ def load_generation(tables: Tables, sizes: Sizes, pin_dir: str | None,
     return coll
 
 
-def emulate_generation(tables: Tables, sizes: Sizes, extra: dict[str, int] | None = None,
-                       **kw: Any) -> Any:
-    """The same generation in :mod:`pyxdp.emu` (typed emulator maps in ``.maps``)."""
-    import pyxdp.emu
-    from pyxdp.compiler.codecs import apply_codecs
-    from pyxdp.emu import create_map
-
-    spec = generation_spec(tables, sizes, extra)
-    info = compiled().info
-    maps = {}
-    for name, mspec in spec.maps.items():
-        m = create_map(mspec)
-        maps[name] = apply_codecs(m, info.maps[name]) if name in info.maps else m
-    tables.write(maps)
-    return pyxdp.emu.load(spec.programs[PROGRAM], maps=maps, **kw)
-
-
-__all__ = ["PROGRAM", "SHARED", "compiled", "emulate_generation", "generation_spec",
-           "load_generation"]
+__all__ = ["PROGRAM", "SHARED", "compiled", "generation_spec", "load_generation"]

@@ -23,6 +23,7 @@ from typing import Any
 
 from pyxdp.apps.filter import dataplane as dp
 from pyxdp.apps.filter.rules import Action, Rule, RuleError, RuleSet
+from pyxdp.maps import MapBase
 
 PORT_GROUPS = 64       # distinct sport (and dport) range lists per rule set: bits of a u64
 MAX_BURST_BITS = 1 << 62
@@ -75,7 +76,7 @@ class Tables:
     patterns: dict[int, Any] = field(default_factory=dict)
     limits: dict[int, Any] = field(default_factory=dict)
 
-    def write(self, maps: Mapping[str, Any]) -> None:
+    def write(self, maps: Mapping[str, MapBase]) -> None:
         """Fill a fresh generation's maps (kernel :class:`~pyxdp.kernel.Map` or emulator
         maps with the declared codecs)."""
         for name, (keys, values) in self.tries.items():
@@ -91,15 +92,9 @@ class Tables:
                                         for (r, d), v in self.pairs.items()])
 
 
-def _write_raw(m: Any, keys: bytes, values: bytes) -> None:
-    if not keys:
-        return
-    if hasattr(m, "update_batch_raw"):
+def _write_raw(m: MapBase, keys: bytes, values: bytes) -> None:
+    if keys:
         m.update_batch_raw(keys, values)
-        return
-    ks, vs = m.spec.key_size, m.spec.value_size
-    for i in range(len(keys) // ks):
-        m._update(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs], 0)
 
 
 # -- slots --------------------------------------------------------------------------------------

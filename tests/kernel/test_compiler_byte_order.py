@@ -1,0 +1,80 @@
+"""One byte-order rule everywhere (issue 11): ``be16/be32/be64`` are storage types, and
+whatever reads them -- a header field, ``ctx.load``, ``cursor.load``, raw ``load`` -- gives
+the host-order value; whatever writes them takes one.  Checked in the kernel and in the
+emulator, through the backend protocol, with the frame bytes as the reference."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyxdp.backend import Backend
+from pyxdp.compiler import compile_module
+from pyxdp.emu import EmuBackend
+from pyxdp.errors import CompileError
+
+SRC = '''
+from pyxdp.compiler.lang import *
+out = ArrayMap[u32, u64](max_entries=8)
+
+@xdp
+def order(ctx):
+    v = ctx.load(be32, 0)
+    if not v:
+        return XDP_PASS
+    out.update(0, v.value)
+    c = ctx.cursor()
+    w = c.load(be16, 4)
+    if w:
+        out.update(1, w.value)
+    x = ctx.load(u32, 0)
+    if x:
+        out.update(2, x.value)
+    q = ctx.load(be64, 0)
+    if q:
+        out.update(3, q.value)
+    p = ctx.data
+    if p + 8 > ctx.data_end:
+        return XDP_PASS
+    out.update(4, load(be16, p + 6))
+    store(be16, p + 8 - 2, 0xABCD)          # bytes 6..7 become AB CD
+    v.value = 0x11223344                    # bytes 0..3 become 11 22 33 44
+    return XDP_TX
+'''
+FRAME = bytes(range(1, 65))
+
+
+@pytest.fixture(params=[pytest.param("emulator"),
+                        pytest.param("kernel", marks=pytest.mark.kernel)])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "emulator":
+        return EmuBackend()
+    from pyxdp.kernel import KernelBackend
+
+    return KernelBackend()
+
+
+def test_every_big_endian_read_and_write_is_in_host_order(backend: Backend) -> None:
+    obj = compile_module(SRC)
+    with backend.load(obj.spec) as coll:
+        out = obj.typed_maps(coll)["out"]
+        res = coll.programs["order"].run_packet(FRAME)
+        got = [out[i] for i in range(5)]
+    assert got == [int.from_bytes(FRAME[0:4], "big"), int.from_bytes(FRAME[4:6], "big"),
+                   int.from_bytes(FRAME[0:4], "little"), int.from_bytes(FRAME[0:8], "big"),
+                   int.from_bytes(FRAME[6:8], "big")]
+    assert res.packet == bytes.fromhex("11223344") + FRAME[4:6] + bytes.fromhex("abcd") + (
+        FRAME[8:])
+
+
+@pytest.mark.parametrize("stmt", [
+    "csum_replace2(1, 2, 3)", "csum_fold(5)", "bswap16(5)", "u32(ctx.ingress_ifindex)",
+    "ctx.load(be32, 0)", "ipv4_csum(ip)",
+])
+def test_a_discarded_pure_result_is_refused(stmt: str) -> None:
+    src = ("from pyxdp.compiler.lang import *\n\n@xdp\ndef p(ctx):\n"
+           "    c = ctx.cursor()\n    eth = c.parse(Ethernet)\n    ip = c.parse(IPv4)\n"
+           "    if not ip:\n        return XDP_PASS\n"
+           f"    {stmt}\n    return XDP_PASS\n")
+    with pytest.raises(CompileError, match="is discarded") as ei:
+        compile_module(src)
+    assert ei.value.line == 10

@@ -355,7 +355,7 @@ class Filter:
             from pyxdp.kernel import Map
 
             info = compiled().info
-            out = {}
+            out: dict[str, Map] = {}
             try:
                 for name in ("stats", "buckets", "talkers", "clock"):
                     out[name] = apply_codecs(Map.from_pin(os.path.join(self.pin_dir, name)),

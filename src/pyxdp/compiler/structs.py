@@ -1,3 +1,6 @@
+# mypy: disable-error-code="valid-type"
+# (field annotations are dialect types, IntType objects such as be16 or u8[6] that Struct
+# evaluates at class creation; mypy accepts only classes there, and reads these fields as Any)
 """Struct declarations: typed fields with C layout, usable in programs and as map types."""
 
 from __future__ import annotations

@@ -107,6 +107,8 @@ class MapError(PyxdpError):
 class BpfError(PyxdpError, OSError):
     """The kernel refused a ``bpf()`` command. ``errno`` is kept; ``command`` names the command."""
 
+    errno: int              # always set (OSError's own is Optional)
+
     def __init__(self, err: int, command: str, detail: str = "") -> None:
         msg = f"bpf({command}) failed: {os.strerror(err)} [{_errno.errorcode.get(err, err)}]"
         if err == _errno.EPERM:

@@ -24,10 +24,15 @@ import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pyxdp.abi import MapType, UpdateFlags
 from pyxdp.errors import MapError
+
+if TYPE_CHECKING:
+    # the ctypes types a CtypesCodec accepts (make_codec checks the same four at run time)
+    CtypesType: TypeAlias = type[ctypes._SimpleCData[Any] | ctypes.Structure | ctypes.Union
+                                 | ctypes.Array[Any]]
 
 PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH,
                           MapType.PERCPU_CGROUP_STORAGE})
@@ -120,13 +125,13 @@ class StructCodec(Codec):
 class CtypesCodec(Codec):
     """A ``ctypes`` type (structure, array or scalar)."""
 
-    def __init__(self, ctype: type) -> None:
+    def __init__(self, ctype: CtypesType) -> None:
         self.ctype = ctype
         self.size = ctypes.sizeof(ctype)
 
     def encode(self, value: Any) -> bytes:
         if isinstance(value, self.ctype):
-            return bytes(value)  # type: ignore[call-overload]
+            return bytes(value)
         if isinstance(value, bytes | bytearray) and len(value) == self.size:
             return bytes(value)
         try:
@@ -165,6 +170,7 @@ class LpmKeyCodec(Codec):
                 value = ipaddress.ip_network(value, strict=False)
             except ValueError as e:
                 raise MapError(f"bad prefix {value!r}: {e}") from None
+        addr: Any        # bytes-like, or an address (string or object) until converted
         if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
             plen, addr = value.prefixlen, value.network_address.packed
         elif isinstance(value, tuple) and len(value) == 2:

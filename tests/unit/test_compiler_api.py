@@ -6,9 +6,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 from pyxdp.cli import main
 from pyxdp.compiler import compile_function
-from pyxdp.compiler.lang import LpmKey4
+from pyxdp.compiler.lang import LpmKey4, Struct, u8
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -32,6 +34,28 @@ def test_struct_codec_round_trip() -> None:
     raw = codec.encode(LpmKey4(prefixlen=24, addr=0xC0000200))
     assert raw == (24).to_bytes(4, "little") + bytes([192, 0, 2, 0])
     assert codec.decode(raw) == LpmKey4(prefixlen=24, addr=0xC0000200)
+
+
+@pytest.mark.parametrize(("bits", "hdrlen", "message"), [
+    ({"lo": ("arr", 0, 4)}, None, "'arr' is not an integer field"),
+    ({"lo": ("nope", 0, 4)}, None, "'nope' is not an integer field"),
+    ({"lo": ("x", 6, 4)}, None, "do not fit the 8-bit field 'x'"),
+    ({"lo": ("x", 0, 0)}, None, "do not fit"),
+    ({}, ("nope", 4, 0), "'nope' is not an integer or bit field"),
+    ({}, ("arr", 4, 0), "'arr' is not an integer or bit field"),
+])
+def test_struct_bits_and_hdrlen_are_checked_at_declaration(bits, hdrlen, message) -> None:
+    # these used to pass silently and crash the compiler later (KeyError / AttributeError)
+    with pytest.raises(TypeError, match=message):
+        type("H", (Struct,), {"__annotations__": {"arr": u8[2], "x": u8}, "_packed_": True,
+                              "_bits_": bits, "_hdrlen_": hdrlen})
+
+
+def test_struct_bit_and_hdrlen_fields_accepted() -> None:
+    h = type("H", (Struct,), {"__annotations__": {"arr": u8[2], "x": u8}, "_packed_": True,
+                              "_bits_": {"lo": ("x", 0, 4), "hi": ("x", 4, 4)},
+                              "_hdrlen_": ("lo", 4, 0)})
+    assert set(h.__pyxdp_type__.bits) == {"lo", "hi"}
 
 
 def test_cli_compile(tmp_path, capsys) -> None:

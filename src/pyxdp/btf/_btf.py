@@ -52,7 +52,7 @@ class Btf:
                  base: Btf | None = None, endian: str = "<") -> None:
         self.base = base
         self.endian = endian
-        self.strings = strings or StringTable(b"\0", base.strings if base else None)
+        self.strings: StringTable = strings or StringTable(b"\0", base.strings if base else None)
         self.start_id = len(base.types) if base is not None else 1
         own = types or []
         self.types: list[BtfType] = (list(base.types) if base else [VOID]) + own
@@ -328,8 +328,8 @@ def _encode_type(t: BtfType, e: str, s: StringTable) -> bytes:
         for p in t.params:
             out.append(struct.pack(e + "II", s.offset_of(p.name), p.type))
     elif k == Kind.DATASEC:
-        for v in t.secinfos:
-            out.append(struct.pack(e + "III", v.type, v.offset, v.size))
+        for sec in t.secinfos:
+            out.append(struct.pack(e + "III", sec.type, sec.offset, sec.size))
     elif k == Kind.VAR:
         out.append(struct.pack(e + "I", t.linkage))
     elif k == Kind.DECL_TAG:

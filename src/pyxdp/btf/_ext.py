@@ -127,7 +127,8 @@ def _sections(body: bytes, off: int, length: int, e: str, min_rec: int, what: st
     (rec_size,) = struct.unpack_from(e + "I", blk, 0)
     if rec_size < min_rec or rec_size % 4 or rec_size > 1024:
         raise BtfError(f".BTF.ext {what} record size {rec_size} is invalid")
-    pos, out = 4, {}
+    pos = 4
+    out: dict[str, list[bytes]] = {}
     while pos < len(blk):
         if pos + 8 > len(blk):
             raise BtfError(f".BTF.ext {what}: truncated section header at {pos}")

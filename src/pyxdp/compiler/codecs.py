@@ -7,13 +7,17 @@ so ``stats[FlowKey(saddr=ip4("10.0.0.1"))]`` means what the program sees.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from pyxdp.abi import MapType
 from pyxdp.compiler.lang import MapDecl
 from pyxdp.compiler.types import ArrayType, IntType, StructType, Type
 from pyxdp.errors import MapError
 from pyxdp.maps import Codec, IntCodec, LpmKeyCodec, MapBase
+
+MapT = TypeVar("MapT", bound=MapBase)
 
 
 def _encode(t: Type, value: Any) -> bytes:
@@ -54,8 +58,11 @@ class StructCodec(Codec):
             return bytes(value)
         if isinstance(value, tuple):
             value = dict(zip(self.st.fields, value))
-        get = value.get if isinstance(value, dict) else (
-            lambda k, d=0: getattr(value, k, d))
+        get: Callable[[str, Any], Any]
+        if isinstance(value, dict):
+            get = value.get
+        else:
+            get = partial(getattr, value)       # get(name, default)
         out = bytearray(self.size)
         for name, (off, ft) in self.st.fields.items():
             v = get(name, None)
@@ -87,7 +94,7 @@ def codec_for(t: Any, size: int) -> Codec | None:
     return None
 
 
-def apply_codecs(m: MapBase, decl: MapDecl) -> MapBase:
+def apply_codecs(m: MapT, decl: MapDecl) -> MapT:
     """Give a kernel or emulator map the key/value codecs of its declaration (in place)."""
     if decl.map_type == MapType.LPM_TRIE:
         m.key_codec = LpmKeyCodec(m.spec.key_size)

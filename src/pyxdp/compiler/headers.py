@@ -1,3 +1,6 @@
+# mypy: disable-error-code="valid-type"
+# (field annotations are dialect types, IntType objects such as be16 or u8[6] that Struct
+# evaluates at class creation; mypy accepts only classes there, and reads these fields as Any)
 """Protocol headers as packed structs with network-order (``be*``) fields.
 
 Reading ``ip.saddr`` gives a host-order ``u32``; sub-byte fields (``ip.ihl``,

@@ -183,7 +183,7 @@ for _n in BUILTINS:
     globals()[_n] = _stub(_n)
 
 
-def ip4(text: str) -> int:  # type: ignore[no-redef]
+def ip4(text: str) -> int:
     """``ip4("10.0.0.1")`` is the host-order u32 of an address (folded at compile time)."""
     a, b, c, d = (int(x) for x in text.split("."))
     return a << 24 | b << 16 | c << 8 | d

@@ -72,19 +72,19 @@ def lower_builtin(cl: CallLower, e: ast.Call, name: str) -> ir.Value:
         b.store(b.bswap(v) if tt.be else v, fl.expr(args[1]), align=1)
         return ir.Constant(I64, 0)
     if name == "atomic_add":
-        ptr, storage, _ = cl.addr_of(args[0])  # type: ignore[arg-type]
+        ptr, storage, _ = cl.addr_of(args[0])
         assert isinstance(storage, IntType)
         b.atomic_rmw("add", ptr, fl.expr_as(args[1], storage), "seq_cst")
         return ir.Constant(I64, 0)
     if name == "csum_diff":
         ptrs: list[ir.Value] = []
         for a in args[:2]:
-            t = fl.t(a)
-            if t is NONE:
+            at = fl.t(a)
+            if at is NONE:
                 ptrs += [NULL, ir.Constant(I64, 0)]
             else:
-                assert isinstance(t, RefType)
-                ptrs += [cl.ptr(fl.expr(a)), ir.Constant(I64, t.target.size)]
+                assert isinstance(at, RefType)
+                ptrs += [cl.ptr(fl.expr(a)), ir.Constant(I64, at.target.size)]
         return cl.helper("csum_diff", I64, [*ptrs, fl.expr_as(args[2], u64)])
     if name == "fib_lookup":
         return cl.helper("fib_lookup", I64, [cl.ptr(fl.ctx), cl.ptr(fl.expr(args[1])),

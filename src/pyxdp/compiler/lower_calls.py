@@ -52,7 +52,7 @@ class CallLower:
         """``p + off`` bytes; a constant offset is remembered for the field's alignment."""
         if isinstance(off, int):
             q = self.b.gep(self.ptr(p), [ir.Constant(I64, off)], source_etype=I8)
-            q._pyxdp_off = off  # type: ignore[attr-defined]
+            q._pyxdp_off = off
             return q
         return self.b.gep(self.ptr(p), [off], source_etype=I8)
 
@@ -61,7 +61,7 @@ class CallLower:
         """Address, storage type and bit field of an assignable place."""
         r = self.fl.res(e)
         if isinstance(e, ast.Subscript):
-            base, storage, _ = self.addr_of(e.value)  # type: ignore[arg-type]
+            base, storage, _ = self.addr_of(e.value)
             assert isinstance(storage, ArrayType)
             idx = r[1]
             return self.gep(base, idx * storage.elem.size), storage.elem, None
@@ -98,7 +98,7 @@ class CallLower:
             return storage.elem.align
         return min(natural_align(off, 8), 4)
 
-    def _align(self, p: ir.Value, storage: IntType) -> int:
+    def _align(self, p: ir.Value, storage: Type) -> int:
         off = getattr(p, "_pyxdp_off", None)
         return natural_align(off, storage.size) if off is not None else storage.size
 
@@ -267,7 +267,8 @@ class CallLower:
             if fname in st.bits:
                 bf = st.bits[fname]
                 off, ft = st.fields[bf.base]
-                n = self.load_bits(self.gep(pos, off), ft, bf)  # type: ignore[arg-type]
+                assert isinstance(ft, IntType)      # Struct checks a bit field's base
+                n = self.load_bits(self.gep(pos, off), ft, bf)
             else:
                 off, ft = st.fields[fname]
                 n = self.load_field(self.gep(pos, off), ft)

@@ -96,7 +96,7 @@ class FnLower:
     def res(self, node: ast.AST) -> Any:
         return self.frame.types.res.get(id(node))
 
-    def at(self, node: ast.AST) -> None:
+    def at(self, node: ast.stmt) -> None:
         line = getattr(node, "lineno", None)
         if line is not None:
             loc = self.ml.di.location(self.scope, line, node.col_offset + 1)
@@ -310,6 +310,7 @@ class FnLower:
             return
         ptr, storage, bits = self.calls.addr_of(target)
         if bits is not None:
+            assert isinstance(storage, IntType)     # Struct checks a bit field's base
             self.calls.store_bits(ptr, storage, bits, self.coerce(v, t, storage.host))
             return
         self.calls.store_field(ptr, storage, self.coerce(v, t, storage))
@@ -337,6 +338,7 @@ class FnLower:
         if isinstance(storage, StructType):
             return ptr
         if bits is not None:
+            assert isinstance(storage, IntType)     # Struct checks a bit field's base
             return self.calls.load_bits(ptr, storage, bits)
         return self.calls.load_field(ptr, storage)
 

@@ -1,3 +1,6 @@
+# mypy: disable-error-code="valid-type"
+# (field annotations are dialect types, IntType objects such as be16 or u8[6] that Struct
+# evaluates at class creation; mypy accepts only classes there, and reads these fields as Any)
 """Struct declarations: typed fields with C layout, usable in programs and as map types."""
 
 from __future__ import annotations
@@ -6,7 +9,18 @@ import inspect
 import sys
 from typing import Any
 
-from pyxdp.compiler.types import ArrayType, BitField, StructType, Type, be16, be32, u8, u16, u32
+from pyxdp.compiler.types import (
+    ArrayType,
+    BitField,
+    IntType,
+    StructType,
+    Type,
+    be16,
+    be32,
+    u8,
+    u16,
+    u32,
+)
 
 
 class Struct:
@@ -42,6 +56,7 @@ class Struct:
                                 " (use u8..u64, i8..i64, be16/be32/be64, u8[N] or a Struct)")
             fields.append((fname, t))
         bits = {k: BitField(*v) for k, v in cls._bits_.items()}
+        _check_layout(cls.__name__, dict(fields), bits, cls._hdrlen_)
         cls.__pyxdp_type__ = StructType(cls.__name__, fields, cls._packed_, bits, cls)
 
     def __init__(self, **values: Any) -> None:
@@ -65,6 +80,24 @@ class Struct:
     def codec(cls) -> Any:
         from pyxdp.compiler.codecs import StructCodec
         return StructCodec(cls.__pyxdp_type__)
+
+
+def _check_layout(name: str, fields: dict[str, Type], bits: dict[str, BitField],
+                  hdrlen: tuple[str, int, int] | None) -> None:
+    """``_bits_`` must carve integer fields and ``_hdrlen_`` name one (the compiler relies
+    on both; a typo used to surface as a KeyError or AttributeError inside it)."""
+    for bname, bf in bits.items():
+        base = fields.get(bf.base)
+        if not isinstance(base, IntType):
+            raise TypeError(f"{name}._bits_[{bname!r}]: {bf.base!r} is not an integer field"
+                            f" of {name}")
+        if bf.width < 1 or bf.shift < 0 or bf.shift + bf.width > base.bits:
+            raise TypeError(f"{name}._bits_[{bname!r}]: bits {bf.shift}..+{bf.width} do not"
+                            f" fit the {base.bits}-bit field {bf.base!r}")
+    if hdrlen is not None and hdrlen[0] not in bits and not isinstance(
+            fields.get(hdrlen[0]), IntType):
+        raise TypeError(f"{name}._hdrlen_: {hdrlen[0]!r} is not an integer or bit field"
+                        f" of {name}")
 
 
 class LpmKey4(Struct):

@@ -411,8 +411,9 @@ class Typer:
                 if attr in tgt.bits:
                     bf = tgt.bits[attr]
                     off, ft = tgt.fields[bf.base]
+                    assert isinstance(ft, IntType)  # Struct checks a bit field's base
                     self.out.res[id(e)] = ("bits", off, ft, bf)
-                    return ft.host  # type: ignore[union-attr]
+                    return ft.host
             elif isinstance(tgt, IntType) and attr == "value":
                 self.out.res[id(e)] = ("value", 0, tgt)
                 return tgt.host
@@ -559,16 +560,16 @@ class Typer:
             self.flow = saved
             self.record(e, BOOL)
             return acc_t, acc_f or set()
-        t = self.expr(e)
-        if isinstance(e, ast.Name) and isinstance(t, RefType):
+        ty = self.expr(e)
+        if isinstance(e, ast.Name) and isinstance(ty, RefType):
             return {e.id}, set()
         if isinstance(e, ast.Compare) and len(e.ops) == 1 and isinstance(e.left, ast.Name):
             if isinstance(e.ops[0], ast.IsNot):
                 return {e.left.id}, set()
             if isinstance(e.ops[0], ast.Is):
                 return set(), {e.left.id}
-        if not (t is BOOL or is_int(t) or isinstance(t, RefType)):
-            raise self.err(e, f"a {t} cannot be used as a condition")
+        if not (ty is BOOL or is_int(ty) or isinstance(ty, RefType)):
+            raise self.err(e, f"a {ty} cannot be used as a condition")
         return set(), set()
 
     # -- type expressions ---------------------------------------------------------------

@@ -155,10 +155,13 @@ class CallTyper:
         if name == "ip4":
             if len(e.args) != 1 or not isinstance(e.args[0], ast.Constant):
                 raise self.err(e, "ip4 takes one 'a.b.c.d' string literal")
+            text = e.args[0].value
             try:
-                return LitType(ip4(e.args[0].value))
-            except (ValueError, AttributeError):
-                raise self.err(e, f"bad IPv4 address {e.args[0].value!r}") from None
+                if not isinstance(text, str):
+                    raise ValueError(text)
+                return LitType(ip4(text))
+            except ValueError:
+                raise self.err(e, f"bad IPv4 address {text!r}") from None
         self.res(e, ("builtin", name))
         return getattr(self, "b_" + name)(e)
 

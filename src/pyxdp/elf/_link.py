@@ -213,17 +213,17 @@ def rebase_ext(linked: Linked, ext: BtfExt | None, btf: Btf | None
         def at(off: int, f: Func = f, base: int = base) -> int:
             return base + off // 8 - f.start
 
-        for r in ext.func_info.get(f.sec.name, []):
-            if lo <= r.insn_off < hi:
-                fi.append(FuncInfo(at(r.insn_off), r.type_id, _name(btf, r.type_id)))
-        for r in ext.line_info.get(f.sec.name, []):
-            if lo <= r.insn_off < hi:
-                li.append(LineInfo(at(r.insn_off), btf.strings.get(r.file_name_off), r.line,
-                                   r.column, btf.strings.get(r.line_off), r.file_name_off,
-                                   r.line_off, r.line_col))
-        for r in ext.core_relos.get(f.sec.name, []):
-            if lo <= r.insn_off < hi:
-                co.append(replace(r, insn_off=at(r.insn_off)))
+        for fr in ext.func_info.get(f.sec.name, []):
+            if lo <= fr.insn_off < hi:
+                fi.append(FuncInfo(at(fr.insn_off), fr.type_id, _name(btf, fr.type_id)))
+        for lr in ext.line_info.get(f.sec.name, []):
+            if lo <= lr.insn_off < hi:
+                li.append(LineInfo(at(lr.insn_off), btf.strings.get(lr.file_name_off), lr.line,
+                                   lr.column, btf.strings.get(lr.line_off), lr.file_name_off,
+                                   lr.line_off, lr.line_col))
+        for cr in ext.core_relos.get(f.sec.name, []):
+            if lo <= cr.insn_off < hi:
+                co.append(replace(cr, insn_off=at(cr.insn_off)))
     fi.sort(key=lambda x: x.insn_off)
     li.sort(key=lambda x: x.insn_off)
     co.sort(key=lambda x: x.insn_off)

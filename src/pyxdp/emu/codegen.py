@@ -49,7 +49,8 @@ _FMT = {1: "B", 2: "H", 4: "I", 8: "Q"}
 MERGE_SPAN = 64     # widest byte span one merged load may cover
 # ALU64 ops with an immediate that may absorb a preceding ``mov dst, src`` (fused)
 _FUSABLE = {AluOp.ADD, AluOp.SUB, AluOp.AND, AluOp.OR, AluOp.XOR, AluOp.LSH, AluOp.RSH}
-_INLINE_ATOMICS = {AtomicOp.ADD: "+", AtomicOp.OR: "|", AtomicOp.AND: "&", AtomicOp.XOR: "^"}
+_INLINE_ATOMICS: dict[int, str] = {AtomicOp.ADD: "+", AtomicOp.OR: "|", AtomicOp.AND: "&",
+                                   AtomicOp.XOR: "^"}
 _INLINE_ATOMIC_IMMS = {op | fetch for op in _INLINE_ATOMICS for fetch in (0, 1)}
 
 # a merged load: (pc, byte offset relative to the base register, size) of each member
@@ -473,11 +474,11 @@ class InsnGen:
         """Buffer and offset expressions for ``[base + off]`` (``off`` = ``at`` if given)."""
         ioff = insn.off if at is None else at
         if base == 10:
-            off = STACK_SIZE + ioff
-            if not 0 <= off <= STACK_SIZE - size:
+            soff = STACK_SIZE + ioff
+            if not 0 <= soff <= STACK_SIZE - size:
                 raise invalid(f"stack access [r10{insn.off:+d}] of {size} bytes is outside"
                               f" the {STACK_SIZE}-byte frame", pc, insn)
-            return "S", str(off)
+            return "S", str(soff)
         slot = self._stack_const(base, size, ioff)
         if slot is not None:
             return "S", str(slot)

@@ -299,7 +299,8 @@ def _array_lookup(mem: Memory, m: ArrayMap) -> Callable[[int], int]:
     def lookup(kaddr: int) -> int:
         buf = regions.get(kaddr >> SHIFT)
         try:
-            idx = u32(buf, kaddr & OFFSET_MASK)[0]
+            # an unmapped region (None) raises TypeError: no extra test on this hot path
+            idx = u32(buf, kaddr & OFFSET_MASK)[0]  # type: ignore[arg-type]
         except (TypeError, struct.error):
             raise EmulatorError("map key of 4 bytes is not readable", address=kaddr) from None
         return base + idx * stride if idx < limit else 0

@@ -10,9 +10,10 @@ jumps back to itself becomes a plain inner ``while`` loop.  Loops count executed
 instructions and stop at the budget.
 
 The main function is emitted twice: ``f0(r1, ..., r5, depth)`` for :meth:`run` and tail
-calls, and ``x0(P, C)`` for ``run_xdp``, which receives the packet buffer and the context
-bytes directly.  In ``x0`` r1 is a known constant pointing into ``C``, so context loads need
-no region lookup and the packet pointers they yield are known to point into ``P``.
+calls, and ``x0(P, C, E)`` for ``run_xdp``, which receives the packet buffer, the context
+bytes and data_end directly.  In ``x0`` r1 is a known constant pointing into ``C``, so
+context loads need no region lookup and the packet pointers they yield are known to point
+into ``P``.
 
 Every emitted line remembers the instruction it came from (``Compiled.line_pc``), so a fault
 inside generated code is reported with its pc without any per-instruction bookkeeping.
@@ -55,7 +56,7 @@ class Compiled:
     line_pc: list[int]     # 1-based source line -> pc (index 0 unused)
     # 1-based source line of a merged load -> (base location, (pc, offset, size) members)
     merged: dict[int, tuple[Loc, MergedLoad]] = field(default_factory=dict)
-    xdp: Callable[[bytearray, bytes], int] | None = None   # x0(P, C), when there is one
+    xdp: Callable[[bytearray, bytes, int], int] | None = None   # x0(P, C, E), if any
     # 1-based source line of an access whose base register was never assigned (a lazy
     # constant or map value) -> expression of the base address, over the frame's locals
     access: dict[int, str] = field(default_factory=dict)
@@ -91,7 +92,7 @@ class _FuncGen:
         self.layout, self.sub, self.out, self.gen = layout, sub, out, gen
         self.budget = budget
         self.count = count
-        self.xdp = xdp     # the XDP entry x0(P, C) of the main function
+        self.xdp = xdp     # the XDP entry x0(P, C, E) of the main function
         self.dispatch: set[int] = {sub.start} | sub.loop_heads
         self._plan()
 

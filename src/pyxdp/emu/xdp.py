@@ -85,7 +85,7 @@ class LazyXdpResult(XdpResult):
         self._redirect = redirect
         self._trace = trace
 
-    @property  # type: ignore[override]
+    @property
     def verdict(self) -> XdpAction:
         r0 = self.r0
         return _VERDICTS[r0] if r0 < _NVERDICTS else XdpAction.ABORTED
@@ -94,7 +94,7 @@ class LazyXdpResult(XdpResult):
     def verdict(self, value: XdpAction) -> None:
         self.r0 = int(value)
 
-    @property  # type: ignore[override]
+    @property
     def packet(self) -> bytes:
         return bytes(self._buf[self._data:])
 
@@ -102,7 +102,7 @@ class LazyXdpResult(XdpResult):
     def packet(self, value: bytes) -> None:
         self._buf, self._data = bytearray(value), 0
 
-    @property  # type: ignore[override]
+    @property
     def meta(self) -> bytes:
         return bytes(self._buf[self._meta:self._data]) if self._meta != self._data else b""
 
@@ -111,7 +111,7 @@ class LazyXdpResult(XdpResult):
         self._buf = bytearray(value) + self._buf[self._data:]
         self._meta, self._data = 0, len(value)
 
-    @property  # type: ignore[override]
+    @property
     def redirect(self) -> Redirect | None:
         return self._redirect if self.r0 == XdpAction.REDIRECT else None
 
@@ -119,7 +119,7 @@ class LazyXdpResult(XdpResult):
     def redirect(self, value: Redirect | None) -> None:
         self._redirect = value
 
-    @property  # type: ignore[override]
+    @property
     def trace(self) -> list[str]:
         if self._trace is None:
             self._trace = []
@@ -136,7 +136,8 @@ class XdpRunResult(LazyXdpResult):
     frame buffer, with slots for both; everything else keeps the class defaults."""
 
     __slots__ = ("_buf", "r0")
-    __init__ = object.__init__     # type: ignore[assignment]
+    # not LazyXdpResult's signature, on purpose (older mypy releases flag the override)
+    __init__ = object.__init__  # type: ignore[assignment, unused-ignore]
 
 
 class XdpState:

@@ -261,7 +261,7 @@ class Map(OwnedObject, MapBase):
             a = self._attr
             a.map_fd = self.fd.fileno()  # raises once closed: never a reused fd number
             a.key = key or None
-            a.value = ctypes.addressof(self._vbuf)  # type: ignore[assignment]
+            a.value = ctypes.addressof(self._vbuf)
             a.flags = 0
             try:
                 bpf(Cmd.MAP_LOOKUP_ELEM, a)
@@ -309,7 +309,7 @@ class Map(OwnedObject, MapBase):
             a = self._attr
             a.map_fd = self.fd.fileno()  # raises once closed: never a reused fd number
             a.key = key
-            a.value = ctypes.addressof(self._nbuf)  # type: ignore[assignment]
+            a.value = ctypes.addressof(self._nbuf)
             a.flags = 0
             try:
                 bpf(Cmd.MAP_GET_NEXT_KEY, a)

@@ -245,28 +245,30 @@ def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux:
         vmlinux = _load_vmlinux()
     resolver = CoreResolver(obj.btf, vmlinux) if obj.btf is not None and vmlinux else None
     for pname, pspec in obj.programs.items():
-        spec = pspec
+        prog = pspec
         if pspec.core_relos:
             if resolver is None:
                 raise BtfError(f"program {pname!r} has CO-RE relocations but no BTF to"
                                " resolve them against")
-            spec = copy.copy(pspec)
-            spec.instructions = list(pspec.instructions)
-            spec.map_refs = dict(pspec.map_refs)
-            coll.core_results[pname] = apply_core_relocations(spec, obj.btf, vmlinux,
-                                                              resolver)
+            prog = copy.copy(pspec)
+            prog.instructions = list(pspec.instructions)
+            prog.map_refs = dict(pspec.map_refs)
+            # the resolver's local/target are obj.btf and vmlinux
+            coll.core_results[pname] = apply_core_relocations(prog, resolver.local,
+                                                              resolver.target, resolver)
         with_btf = coll.btf_fd is not None
         coll.programs[pname] = Program.load(
-            spec, maps=coll.maps, btf_fd=coll.btf_fd if with_btf else None,
+            prog, maps=coll.maps, btf_fd=coll.btf_fd if with_btf else None,
             func_info=None if with_btf else [], line_info=None if with_btf else [],
-            attach_btf_id=_attach_btf_id(spec, vmlinux), log_level=log_level)
+            attach_btf_id=_attach_btf_id(prog, vmlinux), log_level=log_level)
         if ".rodata" in coll.maps and is_data_map(".rodata", obj.maps[".rodata"]):
             _bind_map(coll.programs[pname], coll.maps[".rodata"])
     for mname in slotted:
         target = coll.maps[mname]
         for idx, what in obj.map_slots[mname].items():
-            source: Mapping[str, Any] = (coll.programs if obj.maps[mname].type ==
-                                         MapType.PROG_ARRAY else coll.maps)
+            source: Mapping[str, Any] = coll.maps
+            if obj.maps[mname].type == MapType.PROG_ARRAY:
+                source = coll.programs
             if what not in source:
                 raise MapError(f"map {mname!r} slot {idx}: {what!r} was not loaded")
             target[idx] = source[what]

@@ -154,7 +154,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale(prefix: str = "pyxdp-") -> list[str]:
     """Delete namespaces of earlier test beds whose creating process is gone."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(NETNS_DIR)
     except FileNotFoundError:

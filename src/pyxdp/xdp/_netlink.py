@@ -52,6 +52,8 @@ _NLATTR = struct.Struct("=HH")
 class NetlinkError(OSError):
     """The kernel refused a netlink request; ``extack`` is the kernel's own explanation."""
 
+    errno: int              # always set (OSError's own is Optional)
+
     def __init__(self, err: int, what: str, extack: str = "") -> None:
         self.extack = extack
         msg = f"{what}: {os.strerror(err)}"

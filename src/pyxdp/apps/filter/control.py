@@ -356,7 +356,7 @@ class Filter:
     def _maps(self) -> dict[str, Any]:
         if self._shared is None:
             info = compiled().info
-            out = {}
+            out: dict[str, Map] = {}
             try:
                 for name in ("stats", "buckets", "talkers", "clock"):
                     out[name] = apply_codecs(Map.from_pin(os.path.join(self.pin_dir, name)),

@@ -452,7 +452,10 @@ def parse_address_list(text: str, filename: str = "<list>", *, name: str = "list
                             name) from None
     if not nets:
         raise RuleError("the list holds no address", filename, name)
-    return Rule(name, action, **{direction: tuple(nets)}, where=filename)
+    prefixes = tuple(nets)
+    if direction == "src":
+        return Rule(name, action, src=prefixes, where=filename)
+    return Rule(name, action, dst=prefixes, where=filename)
 
 
 def with_where(rule: Rule, where: str) -> Rule:

@@ -19,6 +19,7 @@ import ipaddress
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pyxdp.apps.filter import dataplane as dp
@@ -196,7 +197,10 @@ def _trie(entries: list[tuple[int, int, int]], bits: int, lists: _Lists, rs: lis
     back: dict[int, tuple[int, ...]] = {}
     value = lists.value
     for (addr, plen), rules in cover.items():
-        v = value(rules, lambda a=addr, p=plen: str(net_type((a, p))), rs)
+        def what(a: int = addr, p: int = plen) -> str:
+            return str(net_type((a, p)))
+
+        v = value(rules, what, rs)
         back[v] = rules
         keys.append(pack(plen) + addr.to_bytes(nbytes, "big"))
         vals.append(v)
@@ -341,14 +345,14 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes) -> Table
         if name.startswith("dst"):
             back_dst.update(back)
     for mac, owners in mac_rules.items():
-        t.macs[mac] = lists.value(tuple(sorted(owners)), lambda m=mac: f"MAC {m:012x}",
+        t.macs[mac] = lists.value(tuple(sorted(owners)), partial("MAC {:012x}".format, mac),
                                   rules)
     if len(t.macs) > sizes.macs:
         raise TableFullError(f"{len(t.macs)} MACs, the table holds {sizes.macs}")
-    for value, owners in back_dst.items():
-        for r in owners:
-            if rules[r].src:
-                t.pairs[(r, value)] = 1
+    for value, dst_rules in back_dst.items():
+        for ri in dst_rules:
+            if rules[ri].src:
+                t.pairs[(ri, value)] = 1
     if len(t.pairs) > sizes.pairs:
         raise TableFullError(f"{len(t.pairs)} (rule, destination list) pairs, the table"
                              f" holds {sizes.pairs} (raise Sizes.pairs)")

@@ -138,8 +138,7 @@ def compile_function(fn: ProgramDecl | Callable[..., Any], *,
                      dump: set[str] | None = None) -> CompiledObject:
     """Compile one ``@xdp``/``@tc`` function of an imported module (with the maps,
     structs and helpers of its module)."""
-    decl = fn if isinstance(fn, ProgramDecl) else None
-    pyfn = decl.fn if decl is not None else fn
+    pyfn: Callable[..., Any] = fn.fn if isinstance(fn, ProgramDecl) else fn
     mod = sys.modules.get(pyfn.__module__)
     if mod is None:
         raise CompileError(f"cannot find the module of {pyfn.__name__}")

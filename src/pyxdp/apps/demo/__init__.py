@@ -220,9 +220,9 @@ def run_emulator_demo(n: int = 20000, log: Callable[[str], None] = print) -> dic
             frame = build.ethernet(build.ipv4(build.tcp(b"", sport=40000, dport=8080,
                                                         flags="S"),
                                               src="198.18.0.10", dst="198.18.0.2"))
-        verdicts["DROP" if prog.run_xdp(frame).verdict == 1 else "PASS"] += 1
+        verdicts["DROP" if prog.run_packet(frame).verdict == 1 else "PASS"] += 1
     took = time.perf_counter() - t0
-    counters = {name: sum(c.packets for c in prog.maps["stats"][slot])
+    counters = {name: sum(c.packets for c in coll.maps["stats"][slot])
                 for name, slot in slots.items()}
     log(f"emulator: {n} packets (50% SYNs from {BLOCKED}, 40% SYNs from"
         f" {SPOOFED_SYN}, 10% client SYNs; 1 Mpps of simulated time) in {took:.2f} s")

@@ -23,6 +23,14 @@ def _fold16(cl: CallLower, v: ir.Value, rounds: int = 4) -> ir.Value:
     return v
 
 
+def _swap16(cl: CallLower, v: ir.Value) -> ir.Value:
+    """A one's complement partial sum (u64) in the other byte order: folded to 16 bits,
+    byte-swapped, widened again (the same sum, modulo 0xFFFF, of the swapped words)."""
+    b = cl.b
+    folded = b.trunc(_fold16(cl, v), ir.IntType(16))
+    return b.zext(b.bswap(folded), I64)
+
+
 def _not16(cl: CallLower, v: ir.Value) -> ir.Value:
     return cl.b.and_(cl.b.not_(v), ir.Constant(v.type, 0xFFFF))
 
@@ -85,7 +93,13 @@ def lower_builtin(cl: CallLower, e: ast.Call, name: str) -> ir.Value:
             else:
                 assert isinstance(at, RefType)
                 ptrs += [cl.ptr(fl.expr(a)), ir.Constant(I64, at.target.size)]
-        return cl.helper("csum_diff", I64, [*ptrs, fl.expr_as(args[2], u64)])
+        # one byte-order rule for every checksum value in the dialect: host order.  The
+        # helper sums memory-order words, so its seed goes in swapped and its sum comes
+        # out swapped (a one's complement sum folded to 16 bits swaps with its words), and
+        # csum_fold(csum_diff(...)) is then what a be16 checksum field store expects.
+        seed = _swap16(cl, fl.expr_as(args[2], u64))
+        raw = cl.helper("csum_diff", I64, [*ptrs, seed])
+        return _swap16(cl, raw)
     if name == "fib_lookup":
         return cl.helper("fib_lookup", I64, [cl.ptr(fl.ctx), cl.ptr(fl.expr(args[1])),
                                              ir.Constant(I64, 64), fl.expr_as(args[2], u64)])

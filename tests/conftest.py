@@ -69,3 +69,18 @@ def _no_leaked_fds(request: pytest.FixtureRequest):
             details.append(f"fd {fd} -> {target}")
     if details:
         pytest.fail("test leaked BPF file descriptors: " + ", ".join(details))
+
+
+@pytest.fixture(params=[pytest.param("emulator"),
+                        pytest.param("kernel", marks=pytest.mark.kernel)])
+def backend(request: pytest.FixtureRequest):
+    """Each backend of :mod:`pyxdp.backend` in turn: the emulator (anywhere; per-CPU maps
+    as wide as the kernel's) and the kernel (a ``kernel`` test: root or CAP_BPF)."""
+    if request.param == "emulator":
+        from pyxdp.emu import EmuBackend
+        from pyxdp.kernel import possible_cpus
+
+        return EmuBackend(ncpus=possible_cpus())
+    from pyxdp.kernel import KernelBackend
+
+    return KernelBackend()

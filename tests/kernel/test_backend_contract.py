@@ -24,7 +24,6 @@ from pyxdp.asm import programs as progs
 from pyxdp.backend import Backend, LoadedCollection, LoadedProgram, RunResult
 from pyxdp.compiler import compile_module
 from pyxdp.elf import load_object, set_variable
-from pyxdp.emu import EmuBackend
 from pyxdp.errors import MapError, PyxdpError
 from pyxdp.maps import MapSpec
 from pyxdp.packets import build
@@ -46,24 +45,6 @@ def pop4(ctx):
         return XDP_ABORTED
     return XDP_PASS
 """
-
-
-def _kernel_backend() -> Backend:
-    from pyxdp.kernel import KernelBackend
-
-    return KernelBackend()
-
-
-@pytest.fixture(params=[pytest.param("emulator"),
-                        pytest.param("kernel", marks=pytest.mark.kernel)])
-def backend(request: pytest.FixtureRequest) -> Backend:
-    if request.param == "emulator":
-        from pyxdp.kernel import possible_cpus  # same per-CPU width as the kernel
-        try:
-            return EmuBackend(ncpus=possible_cpus())
-        except OSError:
-            return EmuBackend()
-    return _kernel_backend()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 
 from pyxdp.backend import Backend
 from pyxdp.compiler import compile_module
-from pyxdp.emu import EmuBackend
 from pyxdp.errors import CompileError
 
 SRC = '''
@@ -41,16 +40,6 @@ def order(ctx):
     return XDP_TX
 '''
 FRAME = bytes(range(1, 65))
-
-
-@pytest.fixture(params=[pytest.param("emulator"),
-                        pytest.param("kernel", marks=pytest.mark.kernel)])
-def backend(request: pytest.FixtureRequest) -> Backend:
-    if request.param == "emulator":
-        return EmuBackend()
-    from pyxdp.kernel import KernelBackend
-
-    return KernelBackend()
 
 
 def test_every_big_endian_read_and_write_is_in_host_order(backend: Backend) -> None:
@@ -125,3 +114,69 @@ def test_checksum_helpers_give_host_order_like_the_field_they_are_stored_in(
     expect = IP(bytes(rewritten))
     del expect.chksum
     assert rewritten.chksum == IP(bytes(expect)).chksum
+
+
+ENCAP = '''
+from pyxdp.compiler.lang import *
+
+@xdp
+def encap(ctx):
+    c = ctx.cursor()
+    eth = c.parse(Ethernet)
+    if not eth or eth.proto != ETH_P_IP:
+        return XDP_PASS
+    dst, src = eth.dst, eth.src
+    if ctx.adjust_head(-20) != 0:
+        return XDP_ABORTED
+    c = ctx.cursor()
+    neth = c.header(Ethernet)
+    outer = c.header(IPv4)              # fresh headroom: its IHL is not read, it is written
+    if not neth or not outer:
+        return XDP_ABORTED
+    neth.dst, neth.src, neth.proto = dst, src, ETH_P_IP
+    outer.version = 4
+    outer.ihl = 5
+    outer.tos = 0
+    outer.tot_len = ctx.packet_len() - 14
+    outer.id = 0
+    outer.frag_off = 0
+    outer.ttl = 64
+    outer.protocol = 4
+    outer.saddr = ip4("198.18.0.100")
+    outer.daddr = ip4("198.18.0.200")
+    outer.check = 0
+    outer.check = ipv4_csum(outer)
+    return XDP_TX
+'''
+
+
+def test_a_header_is_pushed_into_fresh_headroom(backend: Backend) -> None:
+    """IPIP encapsulation: ``c.header(IPv4)`` on fresh headroom gives a typed header to
+    fill (``c.parse(IPv4)`` read the unset IHL there and returned None)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    inner = IP(src="198.18.0.1", dst="198.18.0.2") / UDP(sport=1, dport=2) / bytes(10)
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / inner)
+    obj = compile_module(ENCAP)
+    with backend.load(obj.spec) as coll:
+        res = coll.programs["encap"].run_packet(frame)
+    assert res.verdict.name == "TX"
+    out = Ether(res.packet)
+    assert (out.src, out.dst, out.type) == ("02:00:00:00:00:01", "02:00:00:00:00:02", 0x800)
+    outer = out[IP]
+    assert (outer.src, outer.dst, outer.proto, outer.ihl) == ("198.18.0.100", "198.18.0.200",
+                                                               4, 5)
+    assert outer.len == len(res.packet) - 14
+    check = IP(bytes(outer))
+    del check.chksum
+    assert outer.chksum == IP(bytes(check)).chksum
+    assert bytes(outer.payload) == bytes(inner)
+
+
+def test_parse_on_fresh_headroom_is_what_header_fixes(backend: Backend) -> None:
+    src = ENCAP.replace("outer = c.header(IPv4)", "outer = c.parse(IPv4)")
+    obj = compile_module(src)
+    frame = bytes(12) + b"\x08\x00" + bytes(40)
+    with backend.load(obj.spec) as coll:
+        assert coll.programs["encap"].run_packet(frame).verdict.name == "ABORTED"

@@ -162,7 +162,23 @@ class CallLower:
             return lower_map_method(self, e, r[1], r[2])
         if kind == "inline":
             return self.inline(e)
+        if kind == "minmax":
+            return self.minmax(e, r[1], r[2])
         raise AssertionError(r)
+
+    def minmax(self, e: ast.Call, name: str, t: IntType) -> ir.Value:
+        b = self.b
+        vals = [self.fl.expr_as(a, t) for a in e.args]
+        if name == "abs":
+            v = vals[0]
+            if not t.signed:
+                return v
+            return b.select(b.icmp_signed("<", v, ir.Constant(v.type, 0)), b.neg(v), v)
+        out = vals[0]
+        for v in vals[1:]:
+            less = (b.icmp_signed if t.signed else b.icmp_unsigned)("<", v, out)
+            out = b.select(less, v, out) if name == "min" else b.select(less, out, v)
+        return out
 
     def struct_new(self, e: ast.Call, st: StructType) -> ir.Value:
         slot = self.fl.alloca(ir.ArrayType(I8, st.size), st.name, zero=False)
@@ -221,6 +237,12 @@ class CallLower:
         fl = self.fl
         if name == "cursor":
             return self.ctx_load("data", True)
+        if name == "packet_len":
+            # data_end - data as a scalar the optimiser cannot fold into other arithmetic
+            # (never a pointer computation on pkt_end, which the verifier prohibits)
+            end = self.b.ptrtoint(self.ctx_load("data_end", True), I64)
+            start = self.b.ptrtoint(self.ctx_load("data", True), I64)
+            return self.b.trunc(self.barrier(self.b.sub(end, start)), I32)
         if name == "load":
             tt = _target(fl.t(e))
             base = None
@@ -248,17 +270,18 @@ class CallLower:
         if name == "load":
             tt = _target(fl.t(e))
             return self.bounded(pos, fl.expr_as(e.args[1], u64), tt.size)
-        # parse
+        # parse, or header: the same without reading a length field
         st = _target(fl.t(e))
         assert isinstance(st, StructType)
-        return self.parse(slot, pos, st)
+        return self.parse(slot, pos, st, fixed=name == "header")
 
-    def parse(self, slot: ir.Value, pos: ir.Value, st: StructType) -> ir.Value:
+    def parse(self, slot: ir.Value, pos: ir.Value, st: StructType, fixed: bool = False
+              ) -> ir.Value:
         b, fl = self.b, self.fl
         good, bad, done = fl.new_block("hdr"), fl.new_block("short"), fl.new_block("parsed")
         b.cbranch(self.checked(pos, st.size), good, bad)
         b.position_at_end(good)
-        hdrlen = st.cls._hdrlen_ if st.cls is not None else None
+        hdrlen = st.cls._hdrlen_ if st.cls is not None and not fixed else None
         if hdrlen is None:
             b.store(b.gep(pos, [ir.Constant(I64, st.size)], inbounds=True, source_etype=I8),
                     slot)

@@ -395,7 +395,11 @@ class FnLower:
                 off = b.neg(off)
             return b.gep(self.expr(e.left), [off], source_etype=I8)
         if self.t(e.left) is RAWPTR:      # p - q
-            return b.sub(b.ptrtoint(self.expr(e.left), I64), b.ptrtoint(self.expr(e.right), I64))
+            # the difference is a scalar only once it is computed: hidden from the
+            # optimiser, LLVM cannot reassociate (x + end) - data into x + end, which is
+            # arithmetic on pkt_end that the verifier prohibits
+            return self.calls.barrier(b.sub(b.ptrtoint(self.expr(e.left), I64),
+                                            b.ptrtoint(self.expr(e.right), I64)))
         assert isinstance(t, IntType)
         lv = self.expr_as(e.left, t)
         rv = self.expr_as(e.right, t)

@@ -22,9 +22,11 @@ from pyxdp.compiler.types import (
     RefType,
     StructType,
     Type,
+    common,
     fits,
     i64,
     is_int,
+    promote,
     u16,
     u32,
     u64,
@@ -115,11 +117,44 @@ class CallTyper:
             return self.builtin(e, name)
         if name in self.t.info.functions and callable(val):
             return self.inline(e, name)
+        if name in ("min", "max", "abs") and val is None:   # Python's, not shadowed
+            return self.minmax(e, name)
         if name == "range":
             raise self.err(e, "range() only drives for loops")
         hint = "use trace_printk(\"fmt\", x)" if name == "print" else (
             "call map methods, helpers (ktime_get_ns, redirect...) or module functions")
         raise self.err(e, f"call to unknown function {name!r}", hint)
+
+    def minmax(self, e: ast.Call, name: str) -> Type:
+        """``min(a, b, ...)``, ``max(...)``, ``abs(x)`` on integers, as Python means them:
+        operands of one signedness (a mix would compare with C's conversions, not Python's
+        order, so it is refused), constants folded."""
+        lo = 1 if name == "abs" else 2
+        args = self.args(e, lo, 1 if name == "abs" else 8, name)
+        types = [self.int_arg(a) for a in args]
+        lits = [t for t in types if isinstance(t, LitType)]
+        if len(lits) == len(types):
+            values = [t.value for t in lits]
+            folded = abs(values[0]) if name == "abs" else (
+                min(values) if name == "min" else max(values))
+            return LitType(folded)
+        ints = [t.host if isinstance(t, IntType) else t for t in types if t is not BOOL]
+        typed = [t for t in ints if isinstance(t, IntType)]
+        if len({t.signed for t in typed}) > 1:
+            raise self.err(e, f"{name}() of {' and '.join(t.name for t in typed)} mixes signed"
+                           " and unsigned integers", "cast them to one type first")
+        t = typed[0]
+        for other in typed[1:]:
+            t = common(t, other)
+        t = promote(t)
+        for a, at in zip(args, types):
+            if isinstance(at, LitType) and not fits(at.value, t):
+                raise self.err(a, f"{at.value} does not fit {t.name}")
+            if isinstance(at, LitType) and at.value < 0 and not t.signed:
+                raise self.err(a, f"{name}() of unsigned {t.name} and negative {at.value}",
+                               "cast to a signed type first")
+        self.res(e, ("minmax", name, t))
+        return t
 
     def cast(self, e: ast.Call, t: IntType | ArrayType) -> Type:
         if not isinstance(t, IntType) or len(e.args) != 1 or e.keywords:
@@ -255,6 +290,9 @@ class CallTyper:
             if base is not None:
                 self.ref_arg(base, spaces="pkt")
             return RefType(tt, "pkt")
+        if name == "packet_len":
+            self.args(e, 0, 0, "ctx.packet_len")
+            return u32
         if name in ("adjust_head", "adjust_tail", "adjust_meta"):
             (d,) = self.args(e, 1, 1, f"ctx.{name}")
             self.int_arg(d)
@@ -263,12 +301,12 @@ class CallTyper:
                                    if not _is_pkt(self.t.out.locals.get(n))}
             return i64
         raise self.err(e, f"ctx has no method {name!r}",
-                       "ctx.cursor(), ctx.load(T, off), ctx.adjust_head(n) ...")
+                       "ctx.cursor(), ctx.load(T, off), ctx.packet_len(), ctx.adjust_head(n) ...")
 
     def cursor_method(self, e: ast.Call, name: str, var: str) -> Type:
         self.res(e, ("cursor", name, var))
-        if name == "parse":
-            (h,) = self.args(e, 1, 1, "parse")
+        if name in ("parse", "header"):
+            (h,) = self.args(e, 1, 1, name)
             ht = self.data_type(h)
             if not isinstance(ht, StructType):
                 raise self.err(h, "parse takes a header type such as Ethernet or IPv4")
@@ -286,7 +324,7 @@ class CallTyper:
             self.args(e, 0, 0, "offset")
             return u32
         raise self.err(e, f"a cursor has no method {name!r}",
-                       "parse(H), skip(n), load(T, off), offset()")
+                       "parse(H), header(H), skip(n), load(T, off), offset()")
 
     # -- maps ---------------------------------------------------------------------------
     def key_or_value(self, a: ast.expr, want: Type, what: str) -> None:

@@ -83,6 +83,8 @@ def csum(ctx):
     old = ip.check
     ip.check = 0
     whole = csum_fold(csum_diff(None, ip, 0))
+    if csum_fold(csum_diff(0, ip, 0)) != whole:     # 0 means no old data, as in C
+        return XDP_ABORTED
     out.update(0, whole)
     out.update(1, ipv4_csum(ip))
     out.update(2, old)
@@ -180,3 +182,41 @@ def test_parse_on_fresh_headroom_is_what_header_fixes(backend: Backend) -> None:
     frame = bytes(12) + b"\x08\x00" + bytes(40)
     with backend.load(obj.spec) as coll:
         assert coll.programs["encap"].run_packet(frame).verdict.name == "ABORTED"
+
+
+RECHECK = '''
+from pyxdp.compiler.lang import *
+
+@xdp
+def recheck(ctx):
+    c = ctx.cursor()
+    eth = c.parse(Ethernet)
+    ip = c.parse(IPv4)
+    if not ip:
+        return XDP_PASS
+    ip.ttl = ip.ttl - 1
+    ip.check = 0
+    ip.check = ipv4_csum(ip)
+    return XDP_TX
+'''
+
+
+@pytest.mark.parametrize("options", [b"", b"\x94\x04\x00\x00", bytes([0x07, 39, 4]) + bytes(36)
+                                     + b"\x00"])
+def test_ipv4_csum_covers_the_options(backend: Backend, options: bytes) -> None:
+    """IHL 5, 6 (router alert) and 15 (a 39-byte record route): the checksum covers the
+    whole header, as the receiver checks it (it covered 20 bytes, silently wrong)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    ip = IP(src="198.18.0.1", dst="198.18.0.2", ttl=9, options=options) / UDP() / bytes(8)
+    frame = bytes(Ether() / ip)
+    assert Ether(frame)[IP].ihl == 5 + len(options) // 4
+    obj = compile_module(RECHECK)
+    with backend.load(obj.spec) as coll:
+        res = coll.programs["recheck"].run_packet(frame)
+    out = Ether(res.packet)[IP]
+    assert out.ttl == 8
+    again = IP(bytes(out))
+    del again.chksum
+    assert out.chksum == IP(bytes(again)).chksum

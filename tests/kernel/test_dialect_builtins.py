@@ -82,3 +82,54 @@ def test_a_module_function_named_min_is_still_called() -> None:
     coll = EmuBackend().load(obj.spec)
     coll.programs["prog"].run_packet(bytes(64))
     assert obj.typed_maps(coll)["out"][0] == 5
+
+
+def test_structs_read_back_from_a_map_are_hashable(backend: Backend) -> None:
+    extra = ("class Flow(Struct):\n    saddr: be32\n    port: u16\n    tag: u8[2]\n"
+             "flows = HashMap[Flow, u64](max_entries=8)\n")
+    body = """
+f = Flow()
+f.saddr = ip4("198.18.0.1")
+f.port = 53
+flows.update(f, 7)
+"""
+    src = HEAD + extra + "\n@xdp\ndef prog(ctx):\n" + "".join(
+        f"    {line}\n" for line in body.strip().splitlines()) + "    return XDP_PASS\n"
+    obj = compile_module(src)
+    with backend.load(obj.spec) as coll:
+        flows = obj.typed_maps(coll)["flows"]
+        coll.programs["prog"].run_packet(bytes(64))
+        seen = dict(flows.items())
+    (key,) = seen
+    flow_cls = type(key)
+    assert seen[flow_cls(saddr=0xC6120001, port=53, tag=key.tag)] == 7
+    assert len({key, flow_cls(saddr=0xC6120001, port=53, tag=key.tag)}) == 1
+    assert hash(key) != hash(flow_cls(saddr=0xC6120001, port=54, tag=key.tag))
+
+
+@pytest.mark.parametrize("arith", ["r2 += 4", "r3 = r2\n    r3 += -1", "w2 += 1",
+                                   "r4 = 7\n    r4 += r2"])
+def test_pointer_arithmetic_on_pkt_end_is_refused_by_both(backend: Backend, arith: str
+                                                          ) -> None:
+    """The emulator ran programs the verifier rejects (arithmetic on data_end); an XDP
+    program from a spec is now refused at load by both backends."""
+    from pyxdp.asm import assemble
+    from pyxdp.errors import EmulatorError, VerifierError
+    from pyxdp.spec import ObjectSpec, ProgType, ProgramSpec
+
+    text = f"r2 = *(u32 *)(r1 + 4)\n    {arith}\n    r0 = 2\n    exit"
+    prog = ProgramSpec("bad", ProgType.XDP, assemble(text.replace("    ", "")))
+    with pytest.raises((EmulatorError, VerifierError), match="pkt_end") as ei:
+        backend.load(ObjectSpec(programs={"bad": prog}))
+    assert isinstance(ei.value, EmulatorError if backend.name == "emulator" else VerifierError)
+
+
+def test_the_allowed_difference_of_packet_pointers_loads_in_both(backend: Backend) -> None:
+    from pyxdp.asm import assemble
+    from pyxdp.spec import ObjectSpec, ProgType, ProgramSpec
+
+    text = ("r2 = *(u32 *)(r1 + 4)\nr3 = *(u32 *)(r1 + 0)\nr2 -= r3\n"
+            "r0 = r2\nexit")
+    prog = ProgramSpec("len", ProgType.XDP, assemble(text))
+    with backend.load(ObjectSpec(programs={"len": prog})) as coll:
+        assert coll.programs["len"].run_packet(bytes(77)).retval == 77

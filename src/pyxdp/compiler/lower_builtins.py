@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import llvmlite.ir as ir
 
 from pyxdp.compiler.lower_fn import I8, I32, I64, NULL
-from pyxdp.compiler.types import NONE, IntType, RefType, u16, u32, u64
+from pyxdp.compiler.types import NONE, IntType, LitType, RefType, StructType, u16, u32, u64
 
 if TYPE_CHECKING:
     from pyxdp.compiler.lower_calls import CallLower
@@ -21,6 +21,38 @@ def _fold16(cl: CallLower, v: ir.Value, rounds: int = 4) -> ir.Value:
     for _ in range(rounds):
         v = b.add(b.and_(v, mask), b.lshr(v, ir.Constant(I64, 16)))
     return v
+
+
+def _ipv4_options(cl: CallLower, base: ir.Value, st: StructType, total: ir.Value
+                  ) -> ir.Value:
+    """Add the option words of a packet's IPv4 header (IHL > 5) to ``total``: up to 20
+    words, each read only when IHL covers it and it is inside the packet (a constant
+    offset from the header, which the verifier can check)."""
+    b, fl = cl.b, cl.fl
+    bf = st.bits["ihl"]
+    off, ft = st.fields[bf.base]
+    assert isinstance(ft, IntType)
+    ihl = b.zext(cl.load_bits(cl.gep(base, off), ft, bf), I64)
+    words = b.mul(ihl, ir.Constant(I64, 2))             # 16-bit words in the header
+    for j in range(10, 30):
+        # two branches, not one on an and: the verifier learns a packet range only from
+        # a jump on the pointer comparison itself
+        chk, take, done = fl.new_block("opt"), fl.new_block("optw"), fl.new_block("optd")
+        word = cl.gep(base, 2 * j)
+        here = b.block
+        b.cbranch(b.icmp_unsigned("<", ir.Constant(I64, j), words), chk, done)
+        b.position_at_end(chk)
+        b.cbranch(cl.checked(word, 2), take, done)
+        b.position_at_end(take)
+        added = b.add(total, b.zext(b.load(word, typ=ir.IntType(16), align=2), I64))
+        b.branch(done)
+        b.position_at_end(done)
+        phi = b.phi(I64)
+        phi.add_incoming(total, here)
+        phi.add_incoming(total, chk)
+        phi.add_incoming(added, take)
+        total = phi
+    return total
 
 
 def _swap16(cl: CallLower, v: ir.Value) -> ir.Value:
@@ -60,6 +92,10 @@ def lower_builtin(cl: CallLower, e: ast.Call, name: str) -> ir.Value:
         for i in range(10):
             w = b.load(cl.gep(base, 2 * i), typ=ir.IntType(16), align=2)
             total = b.add(total, b.zext(w, I64))
+        ref = fl.t(args[0])
+        if isinstance(ref, RefType) and ref.space == "pkt" and isinstance(
+                ref.target, StructType) and "ihl" in ref.target.bits:
+            total = _ipv4_options(cl, base, ref.target, total)
         folded = b.trunc(_not16(cl, _fold16(cl, total, 2)), ir.IntType(16))
         return b.bswap(folded)     # the sum was over network-order words
     if name == "trace_printk":
@@ -88,7 +124,7 @@ def lower_builtin(cl: CallLower, e: ast.Call, name: str) -> ir.Value:
         ptrs: list[ir.Value] = []
         for a in args[:2]:
             at = fl.t(a)
-            if at is NONE:
+            if at is NONE or isinstance(at, LitType):     # None or 0: no data
                 ptrs += [NULL, ir.Constant(I64, 0)]
             else:
                 assert isinstance(at, RefType)

@@ -72,6 +72,11 @@ class Struct:
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and vars(self) == vars(other)
 
+    def __hash__(self) -> int:
+        """By value, like a tuple of the fields, so keys and values read back from a map
+        can be dict keys and set members (don't change a struct while it is one)."""
+        return hash((type(self), tuple(_frozen(v) for v in vars(self).values())))
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({inner})"
@@ -80,6 +85,14 @@ class Struct:
     def codec(cls) -> Any:
         from pyxdp.compiler.codecs import StructCodec
         return StructCodec(cls.__pyxdp_type__)
+
+
+def _frozen(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return tuple(_frozen(x) for x in v)
+    if isinstance(v, bytearray | memoryview):
+        return bytes(v)
+    return v
 
 
 def _check_layout(name: str, fields: dict[str, Type], bits: dict[str, BitField],

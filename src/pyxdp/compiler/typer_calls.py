@@ -238,16 +238,19 @@ class CallTyper:
     def b_ipv4_csum(self, e: ast.Call) -> Type:
         (ip,) = self.args(e, 1, 1, "ipv4_csum")
         ref = self.ref_arg(ip)
-        if not isinstance(ref.target, StructType) or ref.target.name != "IPv4":
-            raise self.err(ip, "ipv4_csum takes an IPv4 header ref")
+        if not isinstance(ref.target, StructType) or (
+                ref.target.name != "IPv4" and ref.target.size != 20):
+            raise self.err(ip, "ipv4_csum takes an IPv4 header ref (or any 20-byte struct"
+                           " laid out like one)", "ipv4_csum(ip) with ip = c.parse(IPv4)")
         return u16
 
     def b_csum_diff(self, e: ast.Call) -> Type:
         old, new, seed = self.args(e, 3, 3, "csum_diff")
         for a in (old, new):
             t = self.t.expr(a)
-            if t is not NONE:
-                self.ref_arg(a)
+            if t is NONE or (isinstance(t, LitType) and t.value == 0):
+                continue                   # no old (or new) data: None, or 0 as in C
+            self.ref_arg(a)
         self.int_arg(seed)
         return i64
 

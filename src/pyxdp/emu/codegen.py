@@ -132,6 +132,7 @@ class InsnGen:
         self.bound[10] = 1 << 40
 
     fixed: dict[int, int] = {}   # constants true for the whole function (r10 in main)
+    xdp_rules = False            # refuse what the verifier refuses of XDP programs
     func_end = 0                 # end of the function being emitted (for look-ahead)
 
     def entry_ctx(self, addr: int) -> None:
@@ -227,6 +228,8 @@ class InsnGen:
                 self._mark(insn.dst, bound=self.bound.get(insn.src, M64))
                 if insn.src in self.known:
                     self.known[insn.dst] = self.known[insn.src]
+                if insn.src in self.ends:
+                    self.ends.add(insn.dst)     # so that arithmetic on the copy is refused
                 self._lhs = f"r{insn.src}"
                 try:
                     self.alu64(pc + 1, nxt)
@@ -268,8 +271,32 @@ class InsnGen:
                 and d not in self.const and s not in self.lazy)
 
     # -- ALU -----------------------------------------------------------------------------
+    def _pkt_end_arith(self, pc: int, insn: Instruction, wide: bool) -> None:
+        """Refuse what the verifier refuses: arithmetic on a register known to hold the
+        packet's data_end ("pointer arithmetic on pkt_end prohibited").  Only the forms
+        the verifier allows pass: a copy, and ``end - p`` / ``p - end`` between packet
+        pointers (a scalar, for a privileged loader).  Where the other operand's kind is
+        not known here, the instruction is let through (never refuse a valid program)."""
+        op, d, x = insn.op, insn.dst, bool(insn.opcode & 8)
+        d_end, s_end = d in self.ends, x and insn.src in self.ends
+        if not self.xdp_rules or op == AluOp.MOV or not (d_end or s_end):
+            return
+        what = "pointer arithmetic on pkt_end is prohibited by the verifier"
+        if not wide:
+            raise invalid(f"32-bit {what}", pc, insn)
+        if op == AluOp.SUB and x:
+            other = insn.src if d_end else d
+            if d_end and s_end:
+                return                          # end - end
+            if other in self.known or other in self.safe or other in self.derived or (
+                    other not in self.const and other not in self.bound):
+                return                          # a packet pointer, or not known here
+        raise invalid(what, pc, insn)
+
     def alu64(self, pc: int, insn: Instruction) -> None:
         op, d, x = insn.op, insn.dst, bool(insn.opcode & 8)
+        self._pkt_end_arith(pc, insn, True)
+        copies_end = op == AluOp.MOV and x and not insn.off and insn.src in self.ends
         rd = self._lhs or f"r{d}"
         c = _s64(insn.imm)
         src = f"r{insn.src}" if x else f"{c:#x}"
@@ -361,6 +388,8 @@ class InsnGen:
             self._swap(d, insn.imm)
         else:  # pragma: no cover
             raise invalid(f"unknown ALU64 op {op:#x}", pc, insn)
+        if copies_end:
+            self.ends.add(d)
 
     def _moved(self, d: int, s: int | None, bd: int, bs: int) -> tuple[str, int] | None:
         """Provenance of ``d + s`` (``s`` None: an immediate of at most ``bs``): a known
@@ -412,6 +441,7 @@ class InsnGen:
 
     def alu32(self, pc: int, insn: Instruction) -> None:
         op, d, x = insn.op, insn.dst, bool(insn.opcode & 8)
+        self._pkt_end_arith(pc, insn, False)
         rd = f"r{d}"
         c = insn.imm & M32
         src = f"r{insn.src}" if x else f"{c:#x}"

@@ -52,9 +52,13 @@ class EmuProgram:
     def __init__(self, insns: list[Instruction], *, name: str = "prog",
                  prog_type: ProgType = ProgType.XDP, maps: Mapping[Any, EmuMap] | None = None,
                  map_refs: Mapping[int, MapRef] | None = None,
-                 machine: Machine | None = None, count: bool = False) -> None:
+                 machine: Machine | None = None, count: bool = False,
+                 xdp_rules: bool = False) -> None:
         self.name = name
         self.counting = count
+        # an XDP program from a spec is held to the verifier's XDP rules at load; raw
+        # instructions (conformance runs: r1 is plain memory there) are not
+        self.xdp_rules = xdp_rules and prog_type == ProgType.XDP
         self.type = prog_type
         self.instructions = insns
         self.machine = machine or Machine()
@@ -130,7 +134,7 @@ class EmuProgram:
                     fast_keys[handle] = (name + "K", m.key_size, kind)
         return translate(self.layout, env, helper_ids, self._resolve_ld, fast, fast_keys,
                          self.machine.budget, f"<pyxdp.emu:{self.name}:{self.fd}>",
-                         count=self.counting)
+                         count=self.counting, xdp_rules=self.xdp_rules)
 
     @property
     def source(self) -> str:
@@ -388,7 +392,7 @@ def load(program: ProgramSpec | bytes | Iterable[Instruction], *,
     if isinstance(program, ProgramSpec):
         return EmuProgram(list(program.instructions), name=name or program.name,
                           prog_type=program.type, maps=emu_maps, map_refs=program.map_refs,
-                          machine=machine, count=count)
+                          machine=machine, count=count, xdp_rules=True)
     if isinstance(program, bytes | bytearray):
         insns = decode(program)
     else:

@@ -315,16 +315,19 @@ class _FuncGen:
 def translate(layout: Layout, env: dict[str, Any], helper_ids: set[int],
               resolve_ld: Callable[[int], int], fast_lookups: dict[int, str],
               fast_keys: dict[int, tuple[str, int, str]], budget: int, filename: str, *,
-              count: bool = False) -> Compiled:
+              count: bool = False, xdp_rules: bool = False) -> Compiled:
     """Generate, compile and instantiate the functions of a whole program.
 
     ``fast_lookups`` maps a map handle to the env name of its address-keyed lookup,
     ``fast_keys`` to the name, key size and kind of its bytes-keyed one (a ``"hash"`` one
     also has ``name + "A"``, the address of a value buffer).  ``count`` adds an
-    executed-instruction counter (``env["CNT"][0]``) to every block."""
+    executed-instruction counter (``env["CNT"][0]``) to every block.  ``xdp_rules`` refuses
+    what the verifier refuses of an XDP program that the emulator could still run
+    (arithmetic on data_end)."""
     out = _Source()
     gen = InsnGen(out.emit, resolve_ld, fast_lookups.get, fast_keys.get, out.merge,
                   out.lazy_access)
+    gen.xdp_rules = xdp_rules
     out.emit("def __make():")   # parameters are filled in once the body is known
     out.indent = 1
     for sub in layout.subprogs.values():

@@ -115,7 +115,7 @@ def test_pointer_arithmetic_on_pkt_end_is_refused_by_both(backend: Backend, arit
     program from a spec is now refused at load by both backends."""
     from pyxdp.asm import assemble
     from pyxdp.errors import EmulatorError, VerifierError
-    from pyxdp.spec import ObjectSpec, ProgType, ProgramSpec
+    from pyxdp.spec import ObjectSpec, ProgramSpec, ProgType
 
     text = f"r2 = *(u32 *)(r1 + 4)\n    {arith}\n    r0 = 2\n    exit"
     prog = ProgramSpec("bad", ProgType.XDP, assemble(text.replace("    ", "")))
@@ -126,7 +126,7 @@ def test_pointer_arithmetic_on_pkt_end_is_refused_by_both(backend: Backend, arit
 
 def test_the_allowed_difference_of_packet_pointers_loads_in_both(backend: Backend) -> None:
     from pyxdp.asm import assemble
-    from pyxdp.spec import ObjectSpec, ProgType, ProgramSpec
+    from pyxdp.spec import ObjectSpec, ProgramSpec, ProgType
 
     text = ("r2 = *(u32 *)(r1 + 4)\nr3 = *(u32 *)(r1 + 0)\nr2 -= r3\n"
             "r0 = r2\nexit")

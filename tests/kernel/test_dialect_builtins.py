@@ -133,3 +133,59 @@ def test_the_allowed_difference_of_packet_pointers_loads_in_both(backend: Backen
     prog = ProgramSpec("len", ProgType.XDP, assemble(text))
     with backend.load(ObjectSpec(programs={"len": prog})) as coll:
         assert coll.programs["len"].run_packet(bytes(77)).retval == 77
+
+
+VINDEX = '''
+from pyxdp.compiler.lang import *
+out = ArrayMap[u32, u64](max_entries=16)
+class Rec(Struct):
+    v: u32[4]
+recs = ArrayMap[u32, Rec](max_entries=1)
+
+@xdp
+def prog(ctx):
+    c = ctx.cursor()
+    eth = c.parse(Ethernet)
+    ip6 = c.parse(IPv6)
+    if not ip6:
+        return XDP_PASS
+    s = 0
+    for i in range(16):
+        s += ip6.saddr[i]
+        out.update(i, ip6.daddr[i])
+    out.update(0, s)
+    r = recs.lookup(0)
+    if r:
+        for j in range(4):
+            r.v[j] = j * 10 + ip6.saddr[15]
+    return XDP_PASS
+'''
+
+
+def test_arrays_indexed_by_a_for_range_variable(backend: Backend) -> None:
+    from pyxdp.packets import build
+
+    frame = build.ethernet(build.ipv6(build.udp(b"x" * 8), src="2001:db8::1:2",
+                                      dst="2001:db8::abcd"))
+    obj = compile_module(VINDEX)
+    with backend.load(obj.spec) as coll:
+        maps = obj.typed_maps(coll)
+        coll.programs["prog"].run_packet(frame)
+        out = [maps["out"][i] for i in range(16)]
+        rec = maps["recs"][0]
+    src, dst = frame[22:38], frame[38:54]
+    assert out[0] == sum(src) and out[1:] == list(dst[1:])
+    assert list(rec.v) == [j * 10 + src[15] for j in range(4)]
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ("for i in range(17):\n        x = ip6.saddr[i]", "outside"),
+    ("n = ctx.ingress_ifindex\n    x = ip6.saddr[n]", "neither a constant nor"),
+    ("for i in range(4):\n        i = i + 1\n        x = ip6.saddr[i]", "neither a constant"),
+])
+def test_unproven_indexes_are_refused(body: str, fragment: str) -> None:
+    src = (HEAD + "\n@xdp\ndef prog(ctx):\n    c = ctx.cursor()\n    eth = c.parse(Ethernet)\n"
+           "    ip6 = c.parse(IPv6)\n    if not ip6:\n        return XDP_PASS\n"
+           f"    {body}\n    return XDP_PASS\n")
+    with pytest.raises(CompileError, match=fragment):
+        compile_module(src)

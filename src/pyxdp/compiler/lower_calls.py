@@ -63,6 +63,11 @@ class CallLower:
         if isinstance(e, ast.Subscript):
             base, storage, _ = self.addr_of(e.value)
             assert isinstance(storage, ArrayType)
+            if r[0] == "vindex":      # a for-range variable, proven inside the array
+                i = self.fl.expr_as(r[1], u64)
+                off = self.b.mul(i, ir.Constant(I64, storage.elem.size))
+                return (self.b.gep(self.ptr(base), [off], source_etype=I8), storage.elem,
+                        None)
             idx = r[1]
             return self.gep(base, idx * storage.elem.size), storage.elem, None
         assert isinstance(e, ast.Attribute), e

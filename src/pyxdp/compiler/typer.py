@@ -84,6 +84,8 @@ class Typer:
         self.gen = 0                      # bumped whenever the packet may move
         self.var_gen: dict[str, int] = {}
         self.loops = 0
+        # for-range loop variables in scope that the body never assigns: name -> (lo, hi)
+        self.ranges: dict[str, tuple[int, int]] = {}
         for name, t in params:
             self.out.locals[name] = t
             self.var_gen[name] = 0
@@ -220,7 +222,20 @@ class Typer:
         t = u32 if lo >= 0 and hi < 1 << 31 else i64
         self.record(s.iter, t, ("range", bounds))
         self.bind(s.target, t, s)  # type: ignore[arg-type]
-        self._loop(s.body)
+        var = s.target.id if isinstance(s.target, ast.Name) else None
+        outer = self.ranges.get(var) if var is not None else None
+        if var is not None:
+            if len(r) and var not in self._assigned(s.body):
+                self.ranges[var] = (lo, hi)
+            else:
+                self.ranges.pop(var, None)
+        try:
+            self._loop(s.body)
+        finally:
+            if var is not None:
+                self.ranges.pop(var, None)
+                if outer is not None:
+                    self.ranges[var] = outer
 
     def s_While(self, s: ast.While) -> None:
         counter = bounded_while(s)
@@ -427,6 +442,23 @@ class Typer:
         base = self.expr(e.value)
         if not isinstance(base, ArrayType):
             raise self.err(e, f"cannot index a {base}")
+        if isinstance(e.slice, ast.Name) and e.slice.id in self.ranges:
+            lo, hi = self.ranges[e.slice.id]
+            if not 0 <= lo <= hi < base.n:
+                raise self.err(e, f"{e.slice.id} runs over {lo}..{hi}, outside {base}"
+                               f" (0..{base.n - 1})", f"for {e.slice.id} in range({base.n})")
+            if not isinstance(e.value, ast.Attribute):
+                raise self.err(e, "a variable index needs an array field (ref.field[i])",
+                               "index the field itself: ip6.saddr[i]")
+            self.expr(e.slice)
+            self.out.res[id(e)] = ("vindex", e.slice)
+            elem = base.elem
+            return elem.host if isinstance(elem, IntType) else elem
+        if not isinstance(e.slice, ast.Constant) and not isinstance(
+                self.expr(e.slice), LitType):
+            raise self.err(e, f"array index {ast.unparse(e.slice)} is neither a constant nor"
+                           " the variable of an enclosing for-range loop",
+                           "for i in range(N): x = arr[i]  (N within the array)")
         idx = self.const_int(e.slice, "an array index")
         if not 0 <= idx < base.n:
             raise self.err(e, f"index {idx} out of range for {base}")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from pyxdp.abi import XdpAction
+from pyxdp.abi import ProgType, XdpAction
 from pyxdp.errors import MapError
 from pyxdp.maps import MapBase, MapSpec
 from pyxdp.spec import ObjectSpec, VariableSpec
@@ -53,10 +53,14 @@ class RunResult:
     retval: int                    # r0 as the program returned it (32 bits in the kernel)
     packet: bytes                  # the frame after the run (after adjust_head/tail too)
     duration_ns: int | None = None  # the kernel's measurement; None in the emulator
+    prog_type: ProgType = ProgType.XDP
 
     @property
     def verdict(self) -> XdpAction | int:
-        """The XDP verdict for an XDP program's return value (the bare int otherwise)."""
+        """An XDP program's return value as its :class:`XdpAction`; for other program
+        types (a tc program's ``TC_ACT_*``) the bare int, never misread as XDP."""
+        if self.prog_type != ProgType.XDP:
+            return self.retval
         return _VERDICTS.get(self.retval & 0xFFFFFFFF, self.retval)
 
 

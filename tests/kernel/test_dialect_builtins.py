@@ -189,3 +189,12 @@ def test_unproven_indexes_are_refused(body: str, fragment: str) -> None:
            f"    {body}\n    return XDP_PASS\n")
     with pytest.raises(CompileError, match=fragment):
         compile_module(src)
+
+
+def test_a_reference_in_arithmetic_hints_at_value() -> None:
+    src = HEAD + ("cnt = ArrayMap[u32, u32](max_entries=1)\n\n@xdp\ndef prog(ctx):\n"
+                  "    v = cnt.lookup(0)\n    if not v:\n        return XDP_PASS\n"
+                  "    x = u32(1) + v\n    return XDP_PASS\n")
+    with pytest.raises(CompileError, match=r"use \.value") as ei:
+        compile_module(src)
+    assert "bool" not in str(ei.value)

@@ -11,7 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyxdp.abi import BPF_F_NO_PREALLOC, MapType, UpdateFlags
+from pyxdp.abi import (
+    BPF_F_NO_PREALLOC,
+    LIBBPF_PIN_BY_NAME,
+    LIBBPF_PIN_NONE,
+    MapType,
+    UpdateFlags,
+)
 from pyxdp.compiler.headers import (
     ARP,
     GRE,
@@ -53,6 +59,7 @@ IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP = 0, 1, 4,
 IPPROTO_IPV6, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_GRE = 41, 43, 44, 47
 IPPROTO_ICMPV6, IPPROTO_NONE, IPPROTO_DSTOPTS = 58, 59, 60
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = UpdateFlags.ANY, UpdateFlags.NOEXIST, UpdateFlags.EXIST
+PIN_NONE, PIN_BY_NAME = LIBBPF_PIN_NONE, LIBBPF_PIN_BY_NAME   # map pinning, libbpf's values
 BPF_FIB_LKUP_RET_SUCCESS = 0
 
 
@@ -79,6 +86,7 @@ class MapDecl:
     max_entries: int
     flags: int = 0
     name: str = ""
+    pinning: int = 0          # PIN_BY_NAME: pinned under the loader's pin path, shared
 
     def key_type(self) -> Type:
         return _as_type(self.key)
@@ -113,14 +121,24 @@ class _MapKind:
         if not isinstance(kv, tuple) or len(kv) != 2:
             raise TypeError(f"{self.kind}[key_type, value_type]")
         key, value = kv
-        return lambda max_entries, flags=self.flags: MapDecl(
-            self.kind, self.map_type, key, value, max_entries, flags)
 
-    def __call__(self, max_entries: int, flags: int = 0) -> MapDecl:
+        def declare(max_entries: int, flags: int = self.flags, pinning: int = 0) -> MapDecl:
+            return MapDecl(self.kind, self.map_type, key, value, max_entries, flags,
+                           pinning=_pinning(pinning))
+        return declare
+
+    def __call__(self, max_entries: int, flags: int = 0, pinning: int = 0) -> MapDecl:
         if self.fixed is None:
             raise TypeError(f"give key and value types: {self.kind}[key, value](max_entries=N)")
         key, value = self.fixed
-        return MapDecl(self.kind, self.map_type, key, value, max_entries, flags or self.flags)
+        return MapDecl(self.kind, self.map_type, key, value, max_entries, flags or self.flags,
+                       pinning=_pinning(pinning))
+
+
+def _pinning(value: int) -> int:
+    if value not in (PIN_NONE, PIN_BY_NAME):
+        raise TypeError(f"pinning={value!r}: use PIN_BY_NAME (or PIN_NONE)")
+    return int(value)
 
 
 HashMap = _MapKind("HashMap", MapType.HASH)
@@ -191,7 +209,8 @@ def ip4(text: str) -> int:
 
 
 __all__ = [
-    "ARP", "BPF_ANY", "BPF_EXIST", "BPF_FIB_LKUP_RET_SUCCESS", "BPF_F_NO_PREALLOC",
+    "ARP", "BPF_ANY", "PIN_BY_NAME", "PIN_NONE", "BPF_EXIST", "BPF_FIB_LKUP_RET_SUCCESS",
+    "BPF_F_NO_PREALLOC",
     "BPF_NOEXIST", "ETH_P_8021AD", "ETH_P_8021Q", "ETH_P_ARP", "ETH_P_IP", "ETH_P_IPV6", "GRE",
     "GUE", "ICMP", "IPPROTO_DSTOPTS", "IPPROTO_FRAGMENT", "IPPROTO_GRE", "IPPROTO_HOPOPTS",
     "IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_IPIP", "IPPROTO_IPV6", "IPPROTO_NONE",

@@ -52,6 +52,8 @@ class ModuleLower:
             fields.append(("max_entries", decl.max_entries))
             if decl.flags:
                 fields.append(("map_flags", decl.flags))
+            if decl.pinning:
+                fields.append(("pinning", decl.pinning))
             ty = ir.LiteralStructType([PTR] * len(fields))
             gv = ir.GlobalVariable(self.m, ty, name)
             gv.initializer = ir.Constant(ty, None)

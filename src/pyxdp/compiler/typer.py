@@ -512,8 +512,12 @@ class Typer:
                 return RAWPTR
             raise self.err(e, "packet pointers only support + offset, - offset and p - q")
         if not (is_int(a) and is_int(b)):
-            raise self.err(e, f"unsupported operand types {a} and {b}",
-                           "arithmetic works on integers; cast bools with u8(b)")
+            refs = [x for x in (a, b) if isinstance(x, RefType) and isinstance(
+                x.target, IntType)]
+            hint = ("a map lookup gives a reference: use .value for its integer"
+                    " (v = m.lookup(k); if v: x = v.value + 1)") if refs else (
+                "cast bools with u8(b)" if BOOL in (a, b) else "arithmetic works on integers")
+            raise self.err(e, f"unsupported operand types {a} and {b}", hint)
         if isinstance(op, ast.Pow):
             if isinstance(a, LitType) and isinstance(b, LitType) and b.value >= 0:
                 return LitType(a.value ** b.value)

@@ -229,13 +229,20 @@ class Program(OwnedObject):
         BPF_PROG_TEST_RUN on ``packet``; with ``ingress_ifindex`` an ``xdp_md`` context
         naming that device and queue (which must exist in the caller's namespace)."""
         ctx = None
+        try:
+            ptype = ProgType(self.type)
+        except ValueError:
+            ptype = ProgType.UNSPEC
+        if ingress_ifindex is not None and ptype != ProgType.XDP:
+            raise ValueError(f"ingress_ifindex sets an XDP context; {self.name!r} is a"
+                             f" {ptype.name} program")
         if ingress_ifindex is not None:
             ctx = XdpMd(data=0, data_end=len(packet), ingress_ifindex=ingress_ifindex,
                         rx_queue_index=rx_queue_index)
         elif rx_queue_index:
             raise ValueError("rx_queue_index needs an ingress_ifindex")
         res = test_run(self, packet, ctx=ctx)
-        return RunResult(res.retval, res.data_out, res.duration_ns)
+        return RunResult(res.retval, res.data_out, res.duration_ns, ptype)
 
     def __repr__(self) -> str:
         state = "closed" if self.fd.closed else f"fd={self.fd.fileno()}"

@@ -260,6 +260,11 @@ BPF_F_TEST_RUN_ON_CPU = 1 << 0
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_F_TEST_SKB_CHECKSUM_COMPLETE = 1 << 2
 
+# -- BPF ring buffer records (linux/bpf.h) -----------------------------------------------------
+BPF_RINGBUF_BUSY_BIT = 1 << 31     # the producer has not submitted the record yet
+BPF_RINGBUF_DISCARD_BIT = 1 << 30  # submitted as discarded: skip it
+BPF_RINGBUF_HDR_SZ = 8             # u32 length (with the bits above) + u32 page offset
+
 # -- BPF_ENABLE_STATS ---------------------------------------------------------------------------
 BPF_STATS_RUN_TIME = 0
 
@@ -485,6 +490,9 @@ __all__ = [
     "BPF_F_WRONLY",
     "BPF_F_XDP_HAS_FRAGS",
     "BPF_OBJ_NAME_LEN",
+    "BPF_RINGBUF_BUSY_BIT",
+    "BPF_RINGBUF_DISCARD_BIT",
+    "BPF_RINGBUF_HDR_SZ",
     "BPF_STATS_RUN_TIME",
     "BtfLoadAttr",
     "Cmd",

@@ -110,3 +110,48 @@ def test_the_emulator_says_it_runs_xdp_only() -> None:
     coll = EmuBackend().load(compile_module(TC).spec)
     with pytest.raises(EmulatorError, match="XDP programs only"):
         coll.programs["tcprog"].run_packet(bytes(64))
+
+
+STAGES = '''
+from pyxdp.compiler.lang import *
+jump = ProgArray(4)
+events = RingBuf[None, None](4096)
+
+class Ev(Struct):
+    n: u32
+    proto: be16
+
+@xdp
+def entry(ctx):
+    tail_call(ctx, jump, 1)
+    return XDP_PASS
+
+@xdp
+def stage(ctx):
+    c = ctx.cursor()
+    eth = c.parse(Ethernet)
+    if not eth:
+        return XDP_ABORTED
+    e = Ev()
+    e.n = ctx.packet_len()
+    e.proto = eth.proto
+    events.output(e)
+    return XDP_DROP
+'''
+
+
+def test_tail_calls_and_ring_buffer_records(backend: Backend) -> None:
+    """A prog array filled from Python, a tail call into it, and ring buffer records
+    read back with ``drain()`` (kernel: mmap()ed ring, libbpf's consumer protocol)."""
+    frame = bytes(12) + b"\x86\xdd" + bytes(50)
+    obj = compile_module(STAGES)
+    with backend.load(obj.spec) as coll:
+        entry = coll.programs["entry"]
+        assert entry.run_packet(frame).verdict.name == "PASS"      # empty slot: falls through
+        coll.maps["jump"][1] = coll.programs["stage"]
+        for _ in range(3):
+            assert entry.run_packet(frame).verdict.name == "DROP"
+        records = coll.maps["events"].drain(limit=2)
+        assert records == [len(frame).to_bytes(4, "little") + b"\x86\xdd" + bytes(2)] * 2
+        assert len(coll.maps["events"].drain()) == 1
+        assert coll.maps["events"].drain() == []

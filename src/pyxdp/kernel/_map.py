@@ -31,6 +31,7 @@ from pyxdp.kernel._fd import Fd, fd_number
 from pyxdp.kernel._info import MapInfo, fd_by_id, map_info
 from pyxdp.kernel._owned import OwnedObject
 from pyxdp.kernel._pin import obj_get
+from pyxdp.kernel._ringbuf import RingBufReader
 from pyxdp.kernel._sys import (
     ENOTSUPP,
     MapBatchAttr,
@@ -376,6 +377,22 @@ class Map(OwnedObject, MapBase):
         if not keys:
             return 0
         return self.update_batch_raw(self.encode_keys(keys), self.encode_values(values), flags)
+
+    def close(self) -> None:
+        reader = self.__dict__.pop("_ringbuf", None)
+        if reader is not None:
+            reader.close()
+        super().close()
+
+    def drain(self, limit: int | None = None) -> list[bytes]:
+        """The submitted records of a ring buffer map, oldest first (consumed: the next
+        call returns what came after); the same call as the emulator's ring buffer."""
+        if self.spec.type != MapType.RINGBUF:
+            raise MapError(f"map {self.name!r} is a {self.spec.type.name}, not a RINGBUF")
+        reader = getattr(self, "_ringbuf", None)
+        if reader is None:
+            reader = self._ringbuf = RingBufReader(self.fd.fileno(), self.spec.max_entries)
+        return reader.drain(limit)
 
     def write_value_bytes(self, key: bytes, offset: int, data: bytes) -> None:
         """Overwrite bytes of one value.  An mmapable array (every global data map libbpf-

@@ -131,10 +131,10 @@ class RingBuf(EmuMap):
         else:
             self.records.append(bytes(data))
 
-    def drain(self) -> list[bytes]:
-        """Consume every submitted record, oldest first."""
-        out = list(self.records)
-        self.records.clear()
+    def drain(self, limit: int | None = None) -> list[bytes]:
+        """Consume the submitted records (at most ``limit``), oldest first."""
+        n = len(self.records) if limit is None else min(limit, len(self.records))
+        out = [self.records.popleft() for _ in range(n)]
         self.used -= sum(self._cost(len(r)) for r in out)
         return out
 

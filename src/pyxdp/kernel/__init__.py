@@ -33,15 +33,6 @@ from pyxdp.kernel._info import (
     list_maps,
     list_programs,
 )
-from pyxdp.kernel._link import (
-    BPF_F_REPLACE,
-    XDP_FLAGS_DRV_MODE,
-    XDP_FLAGS_HW_MODE,
-    XDP_FLAGS_SKB_MODE,
-    XDP_FLAGS_UPDATE_IF_NOEXIST,
-    Link,
-    create_xdp_link,
-)
 from pyxdp.kernel._pin import (
     BPF_F_RDONLY,
     BPF_F_WRONLY,
@@ -53,19 +44,17 @@ from pyxdp.kernel._pin import (
     pin_name,
     unpin,
 )
-from pyxdp.kernel._stats import enable_stats
 from pyxdp.kernel._sys import bpf, possible_cpus
-from pyxdp.kernel._testrun import (
-    BPF_F_TEST_RUN_ON_CPU,
-    BPF_F_TEST_SKB_CHECKSUM_COMPLETE,
-    BPF_F_TEST_XDP_LIVE_FRAMES,
-    TestRunResult,
-    XdpMd,
-    test_run,
-)
 
 # name -> module, imported by __getattr__ on first use (PEP 562)
 _LAZY = {
+    **dict.fromkeys(("BPF_F_REPLACE", "XDP_FLAGS_DRV_MODE", "XDP_FLAGS_HW_MODE",
+                     "XDP_FLAGS_SKB_MODE", "XDP_FLAGS_UPDATE_IF_NOEXIST", "Link",
+                     "create_xdp_link"), "pyxdp.kernel._link"),
+    **dict.fromkeys(("BPF_F_TEST_RUN_ON_CPU", "BPF_F_TEST_SKB_CHECKSUM_COMPLETE",
+                     "BPF_F_TEST_XDP_LIVE_FRAMES", "TestRunResult", "XdpMd", "test_run"),
+                    "pyxdp.kernel._testrun"),
+    "enable_stats": "pyxdp.kernel._stats",
     "BPF_F_NO_PREALLOC": "pyxdp.kernel._map", "Map": "pyxdp.kernel._map",
     "Program": "pyxdp.kernel._prog", "failing_insn": "pyxdp.kernel._prog",
     "patch_map_refs": "pyxdp.kernel._prog",
@@ -75,8 +64,26 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from pyxdp.kernel._link import (
+        BPF_F_REPLACE,
+        XDP_FLAGS_DRV_MODE,
+        XDP_FLAGS_HW_MODE,
+        XDP_FLAGS_SKB_MODE,
+        XDP_FLAGS_UPDATE_IF_NOEXIST,
+        Link,
+        create_xdp_link,
+    )
     from pyxdp.kernel._map import BPF_F_NO_PREALLOC, Map
     from pyxdp.kernel._prog import Program, failing_insn, patch_map_refs
+    from pyxdp.kernel._stats import enable_stats
+    from pyxdp.kernel._testrun import (
+        BPF_F_TEST_RUN_ON_CPU,
+        BPF_F_TEST_SKB_CHECKSUM_COMPLETE,
+        BPF_F_TEST_XDP_LIVE_FRAMES,
+        TestRunResult,
+        XdpMd,
+        test_run,
+    )
     from pyxdp.kernel._xlated import XlatedLine, annotate_xlated
     from pyxdp.kernel.backend import KernelBackend
     from pyxdp.kernel.loader import Collection, load_collection, load_pinned

@@ -172,3 +172,21 @@ def test_load_pinned_unpin_removes_the_directory(root: str) -> None:
     with load_pinned(_spec(by_name=True), root) as coll:
         coll.unpin()
     assert not os.path.exists(root)
+
+
+def test_the_rule_is_bpftools_loadall_layout(root: str) -> None:
+    """``bpftool prog loadall OBJ DIR pinmaps DIR`` (libbpf) pins the same names in DIR."""
+    import subprocess
+
+    if shutil.which("bpftool") is None:
+        pytest.skip("bpftool not installed")
+    obj = OBJ / "global_data.o"
+    theirs = root + "-bpftool"
+    try:
+        subprocess.run(["bpftool", "prog", "loadall", str(obj), theirs, "pinmaps", theirs],
+                       check=True, capture_output=True, timeout=60)
+        with load_collection(load_object(obj)) as coll:
+            coll.pin(root)
+        assert sorted(os.listdir(root)) == sorted(os.listdir(theirs))
+    finally:
+        shutil.rmtree(theirs, ignore_errors=True)

@@ -71,8 +71,9 @@ class Collection:
         """Pin every program and map under the bpffs directory ``path``.
 
         The pin-naming rule, the one pyxdp uses everywhere (``pyxdp load --pin``,
-        ``pyxdp attach``, :func:`pyxdp.xdp.attach_pinned`) and libbpf's
-        ``bpf_object__pin``:
+        ``pyxdp attach``, :func:`pyxdp.xdp.attach_pinned`); for programs and maps it is
+        libbpf's ``bpf_object__pin``, the layout ``bpftool prog loadall OBJ DIR pinmaps
+        DIR`` makes:
 
         * program ``P`` -> ``<path>/P``;
         * map ``M`` -> ``<path>/M``, with the kernel's name of the map, so global data maps

@@ -13,20 +13,23 @@ does: ``pyxdp -j prog list``).
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, NamedTuple
 
 from pyxdp import __version__
 from pyxdp.cli._render import UsageError
 from pyxdp.errors import PyxdpError
 
+# typing costs milliseconds at start-up and only the type checker needs it here
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
-class Command(NamedTuple):
-    module: str          # pyxdp.cli.<module> registers the command
-    help: str            # the one line of `pyxdp --help`
+# module: pyxdp.cli.<module> registers the command; help: its line in `pyxdp --help`
+Command = collections.namedtuple("Command", ["module", "help"])
 
 
 COMMANDS: dict[str, Command] = {
@@ -93,20 +96,28 @@ def build_parser(argv: Sequence[str] | None = None, *,
     parser.add_argument("--version", action="version", version=f"pyxdp {__version__}")
     parser.add_argument("-j", "--json", dest="json_first", action="store_true",
                         help="JSON output for the command that follows (as its --json)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
     wanted = None if full else COMMANDS.get(_command_of(argv or ()) or "")
-    if wanted is not None:         # the one group that can parse the rest of argv
-        register_group(sub, wanted.module)
+    if wanted is not None or full:
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                    prog=parser.prog)
+        for module in ([wanted.module] if wanted else dict.fromkeys(
+                c.module for c in COMMANDS.values())):
+            register_group(sub, module)
         return parser
-    done: set[str] = set()
+    # `pyxdp --help`, or no or an unknown command: names and help lines only
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                prog=parser.prog, parser_class=_Unloaded)
     for name, cmd in COMMANDS.items():
-        if full and cmd.module not in done:
-            done.add(cmd.module)
-            register_group(sub, cmd.module)
-        elif not full:              # `pyxdp --help`, or a mistake: names and help only
-            sub.add_parser(name, help=cmd.help, add_help=False)
+        sub.add_parser(name, help=cmd.help)
     return parser
+
+
+class _Unloaded:
+    """Stands in for a group's parser in the ``pyxdp --help`` listing: argparse only
+    selects a command's parser when the command is named, and then its group is loaded."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -299,7 +299,7 @@ def cmd_serve_metrics(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     top = sub.add_parser("filter")
-    fsub = top.add_subparsers(dest="filter_command", metavar="ACTION")
+    fsub = top.add_subparsers(dest="filter_command", metavar="ACTION", prog=top.prog)
     fsub.required = True
 
     def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_load)
 
     prog = subparsers.add_parser("prog")
-    psub = prog.add_subparsers(dest="prog_command", metavar="SUBCOMMAND")
+    psub = prog.add_subparsers(dest="prog_command", metavar="SUBCOMMAND", prog=prog.prog)
     psub.required = True
     x = psub.add_parser("list", help="every program in the kernel")
     add_json(x)
@@ -57,7 +57,7 @@ def register(subparsers: Any) -> None:
     x.set_defaults(func=cmd_prog_dump)
 
     mp = subparsers.add_parser("map")
-    msub = mp.add_subparsers(dest="map_command", metavar="SUBCOMMAND")
+    msub = mp.add_subparsers(dest="map_command", metavar="SUBCOMMAND", prog=mp.prog)
     msub.required = True
     x = msub.add_parser("list", help="every map in the kernel")
     add_json(x)

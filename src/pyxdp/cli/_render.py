@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Collection, Iterable, Sequence
-from typing import Any
 
 from pyxdp.errors import PyxdpError
+
+TYPE_CHECKING = False           # typing is not imported at run time: start-up speed
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Sequence
+    from typing import Any
 
 
 class UsageError(PyxdpError):

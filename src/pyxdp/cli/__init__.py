@@ -112,11 +112,12 @@ def build_parser(argv: Sequence[str] | None = None, *,
     return parser
 
 
-class _Unloaded:
-    """Stands in for a group's parser in the ``pyxdp --help`` listing: argparse only
-    selects a command's parser when the command is named, and then its group is loaded."""
+class _Unloaded(argparse.ArgumentParser):
+    """Stands in for a group's parser in the ``pyxdp --help`` listing, and costs nothing
+    to make: argparse only uses a command's parser when the command is named, and then
+    :func:`build_parser` has registered the real one."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:   # no ArgumentParser set-up: never parses
         pass
 
 

@@ -128,10 +128,10 @@ def cmd_load(args: argparse.Namespace) -> int:
                              "pinned": coll.program_pins.get(name)})
         maps = []
         for name, m in coll.maps.items():
-            info = m.info()
-            maps.append({"name": name, "type": kind(info.type), "id": info.id,
-                         "key_size": info.key_size, "value_size": info.value_size,
-                         "max_entries": info.max_entries, "flags": info.flags,
+            mi = m.info()
+            maps.append({"name": name, "type": kind(mi.type), "id": mi.id,
+                         "key_size": mi.key_size, "value_size": mi.value_size,
+                         "max_entries": mi.max_entries, "flags": mi.flags,
                          "pinned": coll.map_pins.get(name)})
     pinned_to = os.path.abspath(args.pin) if args.pin else None
     if args.json:

@@ -117,6 +117,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--runs", type=int, default=5, help="runs per command and round")
     ap.add_argument("--before", type=Path, help="another pyxdp src tree to compare with")
+    ap.add_argument("--before-label", help="what --before is (default: its git revision)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -162,6 +163,8 @@ def main() -> int:
             "load": (["load", str(OBJ), "--pin", pin],
                      ["bpftool", "prog", "loadall", str(OBJ), pin, "pinmaps", pin], unpin),
         }
+        # as the table shows them
+        shown = {mid: "ID", str(OBJ): "OBJ", pin: "DIR"}
         # side -> (src tree, bytecode cache, interpreter flags); -S runs without site (and
         # so without site-packages: the read-only commands need nothing from there)
         trees = {"pyxdp": (ROOT / "src", cache, []),
@@ -203,8 +206,8 @@ def main() -> int:
     for name in commands:
         mine, bt = stats[f"pyxdp:{name}"], stats[f"bpftool:{name}"]
         row = {"command": name, "pyxdp": mine, "bpftool": bt,
-               "pyxdp_argv": next(c.label for c in cases if c.key == f"pyxdp:{name}"),
-               "bpftool_argv": next(c.label for c in cases if c.key == f"bpftool:{name}"),
+               "pyxdp_argv": " ".join(["pyxdp", *(shown.get(a, a) for a in commands[name][0])]),
+               "bpftool_argv": " ".join(shown.get(a, a) for a in commands[name][1]),
                "ratio": mine["median_ms"] / bt["median_ms"],
                "within_spread_of_bpftool": overlap(mine, bt),
                "above_floor_ms": mine["median_ms"] - floor["median_ms"],
@@ -227,8 +230,9 @@ def main() -> int:
     env = {"kernel": platform.release(), "python": platform.python_version(),
            "interpreter": py, "bpftool": " / ".join(x.strip() for x in bt_version[:2]),
            "cpus": os.cpu_count(), "rounds": args.rounds, "runs_per_round": args.runs,
-           "pyxdp_rev": git_rev(ROOT),
-           "before": str(args.before) + f" ({git_rev(args.before)})" if args.before else None}
+           "pyxdp_rev": git_rev(ROOT / "src"),
+           "before": (f"{args.before} ({args.before_label or git_rev(args.before)})"
+                      if args.before else None)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cli_start.json").write_text(json.dumps(
         {"env": env, "floor": floor, "floor_no_site": stats["python -S -c pass"],
@@ -266,12 +270,15 @@ def markdown(env: dict[str, Any], floor: dict[str, float], stats: dict[str, Any]
     for r in rows:
         no_site = fmt(r["no_site"]) if r["no_site"] else "-"
         lines.append(
-            f"| `pyxdp {r['pyxdp_argv'].removeprefix('pyxdp ')}` | {fmt(r['pyxdp'])}"
+            f"| `{r['pyxdp_argv']}` | {fmt(r['pyxdp'])}"
             f" | {r['above_floor_ms']:+.1f} | {'yes' if r['under_target'] else 'no'}"
             f" | {fmt(r['bpftool'])} | `{r['bpftool_argv']}` | {r['ratio']:.0f}"
             f" | {no_site} | {r['nopyc']['median_ms']:.1f}"
             + (f" | {r['before']['median_ms']:.1f} |" if before else " |"))
-    lines.append("")
+    lines += ["", f"OBJ is `{OBJ.relative_to(ROOT)}` (BTF, three global-data maps, one"
+              " program); DIR a fresh directory under /sys/fs/bpf, removed after every run"
+              " (both tools pin the same names in it); ID a 16-entry hash map.  The"
+              " installed `pyxdp` console script skips `-m`'s runpy.", ""]
     notes = []
     for r in rows:
         if r["within_spread_of_bpftool"]:
@@ -285,6 +292,14 @@ def markdown(env: dict[str, Any], floor: dict[str, float], stats: dict[str, Any]
     if not notes:
         notes.append("No difference in the table is within the spread (the interquartile"
                      " ranges of every compared pair are disjoint).")
+    no_site = [r["no_site"]["median_ms"] for r in rows if r["no_site"]]
+    site_ms = floor["median_ms"] - stats["python -S -c pass"]["median_ms"]
+    notes.append(f"`site` takes {site_ms:.0f} ms of the floor on this machine (its `.pth`"
+                 " files import more modules than Python itself needs); without `site`"
+                 f" (`-S`) the read-only commands take {min(no_site):.0f}-{max(no_site):.0f}"
+                 " ms: pyxdp then also imports the standard-library modules `site` had"
+                 " loaded, so that column is close to what a machine without such `.pth`"
+                 " files sees.")
     slow = [r["command"] for r in rows[:4] if not r["under_target"]]
     notes.append(("All four read-only commands start in under 100 ms." if not slow else
                   f"Over 100 ms: {', '.join(slow)}.")

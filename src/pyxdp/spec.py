@@ -7,6 +7,7 @@ is deterministic: the same bytes in give the same spec out, whatever the running
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,41 @@ class ObjectSpec:
     # initial slots of prog arrays / map-in-maps from relocations in ``.maps``:
     # map name -> {index: program or map name}
     map_slots: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    def program(self, name: str | None = None, type: ProgType | None = None) -> ProgramSpec:
+        """The program called ``name`` (its program or its section name); without a name
+        the only program (the only one of ``type`` when a type is given).  Anything else
+        raises :class:`~pyxdp.errors.PyxdpError` saying which programs there are."""
+        from pyxdp.errors import PyxdpError
+
+        where = self.path or "the object"
+        have = ", ".join(self.programs) or "none"
+        if name is not None:
+            for spec in self.programs.values():
+                if name in (spec.name, spec.section):
+                    return spec
+            raise PyxdpError(f"{where} has no program or section {name!r} (programs: {have})")
+        pool = [p for p in self.programs.values() if type is None or p.type == type]
+        if len(pool) == 1:
+            return pool[0]
+        kind = f"{type.name} programs" if type is not None else "programs"
+        found = ", ".join(p.name for p in pool) or "none"
+        raise PyxdpError(f"{where} has {len(pool)} {kind} ({found}): choose one by name")
+
+    def only(self, *names: str) -> ObjectSpec:
+        """A shallow copy that keeps the programs ``names`` (program or section names) and
+        every map; initial prog-array slots pointing at a program left out are dropped."""
+        keep = {self.program(n).name for n in names}
+        out = copy.copy(self)
+        out.programs = {n: p for n, p in self.programs.items() if n in keep}
+        slots: dict[str, dict[int, str]] = {}
+        for mname, entries in self.map_slots.items():
+            kept = {i: what for i, what in entries.items()
+                    if self.maps[mname].type != MapType.PROG_ARRAY or what in keep}
+            if kept:
+                slots[mname] = kept
+        out.map_slots = slots
+        return out
 
 
 __all__ = [

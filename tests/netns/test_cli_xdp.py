@@ -54,9 +54,38 @@ def test_attach_status_detach(bed, drop_object: str, link: bool) -> None:
     r = pyxdp("status", "veth1", "--netns", ns, "--json")
     rows = json.loads(r.stdout)
     assert rows[0]["attachments"][0]["prog_id"] == st.attachments[0].prog_id
+    if link:     # pinned by Collection.pin's rule, under <root>/<iface>@netns<inode>
+        (where,) = [os.path.join(pin_root, d) for d in os.listdir(pin_root)]
+        assert os.path.basename(where).startswith("veth1@netns")
+        names = os.listdir(where)
+        prog = st.attachments[0].prog_name
+        assert prog in names and f"{prog}_link" in names
+    else:
+        assert not os.path.exists(pin_root)
     r = pyxdp("detach", "veth1", "--netns", ns, "--pin-root", pin_root)
     assert r.returncode == 0 and "detached" in r.stdout
     assert bed.call("sink", xdp.status, "veth1").attachments == ()
+    assert not os.path.exists(pin_root)
+
+
+def test_attach_detach_json(bed, drop_object: str) -> None:
+    ns = bed.ns_name("sink")
+    pin_root = f"/sys/fs/bpf/pyxdp-test-j{os.getpid()}"
+    r = pyxdp("-j", "attach", "veth1", drop_object, "--netns", ns, "--mode", "generic",
+              "--pin-root", pin_root)
+    assert r.returncode == 0, r.stderr
+    att = json.loads(r.stdout)
+    st = bed.call("sink", xdp.status, "veth1")
+    assert (att["prog_id"], att["link_id"]) == (st.attachments[0].prog_id,
+                                                st.attachments[0].link_id)
+    assert att["mode"] == "generic" and att["via"] == "bpf_link"
+    assert os.path.isdir(att["pin_dir"]) and att["pin_dir"].startswith(pin_root)
+    r = pyxdp("detach", "veth1", "--netns", ns, "--pin-root", pin_root, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert [a["prog_id"] for a in d["detached"]] == [att["prog_id"]]
+    r = pyxdp("detach", "veth1", "--netns", ns, "--pin-root", pin_root, "--json")
+    assert json.loads(r.stdout) == {"iface": "veth1", "detached": []}
     assert not os.path.exists(pin_root)
 
 
@@ -72,6 +101,9 @@ def test_errors_are_one_clear_line(bed, drop_object: str, tmp_path) -> None:
     assert r.returncode == 1 and "no network namespace" in r.stderr
     r = pyxdp("attach", "veth1", drop_object, "--netns", ns, "--mode", "turbo")
     assert r.returncode == 2
+    r = pyxdp("attach", "veth1", os.path.join(DROP_OBJ, "multi.o"), "--netns", ns)
+    assert r.returncode == 1 and "has 3 XDP programs" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
 def test_trafficgen_cli_sends_what_the_sink_counts() -> None:
@@ -120,5 +152,7 @@ def test_status_warns_about_redirect_targets(bed) -> None:
                 assert len(warnings) == 1 and "veth1 is a veth" in warnings[0]
                 r = pyxdp("status", "veth1", "--netns", bed.ns_name("sink"))
                 assert "warning" in r.stdout and "peer runs an XDP program" in r.stdout
+                line = next(ln for ln in r.stdout.splitlines() if ln.startswith("veth1"))
+                assert "redir" in line and "native" in line
             finally:
                 bed.call("sink", att.detach)

@@ -153,6 +153,35 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(env) -> None:
     assert r.returncode == 1 and "no such interface 'nosuch0'" in r.stderr
 
 
+def test_every_filter_command_speaks_json(env) -> None:
+    _, roots, tmp = env
+    att = json.loads(pyxdp("filter", "attach", "veth1", "--rules", str(tmp / "rules.toml"),
+                           "--json", *roots).stdout)
+    assert att["iface"] == "veth1" and att["rules"] == 2 and att["prog_id"] > 0
+    added = json.loads(pyxdp("-j", "filter", "add", "veth1", "web", "proto=tcp",
+                             "dport=80", *roots).stdout)
+    assert added == {"iface": "veth1", "added": "web"}
+    lst = tmp / "l.txt"
+    lst.write_text("198.20.0.0/16\n198.21.0.1\n")
+    imp = json.loads(pyxdp("filter", "import", "veth1", str(lst), "--json", *roots).stdout)
+    assert imp["rule"] == "list" and imp["prefixes"] == 2
+    loaded = json.loads(pyxdp("filter", "load", "veth1", str(tmp / "rules.toml"), "--json",
+                              *roots).stdout)
+    assert loaded["rules"] == 2
+    listing = json.loads(pyxdp("filter", "list", "veth1", "-j", *roots).stdout)
+    assert [r["name"] for r in listing["rules"]] == ["bad-net", "web-syn"]
+    stats = json.loads(pyxdp("filter", "stats", "veth1", "-j", *roots).stdout)
+    assert set(stats["stats"]) >= {"bad-net", "web-syn"}
+    assert json.loads(pyxdp("filter", "del", "veth1", "web-syn", "--json", *roots).stdout
+                      ) == {"iface": "veth1", "deleted": "web-syn"}
+    out = pyxdp("filter", "stats", "veth1", *roots).stdout     # the plain table
+    assert out.splitlines()[1].split() == ["rule", "packets", "bytes", "pps"]
+    det = json.loads(pyxdp("filter", "detach", "veth1", "--json", *roots).stdout)
+    assert det["found"] is True
+    det = json.loads(pyxdp("filter", "detach", "veth1", "--force", "--json", *roots).stdout)
+    assert det["found"] is False and det["steps"] == []
+
+
 def test_detach_force_recovers_corrupt_state_and_import_replaces(env) -> None:
     _, roots, tmp = env
     pyxdp("filter", "attach", "veth1", "--rules", str(tmp / "rules.toml"), *roots)

@@ -157,13 +157,22 @@ def test_empty_port_list_is_refused_not_any_port() -> None:
         parse_rule({"name": "x", "proto": "tcp", "sport": []})
 
 
-def test_cli_words_refuse_a_key_given_as_value_and_table() -> None:
-    from pyxdp.cli._filter import parse_words
+def test_rule_words_refuse_a_key_given_as_value_and_table() -> None:
+    from pyxdp.apps.filter.rules import parse_rule_words, rule_words_table
 
     for words in (["rate=5", "rate.pps=1"], ["rate.pps=1", "rate=5"], ["vlan=1", "vlan=2"]):
         with pytest.raises(RuleError, match="given more than once"):
-            parse_words("x", ["src=10.0.0.0/8", *words])
-    assert parse_words("x", ["rate.pps=1", "rate.burst=2"])["rate"] == {"pps": 1, "burst": 2}
+            rule_words_table("x", ["src=10.0.0.0/8", *words])
+    assert rule_words_table("x", ["rate.pps=1", "rate.burst=2"])["rate"] == {"pps": 1,
+                                                                            "burst": 2}
+    rule = parse_rule_words("web", ["proto=tcp", "dport=80,443", "fragment=no"])
+    assert rule.name == "web" and rule.proto == 6 and rule.fragment is False
+    assert [(p.lo, p.hi) for p in rule.dport] == [(80, 80), (443, 443)]
+    for words, message in ((["nonsense"], "expected key=value"),
+                           (["vlan=x"], "vlan: expected an integer"),
+                           (["fragment=maybe"], "expected true or false")):
+        with pytest.raises(RuleError, match=message):
+            parse_rule_words("x", words)
 
 
 def test_address_list_name_is_validated() -> None:

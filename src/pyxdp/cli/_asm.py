@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pyxdp.cli._render import add_json, print_json
 from pyxdp.errors import PyxdpError
 
 ELF_MAGIC = b"\x7fELF"
@@ -33,20 +34,13 @@ def _text(data: bytes, path: str) -> str:
         raise PyxdpError(f"{path}: not assembly text (not UTF-8)") from None
 
 
-def pick_program(obj: Any, name: str | None, path: str) -> Any:
-    """The program of an object named ``name`` (program or section name); without a name
-    the only program, if there is exactly one."""
-    progs = obj.programs
-    if name is None:
-        if len(progs) == 1:
-            return next(iter(progs.values()))
-        raise PyxdpError(f"{path} has {len(progs)} programs ({', '.join(progs) or 'none'});"
-                         " pick one with --section")
-    for spec in progs.values():
-        if name in (spec.name, spec.section):
-            return spec
-    raise PyxdpError(f"{path} has no program or section {name!r}"
-                     f" (programs: {', '.join(progs) or 'none'})")
+def read_elf(data: bytes, path: str) -> Any:
+    """The ObjectSpec of ELF bytes read from ``path``; errors say which file."""
+    from pyxdp.elf import load_object
+
+    obj = load_object(data)
+    obj.path = obj.path or path
+    return obj
 
 
 def cmd_asm(args: argparse.Namespace) -> int:
@@ -55,13 +49,18 @@ def cmd_asm(args: argparse.Namespace) -> int:
 
     insns = assemble(_text(read_input(args.file), args.file), args.syntax)
     raw = encode(insns)
+    slots = [raw[i:i + 8].hex(" ") for i in range(0, len(raw), 8)]
     if args.output:
         Path(args.output).write_bytes(raw)
-        print(f"{len(raw) // 8} instruction slots ({len(raw)} bytes) -> {args.output}",
+    if args.json:
+        print_json({"slots": len(slots), "bytes": len(raw), "output": args.output,
+                    "instructions": slots})
+    elif args.output:
+        print(f"{len(slots)} instruction slots ({len(raw)} bytes) -> {args.output}",
               file=sys.stderr)
-        return 0
-    for i in range(0, len(raw), 8):
-        print(raw[i:i + 8].hex(" "))
+    else:
+        for line in slots:
+            print(line)
     return 0
 
 
@@ -70,44 +69,54 @@ def cmd_disasm(args: argparse.Namespace) -> int:
 
     syntax = "llvm" if args.syntax == "auto" else args.syntax
     data = read_input(args.file)
+    progs: list[dict[str, Any]] = []
     if not data.startswith(ELF_MAGIC):
         if args.section:
             raise PyxdpError(f"{args.file}: --section needs an ELF object")
         if len(data) % 8:
             raise PyxdpError(f"{args.file}: {len(data)} bytes is not a whole number of"
                              " 8-byte instructions (and not an ELF object)")
-        print(disassemble(data, syntax, labels=args.labels), end="")
+        progs.append({"name": None, "section": None, "type": None,
+                      "text": disassemble(data, syntax, labels=args.labels)})
+    else:
+        obj = read_elf(data, args.file)
+        specs = [obj.program(args.section)] if args.section else list(obj.programs.values())
+        for spec in specs:
+            progs.append({"name": spec.name, "section": spec.section,
+                          "type": spec.type.name.lower(), "instructions": len(spec.instructions),
+                          "text": disassemble(spec.instructions, syntax, labels=args.labels)})
+    if args.json:
+        print_json({"file": args.file, "syntax": syntax,
+                    "programs": [{**p, "text": p["text"].splitlines()} for p in progs]})
         return 0
-    from pyxdp.elf import load_object
-
-    obj = load_object(data)
-    if args.section:
-        spec = pick_program(obj, args.section, args.file)
-        print(disassemble(spec.instructions, syntax, labels=args.labels), end="")
+    if len(progs) == 1 and (args.section or progs[0]["name"] is None):
+        print(progs[0]["text"], end="")
         return 0
-    for spec in obj.programs.values():
-        print(f"; {spec.name}  section {spec.section}  {spec.type.name.lower()}"
-              f"  {len(spec.instructions)} instructions")
-    for spec in obj.programs.values():
-        print(f"\n{spec.name}:")
-        print(disassemble(spec.instructions, syntax, labels=args.labels), end="")
+    for p in progs:
+        print(f"; {p['name']}  section {p['section']}  {p['type']}"
+              f"  {p['instructions']} instructions")
+    for p in progs:
+        print(f"\n{p['name']}:")
+        print(p["text"], end="")
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("asm", help="assemble eBPF text to raw instructions")
+def register(sub: Any) -> None:
+    p = sub.add_parser("asm")
     p.add_argument("file", metavar="FILE", help="assembly text ('-' for stdin)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="write raw little-endian instructions here (default: hex on stdout)")
     p.add_argument("--syntax", choices=SYNTAXES, default="auto",
                    help="input syntax (default: detected)")
+    add_json(p)
     p.set_defaults(func=cmd_asm)
 
-    d = sub.add_parser("disasm", help="disassemble raw instructions or an ELF object")
+    d = sub.add_parser("disasm")
     d.add_argument("file", metavar="FILE", help="raw bytecode or BPF ELF object ('-': stdin)")
     d.add_argument("--syntax", choices=SYNTAXES, default="llvm",
                    help="output syntax (auto means llvm)")
     d.add_argument("--section", "--program", dest="section", metavar="NAME",
                    help="the program (or section) of an ELF object to print")
     d.add_argument("--labels", action="store_true", help="print branch targets as labels")
+    add_json(d)
     d.set_defaults(func=cmd_disasm)

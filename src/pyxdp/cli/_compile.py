@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+from pyxdp.cli._render import add_json, print_json
+from pyxdp.errors import PyxdpError
 
 PASSES = ("ast", "typed", "llvm", "opt", "asm")
 
@@ -11,36 +15,41 @@ PASSES = ("ast", "typed", "llvm", "opt", "asm")
 def cmd_compile(args: argparse.Namespace) -> int:
     from pyxdp.compiler import compile_module
 
-    only = None
-    if args.function:
-        only = [args.function]
     dump = set(args.dump_after or ())
-    obj = compile_module(args.file, programs=only, dump=dump)
+    obj = compile_module(args.file, programs=[args.function] if args.function else None,
+                         dump=dump)
     if args.section:
         names = [n for n, p in obj.spec.programs.items() if p.section == args.section]
         if not names:
-            print(f"pyxdp compile: no program in section {args.section!r}", file=sys.stderr)
-            return 1
+            raise PyxdpError(f"{args.file}: no program in section {args.section!r}")
         obj = compile_module(args.file, programs=names, dump=dump)
-    for name in args.dump_after or ():
-        print(f";; ---- after {name} ----")
-        print(obj.dumps[name])
     if args.output:
         with open(args.output, "wb") as f:
             f.write(obj.elf)
-    progs = ", ".join(f"{n} ({p.section}, {len(p.instructions)} insns)"
-                      for n, p in obj.spec.programs.items())
+    programs = [{"name": n, "section": p.section, "instructions": len(p.instructions)}
+                for n, p in obj.spec.programs.items()]
+    if args.json:
+        print_json({"file": args.file, "output": args.output, "programs": programs,
+                    "compile_ms": round(obj.compile_seconds * 1000, 3),
+                    "dumps": {name: obj.dumps[name] for name in args.dump_after or ()}})
+        return 0
+    for name in args.dump_after or ():
+        print(f";; ---- after {name} ----")
+        print(obj.dumps[name])
+    progs = ", ".join(f"{p['name']} ({p['section']}, {p['instructions']} insns)"
+                      for p in programs)
     print(f"compiled {progs} in {obj.compile_seconds * 1000:.0f} ms"
           + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compile", help="compile a Python XDP program (pyxdp dialect) to BPF")
+def register(sub: Any) -> None:
+    p = sub.add_parser("compile")
     p.add_argument("file", help="the program module, a .py file")
     p.add_argument("-o", "--output", help="write the ELF object here")
     p.add_argument("--dump-after", action="append", choices=PASSES, metavar="PASS",
                    help=f"print the program after a pass ({', '.join(PASSES)}); repeatable")
     p.add_argument("--section", help="only the programs in this ELF section")
     p.add_argument("--function", help="only this program function")
+    add_json(p)
     p.set_defaults(func=cmd_compile)

@@ -1,18 +1,43 @@
-"""``pyxdp demo``: the README's main job (see :mod:`pyxdp.apps.demo`)."""
+"""``pyxdp demo``: the filter protecting a TCP service from a flood (see
+:mod:`pyxdp.apps.demo`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from typing import Any
+
+from pyxdp.cli._render import add_json, print_json
+
+
+def _phase(p: Any) -> dict[str, Any]:
+    c = p.client
+    return {"phase": p.name, "answered_per_s": c.rps, "answered": c.answered,
+            "failed": c.failed, "p50_ms": c.p50, "p99_ms": c.pct(0.99),
+            "flood_mpps": p.flood_mpps if p.flood_sent else None,
+            "stats": {k: {"packets": n, "bytes": b} for k, (n, b) in (p.stats or {}).items()}}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from pyxdp.apps import demo
 
-    return demo.main(emulator=args.emulator)
+    if not args.json:
+        return demo.main(emulator=args.emulator)
+
+    def log(line: str) -> None:            # progress to stderr: stdout is the document
+        print(line, file=sys.stderr)
+
+    if os.geteuid() == 0 and not args.emulator:
+        print_json({"mode": "kernel",
+                    "phases": [_phase(p) for p in demo.run_kernel_demo(log=log)]})
+    else:
+        print_json({"mode": "emulator", **demo.run_emulator_demo(log=log)})
+    return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="XDP protecting a service from a flood on a test bed"
-                                    " (emulator when not root)")
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo")
     p.add_argument("--emulator", action="store_true", help="use the emulator even as root")
+    add_json(p)
     p.set_defaults(func=cmd_demo)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from pyxdp.cli._asm import ELF_MAGIC, pick_program, read_input
+from pyxdp.cli._asm import ELF_MAGIC, read_elf, read_input
+from pyxdp.cli._render import UsageError, add_json, print_json, table
 from pyxdp.errors import EmulatorError, PyxdpError
 
 DEFAULT_PACKETS = 1000
@@ -28,14 +28,14 @@ def load_program(path: str, section: str | None, syntax: str = "auto") -> Any:
 
     data = read_input(path)
     if data.startswith(ELF_MAGIC):
-        from pyxdp.elf import load_object
+        from pyxdp.abi import ProgType
 
-        obj = load_object(data)
-        if section is None:
-            xdp = [s for s in obj.programs.values() if s.type.name == "XDP"]
-            spec = xdp[0] if len(xdp) == 1 else pick_program(obj, None, path)
+        obj = read_elf(data, path)
+        if section is None:       # the only XDP program, else the only program
+            xdp = [s for s in obj.programs.values() if s.type == ProgType.XDP]
+            spec = xdp[0] if len(xdp) == 1 else obj.program()
         else:
-            spec = pick_program(obj, section, path)
+            spec = obj.program(section)
         return emu.load(spec, maps=obj)
     if section is not None:
         raise PyxdpError(f"{path}: --section needs an ELF object")
@@ -88,10 +88,13 @@ def cmd_emu(args: argparse.Namespace) -> int:
     if args.conformance_plugin is not None:
         from pyxdp.emu.plugin import conformance_plugin
 
+        if args.json:
+            raise UsageError("--json does not go with --conformance-plugin (whose output is"
+                             " the plugin protocol)")
         argv = [args.conformance_plugin] if args.conformance_plugin else []
         return conformance_plugin(argv, sys.stdin, sys.stdout, sys.stderr)
     if args.prog is None:
-        raise PyxdpError("PROG is required (or use --conformance-plugin)")
+        raise UsageError("PROG is required (or use --conformance-plugin)")
     prog = load_program(args.prog, args.section, args.syntax)
     # built up front so the timing below covers the emulator only
     packets = (_pcap_packets(args.pcap) if args.pcap
@@ -108,33 +111,19 @@ def cmd_emu(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     source = args.pcap or f"{total} generated packets"
     if args.json:
-        print(json.dumps({"program": prog.name, "source": source, "packets": total,
-                          "verdicts": dict(counts), "seconds": seconds}, indent=2))
+        print_json({"program": prog.name, "source": source, "packets": total,
+                    "verdicts": dict(counts), "seconds": seconds})
         return 0
-    _print_table(prog.name, source, total, counts, seconds)
+    table(["verdict", "packets", "share"],
+          [[v, n, f"{100 * n / total:.1f} %"] for v, n in counts.most_common()],
+          title=f"{prog.name} over {source}", right={"packets", "share"})
+    if total:
+        print(f"{total} packets in {seconds:.3f} s ({seconds / total * 1e6:.2f} us/packet)")
     return 0
 
 
-def _print_table(name: str, source: str, total: int, counts: Counter[str],
-                 seconds: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{name} over {source}", title_justify="left")
-    table.add_column("verdict")
-    table.add_column("packets", justify="right")
-    table.add_column("share", justify="right")
-    for verdict, n in counts.most_common():
-        table.add_row(verdict, str(n), f"{100 * n / total:.1f} %")
-    console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
-    console.print(table)
-    if total:
-        console.print(f"{total} packets in {seconds:.3f} s"
-                      f" ({seconds / total * 1e6:.2f} us/packet)")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("emu", help="run an XDP program in the emulator over packets")
+def register(sub: Any) -> None:
+    p = sub.add_parser("emu")
     p.add_argument("prog", nargs="?", metavar="PROG",
                    help="ELF object, raw bytecode or assembly text ('-' for stdin)")
     p.add_argument("--pcap", metavar="FILE", help="packets to run (classic pcap)")
@@ -144,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="program (or section) of an ELF object")
     p.add_argument("--syntax", choices=("auto", "llvm", "ubpf"), default="auto",
                    help="syntax of assembly text")
-    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    add_json(p)
     p.add_argument("--conformance-plugin", nargs="?", const="", metavar="MEM",
                    help="act as a bpf_conformance plugin: program hex on stdin, MEM as hex")
     p.set_defaults(func=cmd_emu)

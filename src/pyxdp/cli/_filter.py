@@ -9,74 +9,52 @@ dport=80,443 rate.pps=1000``.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from typing import Any
 
-from pyxdp.cli._xdp import _in_netns
+from pyxdp.cli._render import add_json, print_json, table
 
-LIST_KEYS = {"src", "dst", "sport", "dport"}
-INT_KEYS = {"vlan", "rate.pps", "rate.bps", "rate.burst", "pattern.offset"}
-BOOL_KEYS = {"fragment", "ip_options", "malformed"}
+# pyxdp.apps.filter (and with it the compiler) is imported by the commands, not here
 
 
-def parse_words(name: str, words: list[str]) -> dict[str, Any]:
-    """``key=value`` words to a rule table, as a rule file would hold it."""
-    from pyxdp.apps.filter import RuleError
+def _roots(args: argparse.Namespace) -> dict[str, Any]:
+    """The pin and state roots given on the command line (else the filter's defaults)."""
+    out = {}
+    if args.pin_root:
+        out["pin_root"] = args.pin_root
+    if args.state_root:
+        out["state_root"] = args.state_root
+    return out
 
-    table: dict[str, Any] = {"name": name}
-    seen: set[str] = set()
-    for w in words:
-        key, sep, value = w.partition("=")
-        if not sep or not key:
-            raise RuleError(f"expected key=value, got {w!r}", "command line", name)
-        outer = key.split(".", 1)[0]
-        if key in seen or ("." in key and outer in seen) or ("." not in key and any(
-                k.startswith(key + ".") for k in seen)):
-            # ``rate=5 rate.pps=1``: one key as a value and as a table (or twice)
-            raise RuleError(f"{outer}: given more than once", "command line", name)
-        seen.add(key)
-        if key in INT_KEYS:
-            try:
-                v: Any = int(value, 0)
-            except ValueError:
-                raise RuleError(f"{key}: expected an integer, got {value!r}", "command line",
-                                name) from None
-        elif key in BOOL_KEYS:
-            if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                raise RuleError(f"{key}: expected true or false, got {value!r}",
-                                "command line", name)
-            v = value.lower() in ("true", "yes", "1")
-        elif key in LIST_KEYS:
-            v = [x for x in value.split(",") if x]
-        elif key == "proto" and value.isdigit():
-            v = int(value)
-        else:
-            v = value
-        if "." in key:
-            outer, inner = key.split(".", 1)
-            table.setdefault(outer, {})[inner] = v
-        else:
-            table[key] = v
-    return table
+
+def _done(args: argparse.Namespace, text: str, **data: Any) -> int:
+    """Report a change: one sentence, or with --json one document."""
+    if args.json:
+        print_json({"iface": args.iface, **data})
+    else:
+        print(text)
+    return 0
 
 
 def _open(args: argparse.Namespace, fn: Any) -> Any:
     """Run ``fn(filter)`` on the reopened filter, inside ``--netns`` if given."""
     from pyxdp.apps.filter import Filter
+    from pyxdp.xdp import in_netns
 
     def run() -> Any:
-        f = Filter.open(args.iface, args.pin_root, state_root=args.state_root)
+        f = Filter.open(args.iface, **_roots(args))
         try:
             return fn(f)
         finally:
             f.close()
 
-    return _in_netns(args.netns, run)
+    return in_netns(args.netns, run)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
     from pyxdp.apps.filter import Action, Filter, RuleSet, load_rules
+    from pyxdp.xdp import in_netns
 
     rs = load_rules(args.rules) if args.rules else RuleSet()
     if args.default:
@@ -84,48 +62,51 @@ def cmd_attach(args: argparse.Namespace) -> int:
     if args.dry_run:
         rs.dry_run = True
 
-    def run() -> str:
-        f = Filter.attach(args.iface, args.mode, rs, args.pin_root, state_root=args.state_root)
+    def run() -> int:
+        f = Filter.attach(args.iface, args.mode, rs, **_roots(args))
         try:
-            return (f"filter attached to {args.iface}: {len(rs.rules)} rule(s), default"
-                    f" {rs.default.value}{', dry run' if rs.dry_run else ''}, program id"
-                    f" {f.program_id()}")
+            return f.program_id()
         finally:
             f.close()
 
-    print(_in_netns(args.netns, run))
-    return 0
+    prog_id = in_netns(args.netns, run)
+    return _done(args, f"filter attached to {args.iface}: {len(rs.rules)} rule(s), default"
+                       f" {rs.default.value}{', dry run' if rs.dry_run else ''}, program id"
+                       f" {prog_id}",
+                 rules=len(rs.rules), default=rs.default.value, dry_run=rs.dry_run,
+                 prog_id=prog_id)
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
     if args.force:
         from pyxdp.apps.filter import Filter
+        from pyxdp.xdp import in_netns
 
-        done = _in_netns(args.netns, lambda: Filter.force_detach(
-            args.iface, args.pin_root, state_root=args.state_root))
+        done = in_netns(args.netns, lambda: Filter.force_detach(args.iface, **_roots(args)))
+        if args.json:
+            print_json({"iface": args.iface, "forced": True, "found": bool(done),
+                        "steps": done})
+            return 0
         for line in done:
             print(line)
         print(f"filter detached from {args.iface} (forced)" if done
               else f"{args.iface}: no pyxdp filter found, nothing to do")
         return 0
     _open(args, lambda f: f.detach())
-    print(f"filter detached from {args.iface}")
-    return 0
+    return _done(args, f"filter detached from {args.iface}", forced=False, found=True)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from pyxdp.apps.filter import parse_rule
+    from pyxdp.apps.filter import parse_rule_words
 
-    rule = parse_rule(parse_words(args.name, args.match), "command line")
+    rule = parse_rule_words(args.name, args.match)
     _open(args, lambda f: f.add(rule, args.position))
-    print(f"added rule {rule.name!r} to {args.iface}")
-    return 0
+    return _done(args, f"added rule {rule.name!r} to {args.iface}", added=rule.name)
 
 
 def cmd_del(args: argparse.Namespace) -> int:
     _open(args, lambda f: f.delete(args.name))
-    print(f"deleted rule {args.name!r} from {args.iface}")
-    return 0
+    return _done(args, f"deleted rule {args.name!r} from {args.iface}", deleted=args.name)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -134,14 +115,14 @@ def cmd_load(args: argparse.Namespace) -> int:
     rs = load_rules(args.file)
     t0 = time.monotonic()
     _open(args, lambda f: f.apply(rs))
-    print(f"{args.iface}: {len(rs.rules)} rule(s) from {args.file} in force"
-          f" ({time.monotonic() - t0:.2f} s, atomic)")
-    return 0
+    took = time.monotonic() - t0
+    return _done(args, f"{args.iface}: {len(rs.rules)} rule(s) from {args.file} in force"
+                       f" ({took:.2f} s, atomic)",
+                 file=args.file, rules=len(rs.rules), seconds=took)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from pyxdp.apps.filter import Action, parse_address_list
-    from pyxdp.apps.filter.rules import RuleError
+    from pyxdp.apps.filter import Action, RuleError, parse_address_list
 
     try:
         with open(args.list) as fh:
@@ -152,12 +133,12 @@ def cmd_import(args: argparse.Namespace) -> int:
                               action=Action.ALLOW if args.allow else Action.DENY,
                               direction="dst" if args.dst else "src")
     t0 = time.monotonic()
-
     _open(args, lambda f: f.upsert(rule))   # re-importing a list replaces it, under the lock
+    took = time.monotonic() - t0
     n = len(rule.src) + len(rule.dst)
-    print(f"{args.iface}: rule {rule.name!r} with {n} prefix(es) in force"
-          f" ({time.monotonic() - t0:.2f} s)")
-    return 0
+    return _done(args, f"{args.iface}: rule {rule.name!r} with {n} prefix(es) in force"
+                       f" ({took:.2f} s)",
+                 rule=rule.name, prefixes=n, seconds=took)
 
 
 def _rule_rows(f: Any) -> list[dict[str, Any]]:
@@ -206,82 +187,105 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     out = _open(args, collect)
     if args.json:
-        print(json.dumps(out, indent=2))
+        print_json(out)
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"filter on {args.iface}: default {out['default']}"
-                    f"{' (dry run)' if out['dry_run'] else ''}, generation {out['generation']}")
-    for col in ("#", "rule", "action", "match", "packets", "bytes"):
-        t.add_column(col)
-    for i, r in enumerate(out["rules"], 1):
-        t.add_row(str(i), r["name"], r["action"], r["match"], f"{r['packets']:,}",
-                  f"{r['bytes']:,}")
-    Console().print(t)
+    table(["#", "rule", "action", "match", "packets", "bytes"],
+          [[i, r["name"], r["action"], r["match"], f"{r['packets']:,}", f"{r['bytes']:,}"]
+           for i, r in enumerate(out["rules"], 1)],
+          title=f"filter on {args.iface}: default {out['default']}"
+                f"{' (dry run)' if out['dry_run'] else ''}, generation {out['generation']}",
+          right={"#", "packets", "bytes"})
     return 0
 
 
-def _stats_table(f: Any, prev: dict[str, tuple[int, int]] | None, dt: float) -> Any:
-    from rich.table import Table
+STATS_COLUMNS = ("rule", "packets", "bytes", "pps")
 
-    stats = f.stats()
-    t = Table(title=f"pyxdp filter on {f.iface} (generation {f.generation})")
-    for col in ("rule", "packets", "bytes", "pps"):
-        t.add_column(col, justify="right" if col != "rule" else "left")
+
+def _stats_rows(stats: dict[str, tuple[int, int]], prev: dict[str, tuple[int, int]] | None,
+                dt: float) -> list[list[str]]:
+    rows = []
     for name, (p, b) in stats.items():
         rate = ""
         if prev is not None and dt > 0:
             rate = f"{(p - prev.get(name, (0, 0))[0]) / dt:,.0f}"
-        t.add_row(name, f"{p:,}", f"{b:,}", rate)
-    talkers = f.top_talkers(5)
-    if talkers:
-        t.caption = "top dropped sources: " + ", ".join(f"{a} ({n:,})" for a, n in talkers)
-    return t, stats
+        rows.append([name, f"{p:,}", f"{b:,}", rate])
+    return rows
+
+
+def _talkers_line(talkers: list[tuple[Any, int]]) -> str:
+    return "top dropped sources: " + ", ".join(f"{a} ({n:,})" for a, n in talkers)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
-        out = _open(args, lambda f: {"stats": {k: {"packets": p, "bytes": b}
+        out = _open(args, lambda f: {"iface": args.iface, "generation": f.generation,
+                                     "stats": {k: {"packets": p, "bytes": b}
                                                for k, (p, b) in f.stats().items()},
                                      "top_talkers": [[str(a), n]
                                                      for a, n in f.top_talkers(10)]})
-        print(json.dumps(out, indent=2))
+        print_json(out)
         return 0
-    from rich.console import Console
-    from rich.live import Live
 
     def show(f: Any) -> None:
-        table, prev = _stats_table(f, None, 0)
+        title = f"pyxdp filter on {f.iface} (generation {f.generation})"
+        stats = f.stats()
         if not args.watch:
-            Console().print(table)
+            table(STATS_COLUMNS, _stats_rows(stats, None, 0), title=title,
+                  right={"packets", "bytes", "pps"})
+            talkers = f.top_talkers(5)
+            if talkers:
+                print(_talkers_line(talkers))
             return
-        with Live(table, refresh_per_second=4) as live:
-            end = time.monotonic() + args.watch
-            last = time.monotonic()
-            while time.monotonic() < end:
-                time.sleep(args.interval)
-                now = time.monotonic()
-                table, prev = _stats_table(f, prev, now - last)
-                last = now
-                live.update(table)
+        _watch(f, title, stats, args.watch, args.interval)
 
     _open(args, show)
     return 0
 
 
+def _watch(f: Any, title: str, stats: dict[str, tuple[int, int]], seconds: float,
+           interval: float) -> None:
+    """The live table of ``stats --watch`` (a terminal UI: the one use of rich here)."""
+    from rich.live import Live
+    from rich.table import Table
+
+    def render(prev: dict[str, tuple[int, int]] | None, now: dict[str, tuple[int, int]],
+               dt: float) -> Table:
+        t = Table(title=title)
+        for col in STATS_COLUMNS:
+            t.add_column(col, justify="left" if col == "rule" else "right")
+        for row in _stats_rows(now, prev, dt):
+            t.add_row(*row)
+        talkers = f.top_talkers(5)
+        if talkers:
+            t.caption = _talkers_line(talkers)
+        return t
+
+    with Live(render(None, stats, 0), refresh_per_second=4) as live:
+        end = time.monotonic() + seconds
+        last = time.monotonic()
+        while time.monotonic() < end:
+            time.sleep(interval)
+            now = time.monotonic()
+            new = f.stats()
+            live.update(render(stats, new, now - last))
+            stats, last = new, now
+
+
 def cmd_serve_metrics(args: argparse.Namespace) -> int:
     from pyxdp.apps.filter import Filter
     from pyxdp.apps.filter.metrics import serve
+    from pyxdp.xdp import in_netns
 
-    f = _in_netns(args.netns, lambda: Filter.open(args.iface, args.pin_root,
-                                                  state_root=args.state_root))
+    f = in_netns(args.netns, lambda: Filter.open(args.iface, **_roots(args)))
     try:
         server = serve(f, args.port, args.addr)
-        print(f"serving metrics of the filter on {args.iface} at"
-              f" http://{args.addr}:{args.port}/metrics"
-              + (f" for {args.duration:g} s" if args.duration else " (Ctrl-C to stop)"),
-              flush=True)
+        url = f"http://{args.addr}:{args.port}/metrics"
+        if args.json:
+            print_json({"iface": args.iface, "url": url, "duration": args.duration or None})
+        else:
+            print(f"serving metrics of the filter on {args.iface} at {url}"
+                  + (f" for {args.duration:g} s" if args.duration else " (Ctrl-C to stop)"))
+        sys.stdout.flush()
         try:
             end = time.monotonic() + args.duration if args.duration else None
             while end is None or time.monotonic() < end:
@@ -293,19 +297,18 @@ def cmd_serve_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from pyxdp.apps.filter import PIN_ROOT, STATE_ROOT
-
-    top = sub.add_parser("filter", help="DDoS protection: drop by prefix, port, pattern, rate")
-    fsub = top.add_subparsers(dest="filter_command", metavar="ACTION")
+def register(sub: Any) -> None:
+    top = sub.add_parser("filter")
+    fsub = top.add_subparsers(dest="filter_command", metavar="ACTION", prog=top.prog)
     fsub.required = True
 
     def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         p = fsub.add_parser(name, help=help)
         p.add_argument("iface")
         p.add_argument("--netns", default=None, help="act inside this `ip netns` namespace")
-        p.add_argument("--pin-root", default=PIN_ROOT, help=argparse.SUPPRESS)
-        p.add_argument("--state-root", default=STATE_ROOT, help=argparse.SUPPRESS)
+        p.add_argument("--pin-root", default=None, help=argparse.SUPPRESS)
+        p.add_argument("--state-root", default=None, help=argparse.SUPPRESS)
+        add_json(p)
         p.set_defaults(func=func)
         return p
 
@@ -330,10 +333,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="rule name (default: list)")
     p.add_argument("--dst", action="store_true", help="match destinations, not sources")
     p.add_argument("--allow", action="store_true", help="allow instead of deny")
-    p = add("list", cmd_list, "the rules in force, with their counters")
-    p.add_argument("--json", action="store_true")
+    add("list", cmd_list, "the rules in force, with their counters")
     p = add("stats", cmd_stats, "per-rule counters and top dropped sources")
-    p.add_argument("--json", action="store_true")
     p.add_argument("--watch", type=float, default=0, help="live table for this many seconds")
     p.add_argument("--interval", type=float, default=1.0)
     p = add("serve-metrics", cmd_serve_metrics, "Prometheus exporter of the counters")

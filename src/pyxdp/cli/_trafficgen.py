@@ -7,11 +7,11 @@ traffic goes wherever the interface leads.  Addresses default to the test ranges
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from typing import Any
 
+from pyxdp.cli._render import add_json, print_json
 from pyxdp.trafficgen import MIN_FRAME, PROTOS
 
 
@@ -19,10 +19,9 @@ def cmd_trafficgen(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pyxdp.cli._xdp import _in_netns
     from pyxdp.testbed import check_address
     from pyxdp.trafficgen import Generator, template
-    from pyxdp.xdp import ifindex_of
+    from pyxdp.xdp import ifindex_of, in_netns
 
     family = 6 if args.ipv6 else 4
     src = args.src or ("198.18.0.1" if family == 4 else "2001:db8::1")
@@ -48,7 +47,7 @@ def cmd_trafficgen(args: argparse.Namespace) -> int:
 
     def worker() -> None:
         try:
-            result["report"] = _in_netns(args.netns, run)
+            result["report"] = in_netns(args.netns, run)
         except BaseException as e:  # shown after the progress bar
             result["error"] = e
 
@@ -67,7 +66,7 @@ def cmd_trafficgen(args: argparse.Namespace) -> int:
         raise result["error"]
     rep = result["report"]
     if args.json:
-        print(json.dumps(rep.as_dict()))
+        print_json(rep.as_dict())
     else:
         print(f"sent {rep.sent:,} frames of {rep.frame_len} B in {rep.seconds:.2f} s on"
               f" {rep.threads} thread(s): {rep.pps / 1e6:.2f} Mpps,"
@@ -75,8 +74,8 @@ def cmd_trafficgen(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("trafficgen", help="send XDP live frames (UDP/TCP SYN/ICMP, v4/v6)")
+def register(sub: Any) -> None:
+    p = sub.add_parser("trafficgen")
     p.add_argument("iface")
     p.add_argument("--netns", help="send from inside this `ip netns` namespace")
     p.add_argument("--proto", choices=PROTOS, default="udp")
@@ -93,5 +92,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--count", type=int, default=1_000_000)
     p.add_argument("--duration", type=float, default=10.0, help="upper bound in seconds")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", action="store_true")
+    add_json(p)
     p.set_defaults(func=cmd_trafficgen)

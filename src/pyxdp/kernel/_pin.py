@@ -6,6 +6,7 @@ it on demand instead of making every caller handle ``ENOENT``/``EPERM`` from ``O
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 
@@ -44,6 +45,58 @@ def ensure_bpffs(path: str = DEFAULT_BPFFS) -> str:
     return path
 
 
+def pin_name(name: str) -> str:
+    """The bpffs file name for an object called ``name``.
+
+    bpffs refuses names with a dot (``xdp_prog.rodata``), so dots become underscores, as
+    libbpf's ``bpf_object__pin_maps`` does; a slash would make a subdirectory and becomes
+    an underscore too.
+    """
+    return name.replace(".", "_").replace("/", "_") or "_"
+
+
+def make_pin_dir(path: str) -> list[str]:
+    """Create the pin directory ``path`` (and missing parents) and check that it is on a
+    bpf filesystem; returns the directories this call created, outermost first.
+
+    Not on bpffs: raises :class:`~pyxdp.errors.PyxdpError` and removes what it created.
+    """
+    from pyxdp.errors import PyxdpError
+
+    path = os.path.abspath(path)
+    missing = []
+    d = path
+    while not os.path.exists(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    missing.reverse()
+    created: list[str] = []
+    try:
+        for d in missing:
+            try:
+                os.mkdir(d)
+            except OSError as e:
+                raise PyxdpError(f"cannot create pin directory {d}: {e.strerror}") from None
+            created.append(d)
+        if not os.path.isdir(path):
+            raise PyxdpError(f"{path}: not a directory (a pin directory is needed)")
+        if not is_bpffs(path):
+            raise PyxdpError(f"{path}: not on a bpf filesystem (pins must live on bpffs,"
+                             f" e.g. under {DEFAULT_BPFFS})")
+    except BaseException:
+        remove_dirs(created)
+        raise
+    return created
+
+
+def remove_dirs(dirs: list[str]) -> None:
+    """Remove ``dirs`` (as :func:`make_pin_dir` returned them) innermost first, each only if
+    it is empty; never fails."""
+    for d in reversed(dirs):
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
+
+
 def obj_pin(fd: object, path: str) -> None:
     """Pin the object behind ``fd`` at ``path`` (BPF_OBJ_PIN); the path must be on bpffs."""
     raw = os.fsencode(path)
@@ -68,4 +121,5 @@ def unpin(path: str, missing_ok: bool = False) -> None:
 
 
 __all__ = ["BPF_FS_MAGIC", "BPF_F_RDONLY", "BPF_F_WRONLY", "DEFAULT_BPFFS", "ensure_bpffs",
-           "is_bpffs", "obj_get", "obj_pin", "unpin"]
+           "is_bpffs", "make_pin_dir", "obj_get", "obj_pin", "pin_name", "remove_dirs",
+           "unpin"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import functools
-import platform
+import os
 
 from pyxdp.abi import (  # re-exported: the kernel layer's modules import them from here
     BPF_OBJ_NAME_LEN,
@@ -48,7 +48,7 @@ _syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint
 
 
 def _nr_bpf() -> int:
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()     # platform.machine(), without its import
     try:
         return _NR_BPF[machine]
     except KeyError:

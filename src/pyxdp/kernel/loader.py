@@ -31,10 +31,10 @@ from pyxdp.abi import LIBBPF_PIN_BY_NAME, Cmd, MapType, ProgBindMapAttr, ProgTyp
 from pyxdp.backend import Variable
 from pyxdp.btf import Btf, BtfFeatures, CoreResolver, Kind, apply_core_relocations, sanitize
 from pyxdp.btf import load_vmlinux as _load_vmlinux
-from pyxdp.errors import BpfError, BtfError, MapError
+from pyxdp.errors import BpfError, BtfError, MapError, PyxdpError
 from pyxdp.kernel._fd import Fd
 from pyxdp.kernel._map import BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, Map
-from pyxdp.kernel._pin import obj_pin
+from pyxdp.kernel._pin import make_pin_dir, obj_pin, pin_name, remove_dirs, unpin
 from pyxdp.kernel._prog import Program
 from pyxdp.kernel._sys import ENOTSUPP, bpf
 from pyxdp.kernel.features import load_btf
@@ -54,7 +54,7 @@ _NO_BTF_MAPS = frozenset({
 
 class Collection:
     """Loaded programs, maps and variables of one object; closing it releases them all
-    (pinned maps and anything a link holds stay alive in the kernel)."""
+    (pinned objects and anything a link holds stay alive in the kernel)."""
 
     def __init__(self) -> None:
         self.programs: dict[str, Program] = {}
@@ -62,6 +62,90 @@ class Collection:
         self.variables: dict[str, Variable] = {}
         self.btf_fd: Fd | None = None
         self.core_results: dict[str, list[Any]] = {}
+        # where :meth:`pin` put each program and map (object name -> pin path)
+        self.program_pins: dict[str, str] = {}
+        self.map_pins: dict[str, str] = {}
+        self._made_dirs: list[str] = []
+
+    def pin(self, path: str) -> None:
+        """Pin every program and map under the bpffs directory ``path``.
+
+        The pin-naming rule, the one pyxdp uses everywhere (``pyxdp load --pin``,
+        ``pyxdp attach``, :func:`pyxdp.xdp.attach_pinned`); for programs and maps it is
+        libbpf's ``bpf_object__pin``, the layout ``bpftool prog loadall OBJ DIR pinmaps
+        DIR`` makes:
+
+        * program ``P`` -> ``<path>/P``;
+        * map ``M`` -> ``<path>/M``, with the kernel's name of the map, so global data maps
+          carry the object's prefix (``.rodata`` of ``xdp_prog.o`` -> ``xdp_prog_rodata``);
+        * the bpf_link holding program ``P`` (pinned by :func:`pyxdp.xdp.attach_pinned`)
+          -> ``<path>/P_link``;
+        * dots and slashes in a name become underscores (:func:`pin_name`; bpffs refuses
+          dots).
+
+        A map declared ``pinning = BY_NAME`` and loaded with ``pin_path=path`` is already
+        where this rule puts it (same id): it is recorded, not pinned twice.
+
+        ``path`` is created if missing and must be on bpffs.  All or nothing: if any pin
+        fails (a name already taken, two objects with one pin name), the pins this call
+        made are removed again, and the directories it created, before the error goes on.
+        Where each object went is in :attr:`program_pins` / :attr:`map_pins`; pins outlive
+        the collection until :meth:`unpin` (or ``rm``) removes them.
+        """
+        if self.program_pins or self.map_pins:
+            where = next(iter({**self.program_pins, **self.map_pins}.values()))
+            raise PyxdpError(f"collection is pinned already ({where}); unpin() it first")
+        path = os.path.abspath(path)
+        plan: list[tuple[str, str, Program | Map, str]] = [
+            ("map", name, m, os.path.join(path, pin_name(m.spec.name)))
+            for name, m in self.maps.items()]
+        plan += [("program", name, p, os.path.join(path, pin_name(name)))
+                 for name, p in self.programs.items()]
+        seen: dict[str, str] = {}
+        for kind, name, _, target in plan:
+            if target in seen:
+                raise PyxdpError(f"{seen[target]} and {kind} {name!r} would both be pinned"
+                                 f" at {target}")
+            seen[target] = f"{kind} {name!r}"
+        made = make_pin_dir(path)
+        pins: dict[str, dict[str, str]] = {"map": {}, "program": {}}
+        done: list[str] = []
+        try:
+            for kind, name, obj, target in plan:
+                if os.path.lexists(target):
+                    if kind == "map" and self._pinned_there(obj, target):
+                        pins[kind][name] = target        # BY_NAME: the loader pinned it
+                        continue
+                    raise PyxdpError(f"cannot pin {kind} {name!r}: {target} already exists"
+                                     " (unpin it, or pin under another directory)")
+                obj_pin(obj.fd, target)
+                done.append(target)
+                pins[kind][name] = target
+        except BaseException:
+            for target in done:
+                unpin(target, missing_ok=True)
+            remove_dirs(made)
+            raise
+        self.map_pins, self.program_pins = pins["map"], pins["program"]
+        self._made_dirs = made
+
+    @staticmethod
+    def _pinned_there(m: Map | Program, path: str) -> bool:
+        """Whether the pin at ``path`` is map ``m`` itself."""
+        try:
+            with Map.from_pin(path) as there:
+                return there.id == m.id
+        except (PyxdpError, OSError):
+            return False
+
+    def unpin(self) -> None:
+        """Remove every pin :meth:`pin` recorded (a BY_NAME map found there too, as libbpf's
+        ``bpf_object__unpin`` does) and the directories it created, if they are empty.
+        The objects live on while this collection or anything else holds them."""
+        for target in [*self.program_pins.values(), *self.map_pins.values()]:
+            unpin(target, missing_ok=True)
+        remove_dirs(self._made_dirs)
+        self.program_pins, self.map_pins, self._made_dirs = {}, {}, []
 
     def close(self) -> None:
         for p in self.programs.values():
@@ -83,6 +167,35 @@ class Collection:
     def __repr__(self) -> str:
         return (f"<Collection programs={list(self.programs)} maps={list(self.maps)}"
                 f" variables={list(self.variables)}>")
+
+
+def load_pinned(obj: ObjectSpec, path: str, **kwargs: Any) -> Collection:
+    """Load ``obj`` and pin it under ``path``: :func:`load_collection` with ``pin_path=path``
+    (BY_NAME maps are reused from there) and :meth:`Collection.pin` (its naming rule).
+
+    All or nothing: ``path`` is checked to be on bpffs before anything is loaded, and when
+    the load or a pin fails, ``path`` is left as it was found (the directories this call
+    created are removed, and so are BY_NAME pins the load made).  ``kwargs`` go to
+    :func:`load_collection`.  :meth:`Collection.unpin` undoes it, directories included.
+    """
+    made = make_pin_dir(path)
+    by_name = [os.path.join(path, s.name) for s in obj.maps.values() if s.pinning == PIN_BY_NAME]
+    found = {p for p in by_name if os.path.lexists(p)}
+    try:
+        coll = load_collection(obj, path, **kwargs)
+        try:
+            coll.pin(path)
+        except BaseException:
+            coll.close()
+            for p in by_name:
+                if p not in found:
+                    unpin(p, missing_ok=True)
+            raise
+    except BaseException:
+        remove_dirs(made)
+        raise
+    coll._made_dirs = made + coll._made_dirs
+    return coll
 
 
 def _load_btf(btf: Btf, features: BtfFeatures) -> Fd | None:
@@ -275,4 +388,4 @@ def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux:
 
 
 __all__ = ["BPF_F_MMAPABLE", "BPF_F_RDONLY_PROG", "Collection", "Variable", "data_map_spec",
-           "is_data_map", "load_collection"]
+           "is_data_map", "load_collection", "load_pinned"]

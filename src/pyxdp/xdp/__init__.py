@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from pyxdp.abi import (
     XDP_FLAGS_DRV_MODE,
@@ -29,6 +30,7 @@ from pyxdp.errors import BpfError, PyxdpError
 from pyxdp.xdp import _netlink as nl
 
 DISPATCHER_NAMES = ("xdp_dispatcher",)
+T = TypeVar("T")
 
 
 class AttachMode(Enum):
@@ -116,12 +118,18 @@ class XdpStatus:
         return None
 
 
-def _prog_name(prog_id: int) -> str:
-    from pyxdp.kernel import Program
+def _prog_info(prog_id: int) -> Any:
+    """The ProgInfo of ``prog_id`` without loading the Program machinery (ISA, specs)."""
+    from pyxdp.abi import Cmd
+    from pyxdp.kernel._info import fd_by_id, prog_info
 
+    with fd_by_id(Cmd.PROG_GET_FD_BY_ID, prog_id) as fd:
+        return prog_info(fd)
+
+
+def _prog_name(prog_id: int) -> str:
     try:
-        with Program.from_id(prog_id) as p:
-            return p.info().name
+        return str(_prog_info(prog_id).name)
     except (BpfError, OSError):
         return "?"
 
@@ -164,6 +172,60 @@ def status(iface: str | int) -> XdpStatus:
             atts.append(Attachment(idx, q.ifname, mode, pid, _prog_name(pid),
                                    links.get((idx, pid), 0)))
     return XdpStatus(idx, q.ifname, q.mtu, q.kind, tuple(atts))
+
+
+def redirect_warnings(att: Attachment) -> list[str]:
+    """Why frames ``att``'s program redirects through a devmap may never arrive: a target
+    that does not exist in this namespace, a veth target (whose peer must run XDP), or a
+    target without an XDP program (some drivers only accept redirected frames then)."""
+    from pyxdp.abi import MapType
+    from pyxdp.kernel import Map
+
+    warnings: list[str] = []
+    try:
+        map_ids = _prog_info(att.prog_id).map_ids
+    except OSError:
+        return warnings
+    for mid in map_ids:
+        try:
+            with Map.from_id(mid, value_type=bytes) as m:
+                if m.type not in (MapType.DEVMAP, MapType.DEVMAP_HASH):
+                    continue
+                targets = {int.from_bytes(v[:4], "little") for v in m.values()}
+        except (OSError, PyxdpError):
+            continue
+        for ifindex in sorted(t for t in targets if t):
+            try:
+                st = status(ifindex)
+            except XdpError:
+                warnings.append(f"redirect target ifindex {ifindex} does not exist here")
+                continue
+            if st.kind == "veth":
+                warnings.append(f"redirect target {st.ifname} is a veth: frames redirected"
+                                " there are dropped unless its peer runs an XDP program (or"
+                                " has GRO on)")
+            elif not st.attachments:
+                warnings.append(f"redirect target {st.ifname} has no XDP program: some"
+                                " drivers only accept redirected frames when one is loaded")
+    return warnings
+
+
+def in_netns(ns: str | None, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` run inside the named network namespace (an ``ip netns`` name), or
+    right here when ``ns`` is None: interfaces are looked up where the thread runs."""
+    if not ns:
+        return fn(*args)
+    import os
+
+    from pyxdp.testbed import NETNS_DIR, NamespaceThread
+
+    if not os.path.exists(os.path.join(NETNS_DIR, ns)):
+        raise XdpError(f"no network namespace {ns!r} (see `ip netns list`)", errno.ENOENT)
+    t = NamespaceThread(ns)
+    try:
+        return t.call(fn, *args)
+    finally:
+        t.close()
 
 
 def _describe(a: Attachment) -> str:
@@ -358,5 +420,15 @@ def detach(iface: str | int, mode: str | AttachMode | None = None) -> list[Attac
     return done
 
 
-__all__ = ["AMBIGUOUS_LINK", "AttachMode", "Attachment", "XdpAttachment", "XdpError",
-           "XdpStatus", "attach", "detach", "ifindex_of", "status"]
+from pyxdp.xdp._pinned import (  # noqa: E402  (needs the names above)
+    PIN_ROOT,
+    PinnedAttachment,
+    attach_pinned,
+    detach_pinned,
+    pin_dir,
+)
+
+__all__ = ["AMBIGUOUS_LINK", "PIN_ROOT", "AttachMode", "Attachment", "PinnedAttachment",
+           "XdpAttachment", "XdpError", "XdpStatus", "attach", "attach_pinned", "detach",
+           "detach_pinned", "ifindex_of", "in_netns", "pin_dir", "redirect_warnings",
+           "status"]

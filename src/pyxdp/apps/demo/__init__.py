@@ -1,4 +1,4 @@
-"""The main job: ``pyxdp filter`` protecting a real TCP service from a flood.
+"""The pyxdp demo: ``pyxdp filter`` protecting a real TCP service from a flood.
 
 As root, on a self-made test bed (see :mod:`pyxdp.apps.demo.bed`): a client measures the
 service's answered requests per second and latency three times — calm, under a flood

@@ -19,6 +19,7 @@ from pyxdp.apps.filter.rules import (
     load_rules,
     parse_address_list,
     parse_rule,
+    parse_rule_words,
     parse_rules_text,
 )
 from pyxdp.apps.filter.tables import Sizes, TableFullError
@@ -26,4 +27,4 @@ from pyxdp.apps.filter.tables import Sizes, TableFullError
 __all__ = ["PIN_ROOT", "STATE_ROOT", "Action", "Filter", "FilterError", "NoSuchRule",
            "Pattern", "PortRange", "RateLimit", "Rule", "RuleError", "RuleSet", "Sizes",
            "TableFullError", "load_rules", "parse_address_list", "parse_rule",
-           "parse_rules_text"]
+           "parse_rule_words", "parse_rules_text"]

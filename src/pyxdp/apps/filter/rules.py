@@ -458,5 +458,57 @@ def parse_address_list(text: str, filename: str = "<list>", *, name: str = "list
     return Rule(name, action, dst=prefixes, where=filename)
 
 
+_WORD_LISTS = {"src", "dst", "sport", "dport"}
+_WORD_INTS = {"vlan", "rate.pps", "rate.bps", "rate.burst", "pattern.offset"}
+_WORD_BOOLS = {"fragment", "ip_options", "malformed"}
+
+
+def rule_words_table(name: str, words: list[str], where: str = "command line"
+                     ) -> dict[str, Any]:
+    """``key=value`` words (``src=198.19.0.0/16 proto=tcp dport=80,443 rate.pps=1000``)
+    as the table a rule file would hold for rule ``name``: lists split at commas, numbers
+    and booleans typed, ``a.b`` keys nested."""
+    table: dict[str, Any] = {"name": name}
+    seen: set[str] = set()
+    for w in words:
+        key, sep, value = w.partition("=")
+        if not sep or not key:
+            raise RuleError(f"expected key=value, got {w!r}", where, name)
+        outer = key.split(".", 1)[0]
+        if key in seen or ("." in key and outer in seen) or ("." not in key and any(
+                k.startswith(key + ".") for k in seen)):
+            # ``rate=5 rate.pps=1``: one key as a value and as a table (or twice)
+            raise RuleError(f"{outer}: given more than once", where, name)
+        seen.add(key)
+        v: Any
+        if key in _WORD_INTS:
+            try:
+                v = int(value, 0)
+            except ValueError:
+                raise RuleError(f"{key}: expected an integer, got {value!r}", where,
+                                name) from None
+        elif key in _WORD_BOOLS:
+            if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                raise RuleError(f"{key}: expected true or false, got {value!r}", where, name)
+            v = value.lower() in ("true", "yes", "1")
+        elif key in _WORD_LISTS:
+            v = [x for x in value.split(",") if x]
+        elif key == "proto" and value.isdigit():
+            v = int(value)
+        else:
+            v = value
+        if "." in key:
+            outer, inner = key.split(".", 1)
+            table.setdefault(outer, {})[inner] = v
+        else:
+            table[key] = v
+    return table
+
+
+def parse_rule_words(name: str, words: list[str], where: str = "command line") -> Rule:
+    """A rule from ``key=value`` words (see :func:`rule_words_table`), validated."""
+    return parse_rule(rule_words_table(name, words, where), where)
+
+
 def with_where(rule: Rule, where: str) -> Rule:
     return replace(rule, where=where)

@@ -1,0 +1,132 @@
+"""Attachments that outlive the process that made them: load an object, attach one of its
+programs to an interface, and pin it all by :meth:`~pyxdp.kernel.Collection.pin`'s rule.
+
+This is what ``pyxdp attach`` / ``pyxdp detach`` do; as a library call it is how a one-shot
+tool (or a restartable daemon) attaches XDP without keeping a process alive.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pyxdp.abi import ProgType
+
+if TYPE_CHECKING:
+    from pyxdp.spec import ObjectSpec
+    from pyxdp.xdp import Attachment, AttachMode, XdpAttachment
+
+PIN_ROOT = "/sys/fs/bpf/pyxdp"
+
+
+def pin_dir(iface: str, root: str = PIN_ROOT) -> str:
+    """The pin directory of ``iface`` in the calling thread's network namespace:
+    ``<root>/<iface>@netns<inode>`` (pins are global, interface names are per namespace)."""
+    ns_ino = os.stat("/proc/thread-self/ns/net").st_ino
+    return os.path.join(root, f"{iface}@netns{ns_ino}")
+
+
+@dataclass(frozen=True)
+class PinnedAttachment:
+    """What :func:`attach_pinned` attached: ``link_id`` 0 means netlink (no bpf_link), and
+    ``pin_dir`` None that nothing was pinned (a netlink attachment holds the program)."""
+
+    iface: str
+    program: str
+    prog_id: int
+    mode: AttachMode | None   # None: the kernel chose and did not say
+    link_id: int
+    pin_dir: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"iface": self.iface, "program": self.program, "prog_id": self.prog_id,
+                "mode": self.mode.value if self.mode else None, "link_id": self.link_id,
+                "via": "bpf_link" if self.link_id else "netlink", "pin_dir": self.pin_dir}
+
+
+def attach_pinned(iface: str, obj: ObjectSpec, program: str | None = None,
+                  mode: str | AttachMode | None = None, *,
+                  replace: bool = False, use_link: bool = True,
+                  root: str = PIN_ROOT) -> PinnedAttachment:
+    """Load ``obj`` (an :class:`~pyxdp.spec.ObjectSpec`), attach ``program`` (program or
+    section name; default: the object's only XDP program) to ``iface`` and keep it there
+    after the caller exits.
+
+    With a bpf_link (the default) every program and map is pinned under
+    :func:`pin_dir` ``(iface, root)`` by the rule of :meth:`Collection.pin
+    <pyxdp.kernel.Collection.pin>`, and the link at ``<dir>/<program>_link``.  With
+    ``use_link=False`` the program is attached by netlink, as ``ip link`` does, and the
+    interface holds it without pins.  All or nothing: if attaching or pinning fails, the
+    program is detached again and the pins and directories made are removed.
+    """
+    from pyxdp.kernel import ensure_bpffs, load_collection, pin_name, unpin
+    from pyxdp.xdp import XdpError, attach, ifindex_of
+
+    spec = obj.program(program, None if program else ProgType.XDP)
+    ifindex_of(iface)                 # a clear error before anything is loaded
+    with load_collection(obj) as coll:
+        prog = coll.programs[spec.name]
+        if not use_link:
+            att = attach(iface, prog, mode, use_link=False, replace=replace)
+            return PinnedAttachment(iface, spec.name, prog.id, _mode_of(att, prog.id), 0,
+                                    None)
+        ensure_bpffs()
+        where = pin_dir(iface, root)
+        if os.path.lexists(where):
+            raise XdpError(f"{where} exists: {iface} already has a pyxdp attachment;"
+                           " detach it first", errno.EEXIST)
+        att = attach(iface, prog, mode, replace=replace)
+        link_pin = os.path.join(where, pin_name(spec.name) + "_link")
+        link_id = 0
+        try:
+            coll.pin(where)
+            if att.link is not None:
+                link_id = att.link.id
+                att.link.pin(link_pin)
+        except BaseException:
+            att.detach()
+            unpin(link_pin, missing_ok=True)
+            coll.unpin()
+            raise
+        if att.link is not None:
+            att.link.close()          # the pin holds the attachment now
+        return PinnedAttachment(iface, spec.name, prog.id, _mode_of(att, prog.id), link_id,
+                                where)
+
+
+def _mode_of(att: XdpAttachment, prog_id: int) -> AttachMode | None:
+    """The mode the kernel picked when the caller left it open."""
+    from pyxdp.xdp import status
+
+    if att.mode is not None:
+        return att.mode
+    for a in status(att.ifindex).attachments:
+        if a.prog_id == prog_id:
+            return a.mode
+    return None
+
+
+def detach_pinned(iface: str, mode: str | AttachMode | None = None,
+                  root: str = PIN_ROOT) -> list[Attachment]:
+    """Detach the XDP program of ``iface`` (:func:`pyxdp.xdp.detach`) and remove the pins
+    :func:`attach_pinned` made for it, and ``root`` when nothing else is left in it.
+    Returns the :class:`~pyxdp.xdp.Attachment` s detached."""
+    import contextlib
+
+    from pyxdp.kernel import unpin
+    from pyxdp.xdp import detach
+
+    done = detach(iface, mode)
+    where = pin_dir(iface, root)
+    if os.path.isdir(where):
+        for name in os.listdir(where):
+            unpin(os.path.join(where, name), missing_ok=True)
+        os.rmdir(where)
+        with contextlib.suppress(OSError):
+            os.rmdir(root)            # only when empty: other interfaces keep theirs
+    return done
+
+
+__all__ = ["PIN_ROOT", "PinnedAttachment", "attach_pinned", "detach_pinned", "pin_dir"]

@@ -29,8 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ROUNDS = 5
-MIN_ROUNDS = 5
+from pyxdp.bench import options
+from pyxdp.bench.options import DEFAULT_ROUNDS, MIN_ROUNDS
+
+__all__ = ["DEFAULT_ROUNDS", "HIGHER", "LOWER", "MIN_ROUNDS", "Comparison", "Report", "Spread",
+           "Table", "add_arguments", "alternate", "alternate_metrics", "check_rounds", "compare",
+           "default_out", "finish", "fmt", "machine_info", "overlap", "ratio_range",
+           "round_orders", "stderr_log", "summarize"]
 HIGHER, LOWER = "higher", "lower"   # which way a side is better
 
 
@@ -128,24 +133,31 @@ class Comparison:
         return overlap(self.sa, self.sb)
 
     @property
-    def winner(self) -> str | None:
-        """The better side's label, or None when the difference is within the spread."""
-        if self.within_spread:
-            return None
+    def iqr_separated(self) -> bool:
+        """Do the interquartile ranges miss each other (even if the full ranges overlap)?"""
+        return self.sa.q3 < self.sb.q1 or self.sb.q3 < self.sa.q1
+
+    def _better_by_median(self) -> str:
         a_better = (self.sa.median > self.sb.median) == (self.better == HIGHER)
         return self.a if a_better else self.b
+
+    def _median_factor(self) -> float:
+        hi, lo = sorted((self.sa.median, self.sb.median), reverse=True)
+        return hi / lo if lo else math.inf
+
+    @property
+    def winner(self) -> str | None:
+        """The better side's label, or None when the difference is within the spread."""
+        return None if self.within_spread else self._better_by_median()
 
     @property
     def factor(self) -> float:
         """How many times better the winner is (>= 1; 1.0 when within the spread)."""
-        if self.winner is None:
-            return 1.0
-        hi, lo = sorted((self.sa.median, self.sb.median), reverse=True)
-        return hi / lo if lo else math.inf
+        return 1.0 if self.winner is None else self._median_factor()
 
     def short(self) -> str:
         if self.winner is None:
-            return "within the spread"
+            return "within the spread" + (" (IQRs apart)" if self.iqr_separated else "")
         return f"{self.winner} {_by(self.factor)} {self.word}"
 
     def verdict(self) -> str:
@@ -155,9 +167,15 @@ class Comparison:
         if self.winner is None:
             diff = abs(a.median - b.median) / min(abs(a.median), abs(b.median)) * 100 \
                 if min(abs(a.median), abs(b.median)) else 0.0
-            return (f"{self.name}: {meds}; the {diff:.1f}% difference is within the spread"
+            said = (f"{self.name}: {meds}; the {diff:.1f}% difference is within the spread"
                     f" ({self.a} {fmt(a.min)}-{fmt(a.max)}, {self.b} {fmt(b.min)}-"
-                    f"{fmt(b.max)}): no finding.")
+                    f"{fmt(b.max)})")
+            if self.iqr_separated:
+                return (f"{said}, but the interquartile ranges do not overlap: "
+                        f"{self._better_by_median()} looks {_by(self._median_factor())}"
+                        f" {self.word}, not a finding until more rounds separate the"
+                        " ranges.")
+            return said + ": no finding."
         lo, hi = self.ratio_range
         return (f"{self.name}: {self.winner} is {_by(self.factor)} {self.word} ({meds};"
                 f" ratio {fmt(self.ratio)}, range {fmt(lo)}-{fmt(hi)}; the ranges do not"
@@ -168,12 +186,15 @@ class Comparison:
         return {"name": self.name, "a": self.a, "b": self.b, "unit": self.unit,
                 "better": self.better, "median_a": self.sa.median, "median_b": self.sb.median,
                 "ratio": self.ratio, "ratio_range": [lo, hi],
-                "within_spread": self.within_spread, "winner": self.winner,
+                "within_spread": self.within_spread, "iqr_separated": self.iqr_separated,
+                "winner": self.winner,
                 "factor": self.factor, "verdict": self.verdict()}
 
 
 def _by(factor: float) -> str:
-    return f"{(factor - 1) * 100:.1f}%" if factor < 1.5 else f"{factor:.2f}x"
+    if factor < 1.5:
+        return f"{(factor - 1) * 100:.1f}%"
+    return f"{factor:.2f}x" if factor < 10 else f"{factor:.1f}x"
 
 
 def compare(name: str, a: str, a_samples: Sequence[float], b: str, b_samples: Sequence[float],
@@ -211,6 +232,34 @@ def alternate(sides: Mapping[str, Callable[[], float]], rounds: int = DEFAULT_RO
         if log is not None:
             log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {fmt(out[n][-1])}"
                                                         for n in names))
+    return out
+
+
+def alternate_metrics(sides: Mapping[str, Callable[[], Mapping[str, float]]],
+                      rounds: int = DEFAULT_ROUNDS, *, warmup: int = 0,
+                      log: Callable[[str], None] | None = None
+                      ) -> dict[str, dict[str, list[float]]]:
+    """:func:`alternate` for sides that measure several things per call: each call returns
+    ``{metric: value}``; the result is ``{side: {metric: samples}}``."""
+    out: dict[str, dict[str, list[float]]] = {name: {} for name in sides}
+
+    def wrap(name: str) -> Callable[[], float]:
+        def call() -> float:
+            got = sides[name]()
+            if recording[0]:
+                for metric, value in got.items():
+                    out[name].setdefault(metric, []).append(float(value))
+            return float(len(got))
+        return call
+
+    recording = [False]
+    for _ in range(warmup):
+        for name in sides:
+            sides[name]()
+    recording[0] = True
+    alternate({name: wrap(name) for name in sides}, rounds, log=None)
+    if log is not None:
+        log(f"  {rounds} rounds done: " + ", ".join(sides))
     return out
 
 
@@ -278,6 +327,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=machine_info)
+    compact: bool = False   # the benchmark's own table shows the comparisons: no generic one
 
     def side(self, key: str, samples: Sequence[float], unit: str,
              better: str = HIGHER) -> Spread:
@@ -331,18 +381,20 @@ class Report:
                   " comparison (order reversed every round); median (min-max).  *Within the"
                   " spread*: the two sides' ranges overlap, so the run shows no difference.",
                   ""]
-        if self.comparisons:
+        if self.comparisons and not self.compact:
             lines += ["| comparison | A | B | A/B (range) | verdict |", "|---|---|---|---|---|"]
             for c in self.comparisons:
                 lo, hi = c.ratio_range
                 lines.append(f"| {c.name} | {c.a}: {_cell(c.sa, c.unit)} |"
                              f" {c.b}: {_cell(c.sb, c.unit)} |"
                              f" {fmt(c.ratio)} ({fmt(lo)}-{fmt(hi)}) | {c.short()} |")
-            lines += ["", "Verdicts:", ""]
-            lines += [f"- {c.verdict()}" for c in self.comparisons]
             lines.append("")
         for t in self.tables:
             lines += t.markdown()
+        if self.comparisons:
+            lines += ["Verdicts:", ""]
+            lines += [f"- {c.verdict()}" for c in self.comparisons]
+            lines.append("")
         if self.notes:
             lines += ["Notes:", ""]
             lines += [f"- {n}" for n in self.notes]
@@ -374,16 +426,7 @@ def _plain(x: Any) -> Any:
 # -- command line ----------------------------------------------------------------------------
 def add_arguments(ap: argparse.ArgumentParser, rounds: int = DEFAULT_ROUNDS) -> None:
     """The options every benchmark takes: --rounds, --out, --no-write, --json."""
-    ap.add_argument("--rounds", type=int, default=rounds,
-                    help=f"alternating rounds per comparison (at least {MIN_ROUNDS};"
-                         f" default {rounds})")
-    ap.add_argument("--out", default=None,
-                    help="directory for <name>.json and <name>.md (default: bench/results"
-                         " of the source checkout, else of the current directory)")
-    ap.add_argument("--no-write", action="store_true", help="write no files")
-    ap.add_argument("--json", action="store_true",
-                    help="print the results document (JSON) on stdout and nothing else;"
-                         " progress goes to stderr")
+    options.common(ap, rounds)
 
 
 def check_rounds(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -88,6 +88,20 @@ def test_small_differences_are_said_in_percent() -> None:
     assert "%" in c.short()
 
 
+def test_an_outlier_round_keeps_it_within_the_spread_but_the_iqr_gap_is_said() -> None:
+    # TC had one slow round; the middle halves are far apart, the full ranges touch
+    c = compare("PASS vs TC", "PASS", [0.81, 0.75, 0.85, 0.80, 0.82],
+                "TC", [1.30, 0.80, 1.34, 1.32, 1.29], "Mpps")
+    assert c.within_spread and c.winner is None
+    assert c.iqr_separated
+    assert c.short() == "within the spread (IQRs apart)"
+    v = c.verdict()
+    assert "within the spread" in v and "interquartile" in v and "TC looks" in v
+    assert "no finding" not in v
+    plain = compare("x", "A", [1, 2, 3, 4, 5], "B", [2, 3, 4, 5, 6])
+    assert not plain.iqr_separated and "no finding" in plain.verdict()
+
+
 def test_touching_ranges_count_as_within_the_spread() -> None:
     c = compare("x", "A", [1, 2, 3], "B", [3, 4, 5])
     assert c.within_spread
@@ -144,6 +158,21 @@ def test_alternate_calls_sides_in_abba_order_and_drops_warmup() -> None:
     assert got["A"] == [3.0, 6.0, 7.0, 10.0, 11.0]
     with pytest.raises(ValueError):
         alternate({"A": side("A", 0)}, rounds=0)
+
+
+def test_alternate_metrics_collects_every_metric_per_side() -> None:
+    calls: list[str] = []
+
+    def side(name: str):
+        def f() -> dict[str, float]:
+            calls.append(name)
+            return {"update": len(calls), "lookup": -len(calls)}
+        return f
+
+    got = harness.alternate_metrics({"py": side("py"), "c": side("c")}, rounds=5, warmup=1)
+    assert calls == ["py", "c", "py", "c", "c", "py", "py", "c", "c", "py", "py", "c"]
+    assert got["py"]["update"] == [3.0, 6.0, 7.0, 10.0, 11.0]
+    assert got["c"]["lookup"] == [-4.0, -5.0, -8.0, -9.0, -12.0]
 
 
 def test_report_documents(tmp_path) -> None:

@@ -202,10 +202,14 @@ def test_report_documents(tmp_path) -> None:
 def test_finish_json_prints_only_the_document(tmp_path, capsys) -> None:
     r = Report("demo", "Demo")
     r.side("a", [1, 2, 3, 4, 5], "Mpps")
-    args = argparse.Namespace(no_write=False, out=str(tmp_path), json=True)
+    args = argparse.Namespace(no_write=False, out=str(tmp_path), json=True,
+                              note=["busy machine"])
     assert harness.finish(r, args) == 0
     out = capsys.readouterr()
-    assert json.loads(out.out)["benchmark"] == "demo"
+    doc = json.loads(out.out)
+    assert doc["benchmark"] == "demo"
+    assert doc["notes"] == ["busy machine"] and doc["seconds"] >= 0
+    assert "busy machine" in (tmp_path / "demo.md").read_text()
     assert "wrote" in out.err
     assert (tmp_path / "demo.json").exists()
 

@@ -37,6 +37,7 @@ __all__ = ["DEFAULT_ROUNDS", "HIGHER", "LOWER", "MIN_ROUNDS", "Comparison", "Rep
            "default_out", "finish", "fmt", "machine_info", "overlap", "ratio_range",
            "round_orders", "stderr_log", "summarize"]
 HIGHER, LOWER = "higher", "lower"   # which way a side is better
+_STARTED = time.monotonic()         # a benchmark imports the harness first: its start
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -328,6 +329,7 @@ class Report:
     extra: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=machine_info)
     compact: bool = False   # the benchmark's own table shows the comparisons: no generic one
+    seconds: float | None = None   # the run's wall time; finish() fills it in when unset
 
     def side(self, key: str, samples: Sequence[float], unit: str,
              better: str = HIGHER) -> Spread:
@@ -358,7 +360,7 @@ class Report:
     # -- output ------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
         return {"benchmark": self.name, "title": self.title, "machine": self.machine,
-                "rounds": self.rounds,
+                "rounds": self.rounds, "seconds": self.seconds,
                 "sampling": "alternating rounds (A B, B A, A B ...), median and spread"
                             " (min-max, IQR); within the spread = min-max ranges overlap",
                 "params": self.params, "sides": self.sides,
@@ -373,11 +375,12 @@ class Report:
 
     def markdown(self) -> str:
         m = self.machine
+        took = f", run took {self.seconds:.0f} s" if self.seconds is not None else ""
         lines = [f"# {self.title}", ""]
         if self.intro:
             lines += [self.intro, ""]
         lines += [f"Linux {m['kernel']}, {m['cpu_model']}, {m['nproc']} CPUs, Python"
-                  f" {m['python']}; {m['date']}.  {self.rounds} alternating rounds per"
+                  f" {m['python']}; {m['date']}{took}.  {self.rounds} alternating rounds per"
                   " comparison (order reversed every round); median (min-max).  *Within the"
                   " spread*: the two sides' ranges overlap, so the run shows no difference.",
                   ""]
@@ -425,7 +428,7 @@ def _plain(x: Any) -> Any:
 
 # -- command line ----------------------------------------------------------------------------
 def add_arguments(ap: argparse.ArgumentParser, rounds: int = DEFAULT_ROUNDS) -> None:
-    """The options every benchmark takes: --rounds, --out, --no-write, --json."""
+    """The options every benchmark takes: --rounds, --out, --no-write, --note, --json."""
     options.common(ap, rounds)
 
 
@@ -438,6 +441,9 @@ def finish(report: Report, args: argparse.Namespace, extra_files: Callable[[Path
            | None = None) -> int:
     """Write the files (unless --no-write) and print the markdown, or the JSON (--json)."""
     paths: list[Path] = []
+    if report.seconds is None:
+        report.seconds = round(time.monotonic() - _STARTED, 1)
+    report.notes += getattr(args, "note", None) or []
     if not args.no_write:
         out = Path(args.out) if args.out else default_out()
         paths = report.write(out)

@@ -119,7 +119,6 @@ def measure(entries: int, rounds: int, log: Callable[[str], None] = stderr_log) 
                f" pyxdp / C.  Batch chunk for lookup: {CHUNK}.  Each round: one C process"
                " doing every operation on fresh maps and one pyxdp pass doing the same,"
                " alternating.")
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pyxdp-bench-") as work:
         exe = build_c(work)
         got = {}
@@ -146,7 +145,6 @@ def measure(entries: int, rounds: int, log: Callable[[str], None] = stderr_log) 
                          f"{typed.sb.median:.0f}", f"{typed.ratio:.2f}", raw_r])
     r.table("Medians at a glance", ["map", "operation", "pyxdp typed ns", "pyxdp raw ns",
                                     "C ns", "typed/C", "raw/C"], rows)
-    r.extra["seconds"] = round(time.perf_counter() - t0, 1)
     r.notes += ["Single operations pay one bpf() syscall per element on both sides; batch"
                 " operations one per chunk.  `typed` includes converting Python ints / bytes"
                 " keys to the kernel layout; `raw` starts from ready blobs.",

@@ -10,7 +10,7 @@ MIN_ROUNDS = 5
 
 
 def common(ap: argparse.ArgumentParser, rounds: int = DEFAULT_ROUNDS) -> None:
-    """The options every benchmark takes: --rounds, --out, --no-write, --json."""
+    """The options every benchmark takes: --rounds, --out, --no-write, --note, --json."""
     ap.add_argument("--rounds", type=int, default=rounds,
                     help=f"alternating rounds per comparison (at least {MIN_ROUNDS};"
                          f" default {rounds})")
@@ -18,6 +18,8 @@ def common(ap: argparse.ArgumentParser, rounds: int = DEFAULT_ROUNDS) -> None:
                     help="directory for <name>.json and <name>.md (default: bench/results"
                          " of the source checkout, else of the current directory)")
     ap.add_argument("--no-write", action="store_true", help="write no files")
+    ap.add_argument("--note", action="append", default=[], metavar="TEXT",
+                    help="a note about this run for the markdown (repeatable)")
     ap.add_argument("--json", action="store_true",
                     help="print the results document (JSON) on stdout and nothing else;"
                          " progress goes to stderr")

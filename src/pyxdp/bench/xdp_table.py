@@ -435,7 +435,7 @@ class XdpTable:
             own = statistics.median(x.gen_pps for x in self.sends[name]) / 1e6
             table.append([
                 name, f"{fmt(s.median)} ({fmt(s.min)}-{fmt(s.max)})",
-                f"{s.median / tc.median:.2f} ({lo:.2f}-{hi:.2f})",
+                f"{s.median / tc.median:.2f} ({lo:.2f}-{hi:.2f})" if name != TC else "1",
                 f"{ns_s.median:.0f} ({ns_s.min:.0f}-{ns_s.max:.0f})" if ns_s else "-",
                 f"{1e3 / ns_s.median:.2f}" if ns_s and ns_s.median > 0 else "-",
                 fmt(own), f"{MLX5[name] / MLX5[TC]:.1f}" if name in MLX5 else "",

@@ -35,9 +35,20 @@ from pyxdp.bench.options import DEFAULT_ROUNDS, MIN_ROUNDS
 __all__ = ["DEFAULT_ROUNDS", "HIGHER", "LOWER", "MIN_ROUNDS", "Comparison", "Report", "Spread",
            "Table", "add_arguments", "alternate", "alternate_metrics", "check_rounds", "compare",
            "default_out", "finish", "fmt", "machine_info", "overlap", "ratio_range",
-           "round_orders", "stderr_log", "summarize"]
+           "loadavg", "round_orders", "stderr_log", "summarize"]
 HIGHER, LOWER = "higher", "lower"   # which way a side is better
 _STARTED = time.monotonic()         # a benchmark imports the harness first: its start
+
+
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (how busy the shared machine was)."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
+_LOAD_AT_START = loadavg()
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -280,7 +291,8 @@ def machine_info() -> dict[str, Any]:
             "cpu_model": cpu_model(), "nproc": os.cpu_count(),
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "loadavg_at_start": _LOAD_AT_START, "loadavg_at_end": loadavg()}
 
 
 def default_out() -> Path:
@@ -376,6 +388,9 @@ class Report:
     def markdown(self) -> str:
         m = self.machine
         took = f", run took {self.seconds:.0f} s" if self.seconds is not None else ""
+        la, lb = m.get("loadavg_at_start"), m.get("loadavg_at_end")
+        if la and lb:
+            took += f" (1-min load average {la[0]:.2f} at start, {lb[0]:.2f} at end)"
         lines = [f"# {self.title}", ""]
         if self.intro:
             lines += [self.intro, ""]
@@ -444,6 +459,7 @@ def finish(report: Report, args: argparse.Namespace, extra_files: Callable[[Path
     if report.seconds is None:
         report.seconds = round(time.monotonic() - _STARTED, 1)
     report.notes += getattr(args, "note", None) or []
+    report.machine["loadavg_at_end"] = loadavg()
     if not args.no_write:
         out = Path(args.out) if args.out else default_out()
         paths = report.write(out)

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,11 @@ def clang_object(name: str) -> bytes:
         return out.read_bytes()
 
 
+def test_run_ns(prog: Any, pkt: bytes, repeat: int) -> float:
+    """One BPF_PROG_TEST_RUN sample: the kernel's average ns per packet over ``repeat``."""
+    return float(prog.test_run(pkt, repeat=repeat).duration_ns)
+
+
 def test_run_rates(name: str, specs: dict[str, Any], pkt: bytes, repeat: int, rounds: int
                    ) -> tuple[dict[str, int], dict[str, int], dict[str, list[float]]]:
     """Load both flavours, then alternate BPF_PROG_TEST_RUN (ns per packet, the kernel's
@@ -84,8 +90,8 @@ def test_run_rates(name: str, specs: dict[str, Any], pkt: bytes, repeat: int, ro
             (progs[f],) = coll.programs.values()
         insns = {f: p.info().xlated_size // 8 for f, p in progs.items()}
         verdicts = {f: p.test_run(pkt).retval for f, p in progs.items()}
-        samples = alternate({f: (lambda p=p: float(p.test_run(pkt, repeat=repeat).duration_ns))
-                             for f, p in progs.items()}, rounds, warmup=1)
+        samples = alternate({f: partial(test_run_ns, p, pkt, repeat) for f, p in progs.items()},
+                            rounds, warmup=1)
     finally:
         for coll in colls.values():
             coll.close()
@@ -145,8 +151,7 @@ def veth_rates(objects: dict[str, dict[str, Any]], count: int, rounds: int,
                 frame = (bytes.fromhex(sink.mac.replace(":", "")) +
                          bytes.fromhex(gen.mac.replace(":", "")) + PACKETS[name][12:])
                 out[name] = alternate(
-                    {f: (lambda s=spec, n=name, fr=frame: _veth_once(tb, gen, sink, n, fr, s,
-                                                                      count))
+                    {f: partial(_veth_once, tb, gen, sink, name, frame, spec, count)
                      for f, spec in flavours.items()}, rounds)
                 log(f"veth {name}: ours {statistics.median(out[name]['ours']):.3f} Mpps,"
                     f" clang {statistics.median(out[name]['clang']):.3f} Mpps")
@@ -197,7 +202,7 @@ def measure(repeat: int, rounds: int, veth_count: int, examples: Path,
     if veth_count:
         rates = veth_rates(objects, veth_count, rounds, log)
         for row in rows:
-            name = row["program"]
+            name = str(row["program"])
             r.side(f"{name} Mpps ours", rates[name]["ours"], "Mpps")
             r.side(f"{name} Mpps clang", rates[name]["clang"], "Mpps")
             c = r.compare(f"{name}, veth Mpps", f"{name} Mpps ours", f"{name} Mpps clang",

@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -31,7 +32,7 @@ from pyxdp import xdp
 from pyxdp.apps.filter import Filter, Rule, RuleSet, parse_rules_text
 from pyxdp.bench import harness
 from pyxdp.bench.harness import LOWER, Report, alternate, fmt, stderr_log
-from pyxdp.kernel import Program, enable_stats
+from pyxdp.kernel import KernelBackend, Program, enable_stats
 from pyxdp.testbed import Testbed
 from pyxdp.trafficgen import Generator, template
 
@@ -147,6 +148,10 @@ class Sides:
         return (float(t1_s) - float(t0_s)) / XDP_FILTER_ADDS * PREFIXES
 
 
+def _test_run_ns(prog: Any, pkt: bytes) -> float:
+    return float(prog.test_run(pkt, repeat=200_000).duration_ns)
+
+
 def feature_cost(rounds: int) -> tuple[dict[str, int], dict[str, list[float]]]:
     """xlated insns and BPF_PROG_TEST_RUN ns/packet samples, one prefix rule vs every
     feature, the two generations alternating."""
@@ -171,11 +176,11 @@ def feature_cost(rounds: int) -> tuple[dict[str, int], dict[str, list[float]]]:
         for name, text in (("one prefix rule", few), ("every feature", every)):
             rs = parse_rules_text(text)
             tables = compile_tables(rs, assign_slots(rs.rules, {}, sizes.rules), sizes)
-            colls[name] = load_generation(tables, sizes, None)
+            colls[name] = load_generation(tables, sizes, KernelBackend())
         progs = {name: coll.programs[PROGRAM] for name, coll in colls.items()}
         insns = {name: p.info().xlated_size // 8 for name, p in progs.items()}
-        ns = alternate({name: (lambda p=p: float(p.test_run(pkt, repeat=200_000).duration_ns))
-                        for name, p in progs.items()}, rounds, warmup=1)
+        ns = alternate({name: partial(_test_run_ns, p, pkt) for name, p in progs.items()},
+                       rounds, warmup=1)
     finally:
         for coll in colls.values():
             coll.close()

@@ -37,7 +37,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pyxdp.abi import ProgType
 from pyxdp.bench import harness
@@ -123,6 +125,10 @@ def time_cold(path: str) -> float:
     return time.perf_counter() - t0
 
 
+def ms(fn: Callable[[Any], float], arg: Any) -> float:
+    return fn(arg) * 1e3
+
+
 def geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
@@ -152,10 +158,9 @@ def measure(rounds: int, log: Callable[[str], None] = stderr_log) -> Report:
         except RuntimeError as e:
             skipped[name] = f"bpftool cannot load it: {e}"
             continue
-        got = alternate({"bpftool": lambda c=cmd: time_bpftool(c) * 1e3,
-                         "pyxdp": lambda p=path: time_pyxdp(p) * 1e3,
-                         "pyxdp cold": lambda p=path: time_cold(p) * 1e3},
-                        rounds, warmup=1)
+        got = alternate({"bpftool": partial(ms, time_bpftool, cmd),
+                         "pyxdp": partial(ms, time_pyxdp, path),
+                         "pyxdp cold": partial(ms, time_cold, path)}, rounds, warmup=1)
         bt = r.side(f"{name} bpftool", got["bpftool"], "ms", LOWER)
         py = r.side(f"{name} pyxdp", got["pyxdp"], "ms", LOWER)
         cold = r.side(f"{name} pyxdp cold", got["pyxdp cold"], "ms", LOWER)

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from pyxdp.abi import MapType
@@ -125,8 +126,8 @@ def measure(entries: int, rounds: int, log: Callable[[str], None] = stderr_log) 
         for kind in KINDS:
             log(f"map_ops {kind}: {rounds} alternating rounds (C, pyxdp)")
             got[kind] = harness.alternate_metrics(
-                {"C": lambda k=kind: c_round(k, entries, exe),
-                 "pyxdp": lambda k=kind: python_round(k, entries)}, rounds, log=log)
+                {"C": partial(c_round, kind, entries, exe),
+                 "pyxdp": partial(python_round, kind, entries)}, rounds, log=log)
     rows = []
     for kind in KINDS:
         py, c = got[kind]["pyxdp"], got[kind]["C"]

@@ -1,0 +1,17 @@
+"""pyxdp's benchmarks: each measures pyxdp and its reference side by side in one run.
+
+Every benchmark is a module here, runnable as ``python -m pyxdp.bench.<name>`` (most need
+root), on the shared :mod:`pyxdp.bench.harness` (alternating rounds, median and spread,
+verdicts, results writer).  Results go to ``bench/results/<name>.json`` and ``.md``.
+
+============================  ===========================================================
+``xdp_table`` (pyxdp bench)   TC vs XDP drop/TX rates on a veth bed; C generator, xdp-loader
+``emu_speed``                 emulator speed vs the kernel's BPF_PROG_TEST_RUN
+``map_ops``                   map operations vs a C program using libbpf
+``load_speed``                object load time vs ``bpftool prog loadall``
+``compiler_quality``          the compiler's code vs clang -O2 on the same programs
+``filter_speed``              the filter app vs ``xdp-filter``
+============================  ===========================================================
+
+The C references are in ``c/`` beside these modules (shipped with the package).
+"""

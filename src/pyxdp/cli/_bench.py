@@ -1,30 +1,32 @@
-"""``pyxdp bench``: the seed's table on a self-made veth bed, with its references."""
+"""``pyxdp bench``: TC vs XDP drop/TX rates on a veth test bed, with reference tools side by
+side (:mod:`pyxdp.bench.xdp_table`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pyxdp.bench.seed import SeedBench, write_results
+    from pyxdp.bench import xdp_table
+    from pyxdp.bench.options import MIN_ROUNDS
 
-    if os.geteuid() != 0:
-        print("pyxdp bench needs root: it builds network namespaces and attaches XDP")
-        return 1
-    res = SeedBench(count=args.count, duration=args.duration, refs=not args.no_refs).run()
-    paths = write_results(res, args.out)
-    print()
-    with open(paths[1]) as f:
-        print(f.read())
-    print("results: " + ", ".join(paths))
-    return 0
+    if args.rounds < MIN_ROUNDS:
+        args.parser.error(f"--rounds must be at least {MIN_ROUNDS}")
+    return xdp_table.run(args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="reproduce the seed's TC/XDP table on a veth test bed")
-    p.add_argument("--count", type=int, default=2_000_000, help="frames per row")
-    p.add_argument("--duration", type=float, default=4.0, help="max seconds per row")
-    p.add_argument("--out", default="bench/results", help="where to write json/md/png")
-    p.add_argument("--no-refs", action="store_true", help="skip the C / xdp-loader references")
-    p.set_defaults(func=cmd_bench)
+    from pyxdp.bench import options
+
+    p = sub.add_parser(
+        "bench", help="TC vs XDP drop/TX rates on a veth test bed, with reference tools"
+        " side by side",
+        description="Measure where a packet is best dropped: TC ingress, nftables, XDP"
+        " generic and native drop, XDP TX and XDP_PASS, on a veth pair in private network"
+        " namespaces (root), sent by pyxdp's live-frames generator and counted at the sink."
+        " Beside them, pyxdp's generator against a C (libbpf) generator, and the same drop"
+        " object loaded by pyxdp and by xdp-loader.  Every row is measured in alternating"
+        " rounds; the results give median and spread per row and say when a difference is"
+        " within the spread.  Writes xdp_table.json, .md and .png.")
+    options.xdp_table(p)
+    p.set_defaults(func=cmd_bench, parser=p)

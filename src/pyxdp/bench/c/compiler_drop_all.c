@@ -1,4 +1,4 @@
-/* C twin of examples/drop_all.py for bench/compiler_quality.py */
+/* C twin of examples/drop_all.py for pyxdp.bench.compiler_quality */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
-// Reference traffic generator for bench/: the smallest C program that drives XDP live frames
-// through one long BPF_PROG_TEST_RUN call per thread (what xdp-trafficgen does at its core).
+// Reference traffic generator for pyxdp.bench.xdp_table (`pyxdp bench`): the smallest C
+// program that drives XDP live frames through one long BPF_PROG_TEST_RUN call per thread
+// (what xdp-trafficgen does at its core).
 // Usage: trafficgen_ref IFINDEX COUNT THREADS HEXFRAME
 // Prints "sent=N ns=T" (kernel-timed, per thread summed).
 #include <bpf/bpf.h>

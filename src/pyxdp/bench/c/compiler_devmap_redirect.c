@@ -1,4 +1,4 @@
-/* C twin of examples/swap_macs.py for bench/compiler_quality.py */
+/* C twin of examples/devmap_redirect.py for pyxdp.bench.compiler_quality */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -9,19 +9,22 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(key_size, 4);
+	__uint(value_size, 4);
+	__uint(max_entries, 64);
+} tx_ports SEC(".maps");
+
 SEC("xdp")
-int swap_macs(struct xdp_md *ctx)
+int devmap_redirect(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	unsigned char tmp[ETH_ALEN];
 
 	if ((void *)(eth + 1) > end)
 		return XDP_DROP;
-	__builtin_memcpy(tmp, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, tmp, ETH_ALEN);
-	return XDP_TX;
+	return bpf_redirect_map(&tx_ports, eth->h_dest[5] & 63, XDP_PASS);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -1,4 +1,4 @@
-/* Reference for bench/map_ops.py: the same map operations through libbpf, in C.
+/* Reference for pyxdp.bench.map_ops: the same map operations through libbpf, in C.
  *
  * usage: map_ops_ref hash|lpm N CHUNK
  * prints one JSON object: nanoseconds per element for each operation.

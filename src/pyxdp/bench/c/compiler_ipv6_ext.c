@@ -1,4 +1,4 @@
-/* C twin of examples/ipv6_ext.py for bench/compiler_quality.py */
+/* C twin of examples/ipv6_ext.py for pyxdp.bench.compiler_quality */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>

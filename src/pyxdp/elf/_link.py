@@ -88,6 +88,7 @@ def classify_relocations(reader: ElfReader, sec: Section, funcs: list[Func],
     ``map_at`` maps (section index, offset) of a map definition to its name (``.maps`` and
     legacy ``maps``); ``data_maps`` maps global data section indexes to their map name.
     """
+    map_secs = {sec_index for sec_index, _ in map_at}
     for rel in reader.relocations(sec):
         if rel.offset % 8:
             raise ElfError(f"relocation in {sec.name!r} at {rel.offset} is not on an"
@@ -101,7 +102,13 @@ def classify_relocations(reader: ElfReader, sec: Section, funcs: list[Func],
         sym = reader.symbols[rel.sym]
         what = f"relocation at insn {idx} of {f.name!r} against {sym.name or 'section'!r}"
         if sym.shndx == SHN_UNDEF:
-            raise ElfError(f"{what}: extern symbols (.kconfig/.ksyms) are not supported")
+            if insn.opcode == _CALL:
+                raise ElfError(f"program {f.name!r} calls {sym.name!r}, which this object"
+                               " does not define (nor declares as a kfunc with __ksym):"
+                               " link the objects first (bpftool gen object out.o a.o b.o)")
+            raise ElfError(f"{what}: {sym.name!r} is not defined in this object (nor"
+                           " declared __kconfig/__ksym): link the objects first (bpftool gen"
+                           " object out.o a.o b.o)")
         if sym.shndx >= SHN_LORESERVE:
             raise ElfError(f"{what}: symbol is in special section {sym.shndx:#x}")
         target = reader.section(sym.shndx, what)
@@ -117,8 +124,14 @@ def classify_relocations(reader: ElfReader, sec: Section, funcs: list[Func],
                 if off % 8:
                     raise ElfError(f"{what}: function address is not instruction-aligned")
                 f.funcs[idx] = Target(target.index, off // 8)
-            elif (target.index, sym.value) in map_at:
-                f.maps[idx] = MapRef(map_at[(target.index, sym.value)], PseudoSrc.MAP_FD)
+            elif target.index in map_secs:
+                # a static map is reached through the section symbol plus the addend in
+                # imm: the map is the one at that offset, never simply the first one
+                off = sym.value + addend
+                if (target.index, off) not in map_at:
+                    raise ElfError(f"{what}: offset {off} of {target.name!r} is not the start"
+                                   " of a map definition")
+                f.maps[idx] = MapRef(map_at[(target.index, off)], PseudoSrc.MAP_FD)
             elif target.index in data_maps:
                 off = sym.value + addend
                 if not 0 <= off < max(target.size, 1):

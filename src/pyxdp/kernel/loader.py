@@ -31,12 +31,13 @@ from pyxdp.abi import LIBBPF_PIN_BY_NAME, Cmd, MapType, ProgBindMapAttr, ProgTyp
 from pyxdp.backend import Variable
 from pyxdp.btf import Btf, BtfFeatures, CoreResolver, Kind, apply_core_relocations, sanitize
 from pyxdp.btf import load_vmlinux as _load_vmlinux
-from pyxdp.errors import BpfError, BtfError, MapError
+from pyxdp.elf import section_names
+from pyxdp.errors import BpfError, BtfError, ElfError, MapError
 from pyxdp.kernel._fd import Fd
 from pyxdp.kernel._map import BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, Map
 from pyxdp.kernel._pin import obj_pin
 from pyxdp.kernel._prog import Program
-from pyxdp.kernel._sys import ENOTSUPP, bpf
+from pyxdp.kernel._sys import ENOTSUPP, bpf, possible_cpus
 from pyxdp.kernel.features import load_btf
 from pyxdp.maps import MapSpec, check_reuse_compat
 from pyxdp.spec import ObjectSpec, ProgramSpec
@@ -162,14 +163,20 @@ def _create_map(name: str, spec: MapSpec, btf_fd: Fd | None, pin_path: str | Non
             m.close()
             raise
         return m
+    if spec.type == MapType.PERF_EVENT_ARRAY and not spec.max_entries:
+        # libbpf: a perf event array without max_entries gets one slot per possible CPU
+        spec = dataclasses.replace(spec, max_entries=possible_cpus())
     use_btf = btf_fd if spec.type not in _NO_BTF_MAPS and (
         spec.key_type_id or spec.value_type_id) else None
     try:
-        m = Map.create(spec, btf_fd=use_btf)
+        try:
+            m = Map.create(spec, btf_fd=use_btf)
+        except BpfError as e:
+            if use_btf is None or e.errno == _errno.EPERM:
+                raise
+            m = Map.create(spec)      # libbpf retries without BTF too
     except BpfError as e:
-        if use_btf is None or e.errno == _errno.EPERM:
-            raise
-        m = Map.create(spec)      # libbpf retries without BTF too
+        raise _named_map_error(name, spec, e) from e
     if pin is not None:
         try:
             os.makedirs(os.path.dirname(pin), exist_ok=True)
@@ -180,6 +187,33 @@ def _create_map(name: str, spec: MapSpec, btf_fd: Fd | None, pin_path: str | Non
         if new_pins is not None:
             new_pins.append(pin)
     return m
+
+
+def _named_map_error(name: str, spec: MapSpec, e: BpfError) -> BpfError:
+    """``e`` again, saying which map could not be created and what it asked for."""
+    kind = spec.type.name if isinstance(spec.type, MapType) else str(spec.type)
+    what = (f"map {name!r}: failed to create ({kind}, key_size {spec.key_size},"
+            f" value_size {spec.value_size}, max_entries {spec.max_entries}"
+            + (f", map_flags {spec.flags:#x}" if spec.flags else "")
+            + (f", map_extra {spec.map_extra:#x}" if spec.map_extra else "") + ")")
+    detail = getattr(e, "detail", "")
+    return BpfError(e.errno, e.command, what + (f": {detail}" if detail else ""))
+
+
+def check_loadable(obj: ObjectSpec) -> None:
+    """Refuse, before anything is created, what libbpf refuses before loading: programs
+    whose section says no type, and freplace programs without a program to replace."""
+    for pname, p in obj.programs.items():
+        if p.type == ProgType.UNSPEC:
+            raise ElfError(
+                f"program {pname!r}: failed to guess program type from ELF section"
+                f" {p.section!r} (supported section names: {section_names()}); force one with"
+                f" load_object(path, prog_type='xdp') (bpftool: prog loadall ... type xdp)")
+        if p.type == ProgType.EXT:
+            raise ElfError(
+                f"program {pname!r} (section {p.section!r}): freplace needs the program it"
+                " replaces: attach program FD is not set (load it on its own with"
+                " Program.load(spec, attach_prog_fd=target, attach_btf_id=func_id))")
 
 
 def _attach_btf_id(prog: ProgramSpec, vmlinux: Btf | None) -> int:
@@ -233,6 +267,7 @@ def _needs_vmlinux(obj: ObjectSpec) -> bool:
 
 def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux: Btf | None,
                features: BtfFeatures, log_level: int, new_pins: list[str]) -> None:
+    check_loadable(obj)
     if obj.btf is not None:
         coll.btf_fd = _load_btf(obj.btf, features)
     slotted = set(obj.map_slots)

@@ -51,6 +51,16 @@ def _int_field(btf: Btf, tid: int, map_name: str, field: str) -> int:
     return arr.nelems
 
 
+def _long_field(btf: Btf, tid: int, map_name: str, field: str) -> int:
+    """``__ulong(field, N)`` (64-bit values, libbpf 1.4+) is an anonymous enum whose one
+    enumerator is N."""
+    t = btf.resolve(tid)
+    if len(t.values) != 1:
+        raise ElfError(f"map {map_name!r}: attr {field!r}: an __ulong() enum has one value,"
+                       f" this one {len(t.values)}")
+    return t.values[0].value & 0xFFFFFFFFFFFFFFFF
+
+
 def parse_btf_map_def(btf: Btf, def_id: int, name: str, inner: bool = False) -> BtfMap:
     """Parse one BTF map definition struct (``struct { __uint(type, ...); ... }``)."""
     t = btf.resolve(def_id)
@@ -62,7 +72,9 @@ def parse_btf_map_def(btf: Btf, def_id: int, name: str, inner: bool = False) -> 
     values_off = -1
     values_kind = None
     for m in t.members:
-        if m.name in _INT_FIELDS:
+        if m.name == "map_extra" and btf.resolve(m.type).kind in (Kind.ENUM, Kind.ENUM64):
+            vals[m.name] = _long_field(btf, m.type, name, m.name)
+        elif m.name in _INT_FIELDS:
             vals[m.name] = _int_field(btf, m.type, name, m.name)
         elif m.name in ("key", "value"):
             ptr = btf.resolve(m.type)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pyxdp.abi import ProgType
 from pyxdp.btf import Btf, BtfExt, fixup_datasecs
+from pyxdp.elf._externs import KCONFIG, collect_externs, fixup_extern_btf, kconfig_map
 from pyxdp.elf._link import Func, classify_relocations, link, rebase_ext, split_functions
 from pyxdp.elf._maps import btf_maps, data_maps, legacy_maps, map_slots
 from pyxdp.elf._reader import STT_SECTION, ElfReader
@@ -113,6 +114,12 @@ def _load(data: bytes, path: str, obj_name: str, forced: SectionKind | None,
         map_at[(reader.by_name["maps"].index, off)] = mname
     dmaps, data_index, spec.variables = data_maps(reader, obj_name, btf)
     spec.maps.update(dmaps)
+    spec.externs = collect_externs(reader, btf)
+    if spec.externs and btf is not None:
+        kmap = kconfig_map(spec.externs, obj_name, btf)
+        fixup_extern_btf(btf, spec.externs)
+        if kmap is not None:
+            spec.maps[KCONFIG] = kmap
 
     # code
     funcs_by_sec: dict[int, list[Func]] = {}
@@ -120,7 +127,8 @@ def _load(data: bytes, path: str, obj_name: str, forced: SectionKind | None,
         if sec.is_exec and sec.size:
             funcs_by_sec[sec.index] = split_functions(reader, sec)
     for idx, funcs in funcs_by_sec.items():
-        classify_relocations(reader, reader.sections[idx], funcs, map_at, data_index)
+        classify_relocations(reader, reader.sections[idx], funcs, map_at, data_index,
+                             spec.externs)
     for idx, funcs in funcs_by_sec.items():
         sec = reader.sections[idx]
         if sec.name == ".text":
@@ -136,7 +144,8 @@ def _load(data: bytes, path: str, obj_name: str, forced: SectionKind | None,
                 expected_attach_type=kind.expected_attach_type,  # type: ignore[arg-type]
                 attach_to=kind.attach_to, license=spec.license,
                 kernel_version=spec.kernel_version, flags=kind.flags,
-                map_refs=linked.map_refs, func_info=fi, line_info=li, core_relos=co)
+                map_refs=linked.map_refs, func_info=fi, line_info=li, core_relos=co,
+                extern_refs=linked.extern_refs)
     return spec
 
 

@@ -33,6 +33,7 @@ from pyxdp.btf import Btf, BtfFeatures, CoreResolver, Kind, apply_core_relocatio
 from pyxdp.btf import load_vmlinux as _load_vmlinux
 from pyxdp.elf import section_names
 from pyxdp.errors import BpfError, BtfError, ElfError, MapError
+from pyxdp.kernel._externs import kconfig_contents, patch_externs, resolve_ksyms
 from pyxdp.kernel._fd import Fd
 from pyxdp.kernel._map import BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, Map
 from pyxdp.kernel._pin import obj_pin
@@ -43,8 +44,9 @@ from pyxdp.maps import MapSpec, check_reuse_compat
 from pyxdp.spec import ObjectSpec, ProgramSpec
 
 PIN_BY_NAME = LIBBPF_PIN_BY_NAME
+KCONFIG = ".kconfig"
 # the sections the ELF reader turns into global data maps (keys of ObjectSpec.maps)
-_DATA_SECTION = re.compile(r"^\.(data|rodata|bss)(\..+)?$")
+_DATA_SECTION = re.compile(r"^\.(data|rodata|bss)(\..+)?$|^\.kconfig$")
 # map types the kernel refuses BTF key/value ids for (libbpf drops them the same way)
 _NO_BTF_MAPS = frozenset({
     MapType.PERF_EVENT_ARRAY, MapType.PROG_ARRAY, MapType.CGROUP_ARRAY,
@@ -119,7 +121,7 @@ def data_map_spec(name: str, spec: MapSpec) -> MapSpec:
     if not is_data_map(name, spec):
         return spec
     flags = spec.flags
-    if name.startswith(".rodata"):
+    if name.startswith(".rodata") or name == KCONFIG:
         flags |= BPF_F_RDONLY_PROG
     flags |= BPF_F_MMAPABLE
     return spec if flags == spec.flags else dataclasses.replace(spec, flags=flags)
@@ -261,8 +263,10 @@ def load_collection(obj: ObjectSpec, pin_path: str | None = None, *,
 
 
 def _needs_vmlinux(obj: ObjectSpec) -> bool:
-    return any(p.core_relos or (p.type in (ProgType.TRACING, ProgType.LSM) and p.attach_to)
-               for p in obj.programs.values())
+    used = {n for p in obj.programs.values() for n in p.extern_refs.values()}
+    return any(obj.externs[n].kind == "kfunc" or obj.externs[n].type_id for n in used) or any(
+        p.core_relos or (p.type in (ProgType.TRACING, ProgType.LSM) and p.attach_to)
+        for p in obj.programs.values())
 
 
 def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux: Btf | None,
@@ -272,6 +276,9 @@ def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux:
         coll.btf_fd = _load_btf(obj.btf, features)
     slotted = set(obj.map_slots)
     for name, spec in obj.maps.items():
+        if name == KCONFIG and obj.externs:
+            spec = dataclasses.replace(spec, contents=[
+                (bytes(4), kconfig_contents(obj, spec.value_size))])
         coll.maps[name] = _create_data_or_map(name, spec, coll.btf_fd, pin_path, new_pins)
     for vname, var in obj.variables.items():
         if var.map_name in coll.maps:
@@ -279,15 +286,21 @@ def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux:
     if vmlinux is None and _needs_vmlinux(obj):
         vmlinux = _load_vmlinux()
     resolver = CoreResolver(obj.btf, vmlinux) if obj.btf is not None and vmlinux else None
+    ksyms = resolve_ksyms(obj, vmlinux) if any(
+        p.extern_refs for p in obj.programs.values()) else {}
     for pname, pspec in obj.programs.items():
         prog = pspec
+        if pspec.extern_refs:
+            prog = copy.copy(pspec)
+            prog.instructions = patch_externs(pspec, ksyms)
+            prog.extern_refs = {}
         if pspec.core_relos:
             if resolver is None:
                 raise BtfError(f"program {pname!r} has CO-RE relocations but no BTF to"
                                " resolve them against")
-            prog = copy.copy(pspec)
-            prog.instructions = list(pspec.instructions)
-            prog.map_refs = dict(pspec.map_refs)
+            prog = copy.copy(prog)
+            prog.instructions = list(prog.instructions)
+            prog.map_refs = dict(prog.map_refs)
             # the resolver's local/target are obj.btf and vmlinux
             coll.core_results[pname] = apply_core_relocations(prog, resolver.local,
                                                               resolver.target, resolver)

@@ -240,6 +240,8 @@ class UpdateFlags(IntFlag):
 
 # -- errno values the kernel leaks that Python's errno module does not know -----------------
 ENOTSUPP = 524        # kernel-internal "operation not supported by this kernel"
+CAP_SYS_ADMIN = 21    # linux/capability.h bits of CapEff that let bpf() through
+CAP_BPF = 39
 
 # -- map_flags (BPF_MAP_CREATE) --------------------------------------------------------------
 BPF_F_NO_PREALLOC = 1 << 0
@@ -496,6 +498,8 @@ __all__ = [
     "BPF_STATS_RUN_TIME",
     "BtfLoadAttr",
     "Cmd",
+    "CAP_BPF",
+    "CAP_SYS_ADMIN",
     "ENOTSUPP",
     "ElemPtrAttr",
     "EnableStatsAttr",

@@ -24,6 +24,8 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+from pyxdp.abi import CAP_BPF, CAP_SYS_ADMIN, ENOTSUPP
+
 
 class PyxdpError(Exception):
     """Root of every pyxdp exception."""
@@ -110,17 +112,48 @@ class BpfError(PyxdpError, OSError):
     errno: int              # always set (OSError's own is Optional)
 
     def __init__(self, err: int, command: str, detail: str = "") -> None:
-        msg = f"bpf({command}) failed: {os.strerror(err)} [{_errno.errorcode.get(err, err)}]"
+        msg = f"bpf({command}) failed: {strerror(err)}"
         if err == _errno.EPERM:
-            msg += (" (hint: loading BPF needs root or CAP_BPF+CAP_NET_ADMIN, and an"
-                    " unlimited RLIMIT_MEMLOCK on old kernels)")
+            msg += _eperm_hint()
         if detail:
             msg += f": {detail}"
         OSError.__init__(self, err, msg)
         self.command = command
+        self.detail = detail
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+
+
+def strerror(err: int) -> str:
+    """``os.strerror`` plus the errno's name, also for the kernel-internal ENOTSUPP (524),
+    which libc shows as "Unknown error 524"."""
+    if err == ENOTSUPP:
+        return "ENOTSUPP (not supported by this kernel) [ENOTSUPP]"
+    return f"{os.strerror(err)} [{_errno.errorcode.get(err, err)}]"
+
+
+def _effective_caps() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _eperm_hint() -> str:
+    """Why an EPERM: missing privileges when we lack them, otherwise a policy."""
+    caps = _effective_caps()
+    if caps is not None and caps & (1 << CAP_SYS_ADMIN | 1 << CAP_BPF):
+        return (" (this process has CAP_BPF/CAP_SYS_ADMIN, so a security policy (LSM,"
+                " seccomp, lockdown) or the kernel refused this object itself)")
+    return (" (hint: loading BPF needs root or CAP_BPF+CAP_NET_ADMIN, and an"
+            " unlimited RLIMIT_MEMLOCK on old kernels)")
 
 
 class VerifierError(BpfError):
@@ -165,4 +198,5 @@ class NotSupportedError(BpfError):
 __all__ = [
     "AsmError", "BpfError", "BtfError", "CompileError", "DecodeError", "ElfError",
     "EmulatorError", "MapError", "NotSupportedError", "PyxdpError", "VerifierError",
+    "strerror",
 ]

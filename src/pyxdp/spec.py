@@ -67,6 +67,9 @@ class ProgramSpec:
     func_info: list[FuncInfo] = field(default_factory=list)
     line_info: list[LineInfo] = field(default_factory=list)
     core_relos: list[Any] = field(default_factory=list)
+    # instruction index -> name of the extern (kfunc call, __ksym LD_IMM64) it needs; the
+    # loader patches these from the running kernel (ObjectSpec.externs says what they are)
+    extern_refs: dict[int, str] = field(default_factory=dict)
 
     def source_line(self, insn_index: int) -> LineInfo | None:
         """The line info in force at instruction *index* ``insn_index`` (None if unknown)."""
@@ -95,6 +98,28 @@ class VariableSpec:
 
 
 @dataclass
+class ExternSpec:
+    """An ``extern`` the object leaves to the loader (libbpf's ``struct extern_desc``).
+
+    ``kind`` is ``"kconfig"`` (a ``.kconfig`` value: ``LINUX_KERNEL_VERSION``, ``CONFIG_*``),
+    ``"ksym"`` (a ``__ksym`` variable: typed, ``type_id`` != 0, by kernel BTF id; typeless
+    by /proc/kallsyms address) or ``"kfunc"`` (a ``__ksym`` function: ``type_id`` is its
+    local FUNC_PROTO).  A kconfig extern lives at ``offset`` of the ``.kconfig`` map;
+    ``kcfg_type`` is ``bool``, ``tristate``, ``char``, ``int`` or ``char_arr``.
+    """
+
+    name: str
+    kind: str
+    weak: bool = False
+    type_id: int = 0
+    kcfg_type: str = ""
+    size: int = 0
+    align: int = 0
+    offset: int = 0
+    signed: bool = False
+
+
+@dataclass
 class ObjectSpec:
     """Everything in one object file: programs, maps, global variables and BTF."""
 
@@ -108,6 +133,7 @@ class ObjectSpec:
     # initial slots of prog arrays / map-in-maps from relocations in ``.maps``:
     # map name -> {index: program or map name}
     map_slots: dict[str, dict[int, str]] = field(default_factory=dict)
+    externs: dict[str, ExternSpec] = field(default_factory=dict)
 
     def program(self, name: str | None = None, type: ProgType | None = None) -> ProgramSpec:
         """The program called ``name`` (its program or its section name); without a name
@@ -146,6 +172,6 @@ class ObjectSpec:
 
 
 __all__ = [
-    "FuncInfo", "LineInfo", "MapRef", "MapSpec", "MapType", "ObjectSpec", "ProgramSpec",
-    "VariableSpec", "XDP_FLAGS_HAS_FRAGS",
+    "ExternSpec", "FuncInfo", "LineInfo", "MapRef", "MapSpec", "MapType", "ObjectSpec",
+    "ProgramSpec", "VariableSpec", "XDP_FLAGS_HAS_FRAGS",
 ]

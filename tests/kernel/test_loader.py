@@ -66,7 +66,7 @@ def test_pinned_map_with_other_layout_is_refused(pin_dir: str) -> None:
 
 
 def test_legacy_map() -> None:
-    with load_collection(spec("legacy_map")) as c:
+    with load_collection(load_object(OBJ / "legacy_map.o", legacy=True)) as c:
         assert c.programs["legacy_prog"].test_run(PKT).retval == XDP_DROP
         assert c.maps["legacy_array"][1] == 1
 

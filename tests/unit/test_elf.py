@@ -44,13 +44,6 @@ def test_btf_defined_maps() -> None:
         assert ref.kind == PseudoSrc.MAP_FD
 
 
-def test_legacy_maps_section() -> None:
-    s = obj("legacy_map")
-    m = s.maps["legacy_array"]
-    assert (m.type, m.key_size, m.value_size, m.max_entries) == (MapType.ARRAY, 4, 8, 2)
-    assert list(s.programs["legacy_prog"].map_refs.values()) == [MapRef("legacy_array")]
-
-
 def test_global_data_maps_and_variables() -> None:
     s = obj("global_data")
     assert {k: v.name for k, v in s.maps.items()} == {
@@ -185,7 +178,7 @@ def test_multiple_programs_in_one_section() -> None:
     ("lsm/file_open", ProgType.LSM, AttachType.LSM_MAC, 0, "file_open"),
     ("cgroup_skb/ingress", ProgType.CGROUP_SKB, AttachType.CGROUP_INET_INGRESS, 0, ""),
     ("cgroup/connect4", ProgType.CGROUP_SOCK_ADDR, AttachType.CGROUP_INET4_CONNECT, 0, ""),
-    ("xdp_legacy_name", ProgType.XDP, AttachType.XDP, 0, ""),
+    ("xdp_legacy_name", ProgType.UNSPEC, None, 0, ""),      # libbpf 0.x only: legacy=True
     ("what/ever", ProgType.UNSPEC, None, 0, ""),
 ])
 def test_section_table(sec, ptype, attach, flags, target) -> None:

@@ -12,7 +12,7 @@ kernel's own BTF; CO-RE relocation.  Pure: only :func:`load_vmlinux` reads a fil
 """
 
 from pyxdp.btf._btf import Btf
-from pyxdp.btf._core import CoreResolver, CoreResult, apply_core_relocations
+from pyxdp.btf._core import CoreResolver, CoreResult, apply_core_relocations, types_compatible
 from pyxdp.btf._ext import BtfExt, CoreRelo, CoreReloKind, FuncRecord, LineRecord
 from pyxdp.btf._sanitize import BtfFeatures, fixup_datasecs, sanitize
 from pyxdp.btf._strings import StringTable
@@ -34,4 +34,5 @@ __all__ = [
     "CoreResolver", "CoreResult", "EnumValue", "FuncRecord", "IntEncoding", "Kind", "LineRecord",
     "Linkage", "Member", "Param", "StringTable", "VarSecinfo", "apply_core_relocations",
     "essential_name", "fixup_datasecs", "load_split", "load_vmlinux", "sanitize",
+    "types_compatible",
 ]

@@ -105,6 +105,9 @@ class Btf:
                 raise BtfError(f"FUNC [{tid}] {t.name!r} does not point at a FUNC_PROTO")
             if t.kind == Kind.DATASEC:
                 for v in t.secinfos:
+                    # .ksyms also lists the extern kfuncs (FUNC), as libbpf expects
+                    if t.name == ".ksyms" and self.types[v.type].kind == Kind.FUNC:
+                        continue
                     if self.types[v.type].kind != Kind.VAR:
                         raise BtfError(f"DATASEC [{tid}] {t.name!r} entry is not a VAR")
 

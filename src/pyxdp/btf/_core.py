@@ -106,6 +106,11 @@ def _types_compat(lb: Btf, lid: int, tb: Btf, tid: int, depth: int = 0) -> bool:
     return False
 
 
+def types_compatible(local: Btf, local_id: int, target: Btf, target_id: int) -> bool:
+    """libbpf's ``bpf_core_types_are_compat`` (kfunc prototypes, typed ``__ksym``s)."""
+    return _types_compat(local, local_id, target, target_id)
+
+
 def _parse_access(access: str) -> list[int]:
     try:
         out = [int(x) for x in access.split(":")]

@@ -9,10 +9,10 @@
 
 from pyxdp.elf._maps import internal_map_name, parse_btf_map_def
 from pyxdp.elf._object import load_object, object_name
-from pyxdp.elf._sections import SECTION_TABLE, SectionKind, classify_section
+from pyxdp.elf._sections import SECTION_TABLE, SectionKind, classify_section, section_names
 from pyxdp.elf._variables import get_variable, set_variable
 
 __all__ = [
     "SECTION_TABLE", "SectionKind", "classify_section", "get_variable", "internal_map_name",
-    "load_object", "object_name", "parse_btf_map_def", "set_variable",
+    "load_object", "object_name", "parse_btf_map_def", "section_names", "set_variable",
 ]

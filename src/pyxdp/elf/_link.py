@@ -4,13 +4,15 @@ rebase ``.BTF.ext`` records onto each program's final instruction slots."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from pyxdp.btf import Btf, BtfExt, CoreRelo
+from pyxdp.elf._externs import KCONFIG
 from pyxdp.elf._reader import SHN_LORESERVE, SHN_UNDEF, STT_FUNC, ElfReader, Section
 from pyxdp.errors import DecodeError, ElfError
 from pyxdp.isa import LD_IMM64, Instruction, PseudoSrc, decode, slot_offsets
-from pyxdp.spec import FuncInfo, LineInfo, MapRef
+from pyxdp.spec import ExternSpec, FuncInfo, LineInfo, MapRef
 
 _CALL = 0x85
 
@@ -36,6 +38,7 @@ class Func:
     calls: dict[int, Target] = field(default_factory=dict)   # insn index -> callee
     funcs: dict[int, Target] = field(default_factory=dict)   # LD_IMM64 src=FUNC -> callee
     maps: dict[int, MapRef] = field(default_factory=dict)
+    externs: dict[int, str] = field(default_factory=dict)    # insn index -> extern name
 
 
 def split_functions(reader: ElfReader, sec: Section) -> list[Func]:
@@ -82,12 +85,17 @@ def _containing(funcs: list[Func], slot: int) -> Func | None:
 
 
 def classify_relocations(reader: ElfReader, sec: Section, funcs: list[Func],
-                         map_at: dict[tuple[int, int], str], data_maps: dict[int, str]) -> None:
+                         map_at: dict[tuple[int, int], str], data_maps: dict[int, str],
+                         externs: Mapping[str, ExternSpec] | None = None) -> None:
     """Attach each relocation of ``sec`` to the instruction it patches.
 
     ``map_at`` maps (section index, offset) of a map definition to its name (``.maps`` and
-    legacy ``maps``); ``data_maps`` maps global data section indexes to their map name.
+    legacy ``maps``); ``data_maps`` maps global data section indexes to their map name;
+    ``externs`` are the ``.kconfig``/``.ksyms`` externs (a kconfig value becomes a
+    MAP_VALUE reference into ``.kconfig``; kfuncs and ksyms are patched at load).
     """
+    externs = externs or {}
+    map_secs = {sec_index for sec_index, _ in map_at}
     for rel in reader.relocations(sec):
         if rel.offset % 8:
             raise ElfError(f"relocation in {sec.name!r} at {rel.offset} is not on an"
@@ -100,8 +108,17 @@ def classify_relocations(reader: ElfReader, sec: Section, funcs: list[Func],
         insn = f.insns[idx]
         sym = reader.symbols[rel.sym]
         what = f"relocation at insn {idx} of {f.name!r} against {sym.name or 'section'!r}"
+        if sym.shndx == SHN_UNDEF and sym.name in externs:
+            _extern_reloc(f, idx, insn, externs[sym.name], what)
+            continue
         if sym.shndx == SHN_UNDEF:
-            raise ElfError(f"{what}: extern symbols (.kconfig/.ksyms) are not supported")
+            if insn.opcode == _CALL:
+                raise ElfError(f"program {f.name!r} calls {sym.name!r}, which this object"
+                               " does not define (nor declares as a kfunc with __ksym):"
+                               " link the objects first (bpftool gen object out.o a.o b.o)")
+            raise ElfError(f"{what}: {sym.name!r} is not defined in this object (nor"
+                           " declared __kconfig/__ksym): link the objects first (bpftool gen"
+                           " object out.o a.o b.o)")
         if sym.shndx >= SHN_LORESERVE:
             raise ElfError(f"{what}: symbol is in special section {sym.shndx:#x}")
         target = reader.section(sym.shndx, what)
@@ -117,8 +134,14 @@ def classify_relocations(reader: ElfReader, sec: Section, funcs: list[Func],
                 if off % 8:
                     raise ElfError(f"{what}: function address is not instruction-aligned")
                 f.funcs[idx] = Target(target.index, off // 8)
-            elif (target.index, sym.value) in map_at:
-                f.maps[idx] = MapRef(map_at[(target.index, sym.value)], PseudoSrc.MAP_FD)
+            elif target.index in map_secs:
+                # a static map is reached through the section symbol plus the addend in
+                # imm: the map is the one at that offset, never simply the first one
+                off = sym.value + addend
+                if (target.index, off) not in map_at:
+                    raise ElfError(f"{what}: offset {off} of {target.name!r} is not the start"
+                                   " of a map definition")
+                f.maps[idx] = MapRef(map_at[(target.index, off)], PseudoSrc.MAP_FD)
             elif target.index in data_maps:
                 off = sym.value + addend
                 if not 0 <= off < max(target.size, 1):
@@ -136,8 +159,25 @@ def classify_relocations(reader: ElfReader, sec: Section, funcs: list[Func],
             here = f.start + f.slots[i]
             if insn.opcode == _CALL and insn.src == 1:
                 f.calls[i] = Target(sec.index, here + insn.imm + 1)
-            elif insn.opcode == LD_IMM64 and insn.src == PseudoSrc.FUNC:
+            elif insn.opcode == LD_IMM64 and insn.src == PseudoSrc.FUNC and (
+                    i not in f.externs):
                 f.funcs[i] = Target(sec.index, here + insn.imm + 1)
+
+
+def _extern_reloc(f: Func, idx: int, insn: Instruction, ext: ExternSpec, what: str) -> None:
+    if ext.kind == "kconfig":
+        if insn.opcode != LD_IMM64:
+            raise ElfError(f"{what}: a .kconfig extern is used by opcode {insn.opcode:#04x}")
+        f.maps[idx] = MapRef(KCONFIG, PseudoSrc.MAP_VALUE, ext.offset)
+    elif ext.kind == "kfunc" and insn.opcode == _CALL:
+        if insn.src != 1:
+            raise ElfError(f"{what}: kfunc call with src_reg {insn.src}")
+        f.externs[idx] = ext.name
+    elif insn.opcode == LD_IMM64:
+        f.externs[idx] = ext.name
+    else:
+        raise ElfError(f"{what}: cannot relocate opcode {insn.opcode:#04x} against extern"
+                       f" {ext.kind} {ext.name!r}")
 
 
 def _index(f: Func, slot: int) -> int | None:
@@ -156,6 +196,7 @@ class Linked:
     insns: list[Instruction]
     map_refs: dict[int, MapRef]
     placed: list[tuple[Func, int]]     # (function, first slot in the program)
+    extern_refs: dict[int, str] = field(default_factory=dict)
 
 
 def link(main: Func, funcs_by_sec: dict[int, list[Func]]) -> Linked:
@@ -166,12 +207,15 @@ def link(main: Func, funcs_by_sec: dict[int, list[Func]]) -> Linked:
     base_of: dict[int, tuple[int, int]] = {id(main): (0, 0)}   # id -> (index, slot)
     total = main.end - main.start
     refs: dict[int, MapRef] = {}
+    ext_refs: dict[int, str] = {}
     todo = [main]
     while todo:
         f = todo.pop(0)
         base_idx, base_slot = base_of[id(f)]
         for i, ref in f.maps.items():
             refs[base_idx + i] = ref
+        for i, name in f.externs.items():
+            ext_refs[base_idx + i] = name
         for table, is_call in ((f.calls, True), (f.funcs, False)):
             for i, tgt in table.items():
                 callee = _containing(funcs_by_sec.get(tgt.sec, []), tgt.slot)
@@ -196,7 +240,7 @@ def link(main: Func, funcs_by_sec: dict[int, list[Func]]) -> Linked:
     for i, ref in refs.items():
         old = insns[i]
         insns[i] = Instruction(LD_IMM64, old.dst, ref.kind, 0, 0)
-    return Linked(insns, refs, placed)
+    return Linked(insns, refs, placed, ext_refs)
 
 
 def rebase_ext(linked: Linked, ext: BtfExt | None, btf: Btf | None

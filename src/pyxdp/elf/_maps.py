@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 
 from pyxdp.abi import MapType
-from pyxdp.btf import Btf, Kind
+from pyxdp.btf import Btf, Kind, Linkage
 from pyxdp.elf._reader import SHT_NOBITS, SHT_PROGBITS, STT_FUNC, STT_SECTION, ElfReader, Section
 from pyxdp.errors import BtfError, ElfError, MapError
 from pyxdp.maps import MapSpec
@@ -19,6 +19,8 @@ _INT_FIELDS = ("type", "max_entries", "map_flags", "numa_node", "key_size", "val
                "pinning", "map_extra")
 _DATA_RE = re.compile(r"^\.(data|rodata|bss)(\..+)?$")
 _MAX_VALUE = (1 << 32) - 1
+_LINKAGE: dict[int, str] = {Linkage.STATIC: "static", Linkage.GLOBAL: "global",
+                           Linkage.EXTERN: "extern"}
 
 
 @dataclass
@@ -49,6 +51,16 @@ def _int_field(btf: Btf, tid: int, map_name: str, field: str) -> int:
     return arr.nelems
 
 
+def _long_field(btf: Btf, tid: int, map_name: str, field: str) -> int:
+    """``__ulong(field, N)`` (64-bit values, libbpf 1.4+) is an anonymous enum whose one
+    enumerator is N."""
+    t = btf.resolve(tid)
+    if len(t.values) != 1:
+        raise ElfError(f"map {map_name!r}: attr {field!r}: an __ulong() enum has one value,"
+                       f" this one {len(t.values)}")
+    return t.values[0].value & 0xFFFFFFFFFFFFFFFF
+
+
 def parse_btf_map_def(btf: Btf, def_id: int, name: str, inner: bool = False) -> BtfMap:
     """Parse one BTF map definition struct (``struct { __uint(type, ...); ... }``)."""
     t = btf.resolve(def_id)
@@ -60,7 +72,9 @@ def parse_btf_map_def(btf: Btf, def_id: int, name: str, inner: bool = False) -> 
     values_off = -1
     values_kind = None
     for m in t.members:
-        if m.name in _INT_FIELDS:
+        if m.name == "map_extra" and btf.resolve(m.type).kind in (Kind.ENUM, Kind.ENUM64):
+            vals[m.name] = _long_field(btf, m.type, name, m.name)
+        elif m.name in _INT_FIELDS:
             vals[m.name] = _int_field(btf, m.type, name, m.name)
         elif m.name in ("key", "value"):
             ptr = btf.resolve(m.type)
@@ -136,6 +150,13 @@ def btf_maps(reader: ElfReader, btf: Btf | None) -> dict[str, BtfMap]:
     out: dict[str, BtfMap] = {}
     for vsi in datasec.secinfos:
         var = btf[vsi.type]
+        if var.kind != Kind.VAR:
+            raise ElfError(f"map #{vsi.type}: .maps entry is a {var.kind.name}, not a VAR")
+        if var.linkage != Linkage.GLOBAL:
+            # libbpf refuses these too: a static map is referenced through the section
+            # symbol, and binding it by name would be guesswork
+            raise ElfError(f"map {var.name!r}: unsupported map linkage"
+                           f" {_LINKAGE.get(var.linkage, str(var.linkage))}")
         try:
             bm = parse_btf_map_def(btf, var.type, var.name)
         except BtfError as e:
@@ -174,14 +195,32 @@ def map_slots(reader: ElfReader, maps: dict[str, BtfMap]) -> dict[str, dict[int,
     return out
 
 
-def legacy_maps(reader: ElfReader) -> dict[str, tuple[int, MapSpec]]:
-    """``struct bpf_map_def`` entries of the ``maps`` section: name -> (offset, spec)."""
+# struct bpf_map_def (libbpf 0.x) is 5 u32s; iproute2's struct bpf_elf_map continues it
+_LEGACY_DEF = 20
+_IPROUTE2_FIELDS = ((20, "id"), (24, "pinning"), (28, "inner_id"), (32, "inner_idx"))
+_IPROUTE2_PINNING = {1: "PIN_OBJECT_NS", 2: "PIN_GLOBAL_NS"}
+
+
+def legacy_maps(reader: ElfReader, legacy: bool = False) -> dict[str, tuple[int, MapSpec]]:
+    """``struct bpf_map_def`` entries of the ``maps`` section: name -> (offset, spec).
+
+    libbpf 1.x refuses the section and so do we, unless ``legacy``: then it is read as
+    libbpf 0.x did, and a definition longer than ``struct bpf_map_def`` must have only
+    zeros past it (iproute2's ``id``/``pinning``/``inner_id``/``inner_idx`` are refused by
+    name: pinning them the iproute2 way is not implemented, and ignoring them would load
+    something else than the object asks for).
+    """
     sec = reader.by_name.get("maps")
     if sec is None or sec.type != SHT_PROGBITS:
         return {}
     syms = [s for s in reader.symbols if s.shndx == sec.index and s.type != STT_SECTION]
     if not syms:
         return {}
+    if not legacy:
+        names = ", ".join(repr(s.name) for s in syms)
+        raise ElfError(f"maps {names}: legacy map definitions in 'maps' section are not"
+                       " supported by libbpf v1.0+ (declare them in '.maps' with __uint()/"
+                       "__type(), or load_object(..., legacy=True) for libbpf 0.x rules)")
     if sec.size % len(syms):
         raise ElfError(f"'maps' section size {sec.size} is not a multiple of its"
                        f" {len(syms)} definitions")
@@ -192,8 +231,9 @@ def legacy_maps(reader: ElfReader) -> dict[str, tuple[int, MapSpec]]:
     for s in syms:
         if s.value % 4 or s.value + def_size > sec.size:
             raise ElfError(f"legacy map {s.name!r} at {s.value} is misplaced in 'maps'")
-        raw = sec.data[s.value:s.value + min(def_size, 20)].ljust(20, b"\0")
-        mtype, ksz, vsz, maxe, flags = struct.unpack("<5I", raw)
+        raw = sec.data[s.value:s.value + def_size]
+        _check_legacy_tail(s.name, raw, def_size)
+        mtype, ksz, vsz, maxe, flags = struct.unpack("<5I", raw[:_LEGACY_DEF].ljust(20, b"\0"))
         try:
             mt = MapType(mtype)
         except ValueError:
@@ -201,6 +241,28 @@ def legacy_maps(reader: ElfReader) -> dict[str, tuple[int, MapSpec]]:
         out[s.name] = (s.value, _make_spec(s.name, type=mt, key_size=ksz, value_size=vsz,
                                            max_entries=maxe, flags=flags))
     return out
+
+
+def _check_legacy_tail(name: str, raw: bytes, def_size: int) -> None:
+    """Refuse non-zero bytes past ``struct bpf_map_def``, naming iproute2's fields."""
+    if def_size <= _LEGACY_DEF or not any(raw[_LEGACY_DEF:]):
+        return
+    if def_size >= 36:
+        for off, field in _IPROUTE2_FIELDS:
+            (val,) = struct.unpack_from("<I", raw, off)
+            if not val:
+                continue
+            what = f" ({_IPROUTE2_PINNING[val]})" if field == "pinning" and (
+                val in _IPROUTE2_PINNING) else ""
+            hint = (": iproute2 pinning is not supported; declare the map in '.maps' with"
+                    " __uint(pinning, LIBBPF_PIN_BY_NAME) and load with a pin_path"
+                    if field == "pinning" else ": iproute2 map fields are not supported")
+            raise ElfError(f"legacy map {name!r}: iproute2 field {field!r} (struct"
+                           f" bpf_elf_map offset {off}) is {val}{what}{hint}")
+    first = next(i for i in range(_LEGACY_DEF, def_size) if raw[i])
+    raise ElfError(f"legacy map {name!r}: has unrecognized, non-zero options (byte {first}"
+                   f" of its {def_size}-byte definition; struct bpf_map_def has"
+                   f" {_LEGACY_DEF})")
 
 
 def internal_map_name(obj_name: str, section: str) -> str:

@@ -6,11 +6,13 @@ import os
 import struct
 from pathlib import Path
 
+from pyxdp.abi import ProgType
 from pyxdp.btf import Btf, BtfExt, fixup_datasecs
+from pyxdp.elf._externs import KCONFIG, collect_externs, fixup_extern_btf, kconfig_map
 from pyxdp.elf._link import Func, classify_relocations, link, rebase_ext, split_functions
 from pyxdp.elf._maps import btf_maps, data_maps, legacy_maps, map_slots
 from pyxdp.elf._reader import STT_SECTION, ElfReader
-from pyxdp.elf._sections import classify_section
+from pyxdp.elf._sections import SectionKind, classify_section, section_names
 from pyxdp.errors import BtfError, DecodeError, ElfError
 from pyxdp.spec import ObjectSpec, ProgramSpec
 
@@ -38,16 +40,32 @@ def object_name(path: str) -> str:
 
 
 def load_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview,
-                name: str | None = None) -> ObjectSpec:
+                name: str | None = None, *, prog_type: str | None = None,
+                legacy: bool = False) -> ObjectSpec:
     """Parse a BPF ELF object into an :class:`ObjectSpec`.
 
     ``name`` (default: the file name up to its first dot) prefixes the kernel names of the
     global data maps, as libbpf does.  Any problem with the file raises :class:`ElfError`
     or :class:`BtfError` saying what is wrong.
+
+    What libbpf 1.x accepts is accepted, and only that, unless asked otherwise:
+
+    * ``prog_type`` is a section name (``"xdp"``, ``"tc"``, ``"cgroup_skb/ingress"``...)
+      every program is classified as, whatever its own section says: bpftool's
+      ``prog loadall OBJ DIR type xdp``, for sections no table knows;
+    * ``legacy`` reads libbpf 0.x conventions: the ``maps`` section (``struct
+      bpf_map_def``) and bare-prefix section names (``xdp_prog`` as ``xdp``).
     """
     data, path = _read_input(src)
+    forced = None
+    if prog_type is not None:
+        forced = classify_section(prog_type)
+        if forced.type == ProgType.UNSPEC:
+            raise ValueError(f"prog_type {prog_type!r} is not a known section name"
+                             f" (supported: {section_names()})")
     try:
-        return _load(data, path, object_name(path) if name is None else name)
+        return _load(data, path, object_name(path) if name is None else name, forced,
+                     legacy)
     except (ElfError, BtfError):
         raise
     except (DecodeError, struct.error, KeyError, IndexError, ValueError, OverflowError,
@@ -56,12 +74,14 @@ def load_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview,
         raise ElfError(f"malformed object: {type(e).__name__}: {e}") from None
 
 
-def _load(data: bytes, path: str, obj_name: str) -> ObjectSpec:
+def _load(data: bytes, path: str, obj_name: str, forced: SectionKind | None,
+          legacy: bool) -> ObjectSpec:
     reader = ElfReader(data)
     spec = ObjectSpec(path=path)
     lic = reader.by_name.get("license")
-    if lic is not None:
-        spec.license = lic.data.split(b"\0", 1)[0].decode(errors="replace")
+    # like libbpf: no license section is no license, so GPL-only helpers are refused
+    spec.license = "" if lic is None else lic.data.split(b"\0", 1)[0].decode(
+        errors="replace")
     ver = reader.by_name.get("version")
     if ver is not None:
         if len(ver.data) != 4:
@@ -86,7 +106,7 @@ def _load(data: bytes, path: str, obj_name: str) -> ObjectSpec:
             spec.maps[mname] = bm.spec
             map_at[(msec.index, bm.offset)] = mname
         spec.map_slots = map_slots(reader, bmaps)
-    lmaps = legacy_maps(reader)
+    lmaps = legacy_maps(reader, legacy)
     for mname, (off, mspec) in lmaps.items():
         if mname in spec.maps:
             raise ElfError(f"map {mname!r} is defined twice")
@@ -94,6 +114,12 @@ def _load(data: bytes, path: str, obj_name: str) -> ObjectSpec:
         map_at[(reader.by_name["maps"].index, off)] = mname
     dmaps, data_index, spec.variables = data_maps(reader, obj_name, btf)
     spec.maps.update(dmaps)
+    spec.externs = collect_externs(reader, btf)
+    if spec.externs and btf is not None:
+        kmap = kconfig_map(spec.externs, obj_name, btf)
+        fixup_extern_btf(btf, spec.externs)
+        if kmap is not None:
+            spec.maps[KCONFIG] = kmap
 
     # code
     funcs_by_sec: dict[int, list[Func]] = {}
@@ -101,12 +127,13 @@ def _load(data: bytes, path: str, obj_name: str) -> ObjectSpec:
         if sec.is_exec and sec.size:
             funcs_by_sec[sec.index] = split_functions(reader, sec)
     for idx, funcs in funcs_by_sec.items():
-        classify_relocations(reader, reader.sections[idx], funcs, map_at, data_index)
+        classify_relocations(reader, reader.sections[idx], funcs, map_at, data_index,
+                             spec.externs)
     for idx, funcs in funcs_by_sec.items():
         sec = reader.sections[idx]
         if sec.name == ".text":
             continue
-        kind = classify_section(sec.name)
+        kind = forced or classify_section(sec.name, legacy)
         for f in funcs:
             if f.name in spec.programs:
                 raise ElfError(f"program {f.name!r} is defined twice")
@@ -117,7 +144,8 @@ def _load(data: bytes, path: str, obj_name: str) -> ObjectSpec:
                 expected_attach_type=kind.expected_attach_type,  # type: ignore[arg-type]
                 attach_to=kind.attach_to, license=spec.license,
                 kernel_version=spec.kernel_version, flags=kind.flags,
-                map_refs=linked.map_refs, func_info=fi, line_info=li, core_relos=co)
+                map_refs=linked.map_refs, func_info=fi, line_info=li, core_relos=co,
+                extern_refs=linked.extern_refs)
     return spec
 
 

@@ -141,18 +141,25 @@ def _match(pattern: str, name: str) -> str | None:
     return "" if name == pattern else None
 
 
-def classify_section(name: str) -> SectionKind:
+def classify_section(name: str, legacy: bool = False) -> SectionKind:
     """The program type, attach type and flags for a section name.
 
-    Unknown names give ``ProgType.UNSPEC`` (parsing still works; loading will refuse), after
-    a last, libbpf-0.x-style try of matching the bare prefix (``xdp_prog`` → XDP).
+    Unknown names give ``ProgType.UNSPEC`` (parsing still works; loading refuses them, as
+    libbpf 1.x does: "failed to guess program type from ELF section").  ``legacy`` adds
+    libbpf 0.x's last try of matching a bare prefix (``xdp_prog`` → XDP).
     """
     for pattern, ptype, attach, flags in SECTION_TABLE:
         target = _match(pattern, name)
         if target is not None:
             return SectionKind(ptype, attach, flags, target)
-    for pattern, ptype, attach, flags in SECTION_TABLE:
-        base = pattern.rstrip("+")
-        if "/" not in base and "." not in base and name.startswith(base):
-            return SectionKind(ptype, attach, flags, "")
+    if legacy:
+        for pattern, ptype, attach, flags in SECTION_TABLE:
+            base = pattern.rstrip("+")
+            if "/" not in base and "." not in base and name.startswith(base):
+                return SectionKind(ptype, attach, flags, "")
     return SectionKind(ProgType.UNSPEC)
+
+
+def section_names() -> str:
+    """The supported section names, as libbpf lists them when it cannot guess a type."""
+    return " ".join(p for p, *_ in SECTION_TABLE)

@@ -19,7 +19,7 @@ from pyxdp.backend import Variable
 from pyxdp.emu.machine import Machine
 from pyxdp.emu.maps import EmuMap, create_map
 from pyxdp.emu.program import EmuProgram, load
-from pyxdp.errors import MapError
+from pyxdp.errors import EmulatorError, MapError
 from pyxdp.maps import MapSpec, check_reuse_compat
 from pyxdp.spec import ObjectSpec
 
@@ -84,6 +84,10 @@ class EmuBackend:
     def load(self, obj: ObjectSpec, *, pin_path: str | None = None) -> EmuCollection:
         coll = EmuCollection()
         new_pins: list[str] = []
+        if obj.externs:
+            names = ", ".join(f"{e.name} ({e.kind})" for e in obj.externs.values())
+            raise EmulatorError(f"object has externs the emulator cannot resolve (it has no"
+                                f" kernel config, symbols or kfuncs): {names}")
         try:
             for name, spec in obj.maps.items():
                 coll.maps[name] = self._map(name, spec, pin_path, new_pins)

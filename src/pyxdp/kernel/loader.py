@@ -31,19 +31,22 @@ from pyxdp.abi import LIBBPF_PIN_BY_NAME, Cmd, MapType, ProgBindMapAttr, ProgTyp
 from pyxdp.backend import Variable
 from pyxdp.btf import Btf, BtfFeatures, CoreResolver, Kind, apply_core_relocations, sanitize
 from pyxdp.btf import load_vmlinux as _load_vmlinux
-from pyxdp.errors import BpfError, BtfError, MapError, PyxdpError
+from pyxdp.elf import section_names
+from pyxdp.errors import BpfError, BtfError, ElfError, MapError, PyxdpError
+from pyxdp.kernel._externs import kconfig_contents, patch_externs, resolve_ksyms
 from pyxdp.kernel._fd import Fd
 from pyxdp.kernel._map import BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, Map
 from pyxdp.kernel._pin import make_pin_dir, obj_pin, pin_name, remove_dirs, unpin
 from pyxdp.kernel._prog import Program
-from pyxdp.kernel._sys import ENOTSUPP, bpf
+from pyxdp.kernel._sys import ENOTSUPP, bpf, possible_cpus
 from pyxdp.kernel.features import load_btf
 from pyxdp.maps import MapSpec, check_reuse_compat
 from pyxdp.spec import ObjectSpec, ProgramSpec
 
 PIN_BY_NAME = LIBBPF_PIN_BY_NAME
+KCONFIG = ".kconfig"
 # the sections the ELF reader turns into global data maps (keys of ObjectSpec.maps)
-_DATA_SECTION = re.compile(r"^\.(data|rodata|bss)(\..+)?$")
+_DATA_SECTION = re.compile(r"^\.(data|rodata|bss)(\..+)?$|^\.kconfig$")
 # map types the kernel refuses BTF key/value ids for (libbpf drops them the same way)
 _NO_BTF_MAPS = frozenset({
     MapType.PERF_EVENT_ARRAY, MapType.PROG_ARRAY, MapType.CGROUP_ARRAY,
@@ -231,7 +234,7 @@ def data_map_spec(name: str, spec: MapSpec) -> MapSpec:
     if not is_data_map(name, spec):
         return spec
     flags = spec.flags
-    if name.startswith(".rodata"):
+    if name.startswith(".rodata") or name == KCONFIG:
         flags |= BPF_F_RDONLY_PROG
     flags |= BPF_F_MMAPABLE
     return spec if flags == spec.flags else dataclasses.replace(spec, flags=flags)
@@ -275,14 +278,20 @@ def _create_map(name: str, spec: MapSpec, btf_fd: Fd | None, pin_path: str | Non
             m.close()
             raise
         return m
+    if spec.type == MapType.PERF_EVENT_ARRAY and not spec.max_entries:
+        # libbpf: a perf event array without max_entries gets one slot per possible CPU
+        spec = dataclasses.replace(spec, max_entries=possible_cpus())
     use_btf = btf_fd if spec.type not in _NO_BTF_MAPS and (
         spec.key_type_id or spec.value_type_id) else None
     try:
-        m = Map.create(spec, btf_fd=use_btf)
+        try:
+            m = Map.create(spec, btf_fd=use_btf)
+        except BpfError as e:
+            if use_btf is None or e.errno == _errno.EPERM:
+                raise
+            m = Map.create(spec)      # libbpf retries without BTF too
     except BpfError as e:
-        if use_btf is None or e.errno == _errno.EPERM:
-            raise
-        m = Map.create(spec)      # libbpf retries without BTF too
+        raise _named_map_error(name, spec, e) from e
     if pin is not None:
         try:
             os.makedirs(os.path.dirname(pin), exist_ok=True)
@@ -293,6 +302,33 @@ def _create_map(name: str, spec: MapSpec, btf_fd: Fd | None, pin_path: str | Non
         if new_pins is not None:
             new_pins.append(pin)
     return m
+
+
+def _named_map_error(name: str, spec: MapSpec, e: BpfError) -> BpfError:
+    """``e`` again, saying which map could not be created and what it asked for."""
+    kind = spec.type.name if isinstance(spec.type, MapType) else str(spec.type)
+    what = (f"map {name!r}: failed to create ({kind}, key_size {spec.key_size},"
+            f" value_size {spec.value_size}, max_entries {spec.max_entries}"
+            + (f", map_flags {spec.flags:#x}" if spec.flags else "")
+            + (f", map_extra {spec.map_extra:#x}" if spec.map_extra else "") + ")")
+    detail = getattr(e, "detail", "")
+    return BpfError(e.errno, e.command, what + (f": {detail}" if detail else ""))
+
+
+def check_loadable(obj: ObjectSpec) -> None:
+    """Refuse, before anything is created, what libbpf refuses before loading: programs
+    whose section says no type, and freplace programs without a program to replace."""
+    for pname, p in obj.programs.items():
+        if p.type == ProgType.UNSPEC:
+            raise ElfError(
+                f"program {pname!r}: failed to guess program type from ELF section"
+                f" {p.section!r} (supported section names: {section_names()}); force one with"
+                f" load_object(path, prog_type='xdp') (bpftool: prog loadall ... type xdp)")
+        if p.type == ProgType.EXT:
+            raise ElfError(
+                f"program {pname!r} (section {p.section!r}): freplace needs the program it"
+                " replaces: attach program FD is not set (load it on its own with"
+                " Program.load(spec, attach_prog_fd=target, attach_btf_id=func_id))")
 
 
 def _attach_btf_id(prog: ProgramSpec, vmlinux: Btf | None) -> int:
@@ -340,16 +376,22 @@ def load_collection(obj: ObjectSpec, pin_path: str | None = None, *,
 
 
 def _needs_vmlinux(obj: ObjectSpec) -> bool:
-    return any(p.core_relos or (p.type in (ProgType.TRACING, ProgType.LSM) and p.attach_to)
-               for p in obj.programs.values())
+    used = {n for p in obj.programs.values() for n in p.extern_refs.values()}
+    return any(obj.externs[n].kind == "kfunc" or obj.externs[n].type_id for n in used) or any(
+        p.core_relos or (p.type in (ProgType.TRACING, ProgType.LSM) and p.attach_to)
+        for p in obj.programs.values())
 
 
 def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux: Btf | None,
                features: BtfFeatures, log_level: int, new_pins: list[str]) -> None:
+    check_loadable(obj)
     if obj.btf is not None:
         coll.btf_fd = _load_btf(obj.btf, features)
     slotted = set(obj.map_slots)
     for name, spec in obj.maps.items():
+        if name == KCONFIG and obj.externs:
+            spec = dataclasses.replace(spec, contents=[
+                (bytes(4), kconfig_contents(obj, spec.value_size))])
         coll.maps[name] = _create_data_or_map(name, spec, coll.btf_fd, pin_path, new_pins)
     for vname, var in obj.variables.items():
         if var.map_name in coll.maps:
@@ -357,15 +399,21 @@ def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux:
     if vmlinux is None and _needs_vmlinux(obj):
         vmlinux = _load_vmlinux()
     resolver = CoreResolver(obj.btf, vmlinux) if obj.btf is not None and vmlinux else None
+    ksyms = resolve_ksyms(obj, vmlinux) if any(
+        p.extern_refs for p in obj.programs.values()) else {}
     for pname, pspec in obj.programs.items():
         prog = pspec
+        if pspec.extern_refs:
+            prog = copy.copy(pspec)
+            prog.instructions = patch_externs(pspec, ksyms)
+            prog.extern_refs = {}
         if pspec.core_relos:
             if resolver is None:
                 raise BtfError(f"program {pname!r} has CO-RE relocations but no BTF to"
                                " resolve them against")
-            prog = copy.copy(pspec)
-            prog.instructions = list(pspec.instructions)
-            prog.map_refs = dict(pspec.map_refs)
+            prog = copy.copy(prog)
+            prog.instructions = list(prog.instructions)
+            prog.map_refs = dict(prog.map_refs)
             # the resolver's local/target are obj.btf and vmlinux
             coll.core_results[pname] = apply_core_relocations(prog, resolver.local,
                                                               resolver.target, resolver)

@@ -9,13 +9,18 @@ import sys
 
 from pyxdp.bench import xdp_table
 from pyxdp.bench.xdp_table import GEN_ALONE, ROWS, TC, Send, XdpTable
-from pyxdp.cli import build_parser
 
 
 def _help() -> str:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    return sub.choices["bench"].format_help() + parser.format_help()
+    """What a user sees: ``pyxdp bench --help`` and ``pyxdp --help`` (the CLI builds a
+    group's parser only when that command is asked for)."""
+    out = []
+    for argv in (["bench", "--help"], ["--help"]):
+        run = subprocess.run([sys.executable, "-m", "pyxdp", *argv], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        out.append(run.stdout)
+    return "".join(out)
 
 
 def test_bench_help_speaks_user_words() -> None:

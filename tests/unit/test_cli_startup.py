@@ -136,14 +136,6 @@ def test_json_first_or_last_is_the_same_document(prog: Path,
                      "instructions": ["b7 00 00 00 02 00 00 00", "95 00 00 00 00 00 00 00"]}
 
 
-def test_json_on_a_command_without_it_is_a_usage_error(capsys: pytest.CaptureFixture[str]
-                                                       ) -> None:
-    with pytest.raises(SystemExit) as e:
-        main(["-j", "bench", "--count", "1"])
-    assert e.value.code == 2
-    assert "bench has no JSON output" in capsys.readouterr().err
-
-
 def test_asm_json_with_output(prog: Path, tmp_path: Path,
                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "p.bin"

@@ -49,7 +49,7 @@ COMMANDS: dict[str, Command] = {
     "trafficgen": Command("_trafficgen", "send XDP live frames (UDP/TCP SYN/ICMP, v4/v6)"),
     "demo": Command("_demo", "the filter against a SYN flood on a test bed (emulator if not"
                              " root)"),
-    "bench": Command("_bench", "drop rates of TC, nftables and XDP on a veth test bed"),
+    "bench": Command("_bench", "TC vs XDP drop/TX rates on a veth test bed, with reference tools"),
 }
 
 

@@ -157,3 +157,48 @@ def test_status_warns_about_redirect_targets(bed) -> None:
                 assert "redir" in line and "native" in line
             finally:
                 bed.call("sink", att.detach)
+
+
+def test_attach_under_ip_netns_exec_is_refused(bed, drop_object: str) -> None:
+    """`ip netns exec NS pyxdp attach ...` runs in a private mount namespace whose bpffs
+    dies with the command, and the pinned link with it: refused with the reason and the
+    supported way, and nothing stays attached; `--netns NS` from here keeps it attached
+    after the command exits."""
+    ns = bed.ns_name("sink")
+    pin_root = f"/sys/fs/bpf/pyxdp-test-{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "pyxdp", "attach",
+                        "veth1", drop_object, "--mode", "generic", "--pin-root", pin_root],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "private to this process's mount namespace" in lines[0]
+    assert "--netns" in lines[0]
+    assert not bed.call("sink", xdp.status, "veth1").attachments
+    r = pyxdp("attach", "veth1", drop_object, "--netns", ns, "--mode", "generic",
+              "--pin-root", pin_root)
+    assert r.returncode == 0, r.stderr
+    try:      # the command has exited: the pin holds the attachment
+        assert len(bed.call("sink", xdp.status, "veth1").attachments) == 1
+    finally:
+        r = pyxdp("detach", "veth1", "--netns", ns, "--pin-root", pin_root)
+        assert r.returncode == 0, r.stderr
+    assert not os.path.exists(pin_root)
+
+
+def test_status_without_privilege_says_why(bed, drop_object: str) -> None:
+    """Without CAP_BPF/CAP_SYS_ADMIN the program's name cannot be read: the attachment is
+    still listed (netlink tells its id) and stderr says why the name is missing."""
+    ns = bed.ns_name("sink")
+    r = pyxdp("attach", "veth1", drop_object, "--netns", ns, "--mode", "generic", "--no-link")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = subprocess.run(["ip", "netns", "exec", ns, "setpriv", "--bounding-set=-all",
+                            "--inh-caps=-all", "--ambient-caps=-all", sys.executable, "-m",
+                            "pyxdp", "status", "veth1", "--json"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        (row,) = json.loads(r.stdout)
+        assert [a["prog_name"] for a in row["attachments"]] == ["?"]
+        assert "needs root or CAP_SYS_ADMIN / CAP_BPF" in r.stderr
+    finally:
+        assert pyxdp("detach", "veth1", "--netns", ns).returncode == 0

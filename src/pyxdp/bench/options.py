@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from pyxdp.cli._args import COUNT, SECONDS
+
 DEFAULT_ROUNDS = 5
 MIN_ROUNDS = 5
 
@@ -27,8 +29,8 @@ def common(ap: argparse.ArgumentParser, rounds: int = DEFAULT_ROUNDS) -> None:
 
 def xdp_table(ap: argparse.ArgumentParser) -> None:
     """The options of the XDP table (``pyxdp bench``, ``python -m pyxdp.bench.xdp_table``)."""
-    ap.add_argument("--count", type=int, default=2_000_000, help="frames per send")
-    ap.add_argument("--duration", type=float, default=4.0, help="max seconds per send")
+    ap.add_argument("--count", type=COUNT, default=2_000_000, help="frames per send")
+    ap.add_argument("--duration", type=SECONDS, default=4.0, help="max seconds per send")
     ap.add_argument("--no-refs", action="store_true",
                     help="skip the C generator and xdp-loader references")
     common(ap)

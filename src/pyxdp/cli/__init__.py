@@ -6,6 +6,8 @@ lists every command with its module and one-line help, so ``pyxdp --help`` is bu
 importing any group, and running a command imports its group only (``pyxdp prog list`` never
 loads the compiler or an app).  Errors of ours (:class:`~pyxdp.errors.PyxdpError`, including
 the kernel's ``OSError``\\ s) print one line on stderr and exit 1; argument mistakes exit 2.
+Anything else is a bug of ours: it still prints one line (``internal error: ...``, with
+the traceback under ``PYXDP_DEBUG=1``) and exits 1.
 Commands that print data take ``-j/--json`` (also accepted before the command, as bpftool
 does: ``pyxdp -j prog list``).
 """
@@ -143,6 +145,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pyxdp {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (RecursionError, MemoryError) as e:
+        # input too deep or too large for us (a crafted rule file, a huge map declared):
+        # one line, not a traceback
+        what = "nested too deeply" if isinstance(e, RecursionError) else "too large"
+        print(f"pyxdp {args.command}: error: input {what} to process"
+              f" ({type(e).__name__})", file=sys.stderr)
+        return 1
+    except Exception as e:    # a bug of ours: one line for the operator, traceback on demand
+        if os.environ.get("PYXDP_DEBUG"):
+            raise
+        print(f"pyxdp {args.command}: internal error: {type(e).__name__}: {e}"
+              " (a bug in pyxdp; PYXDP_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

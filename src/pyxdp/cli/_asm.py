@@ -48,6 +48,8 @@ def cmd_asm(args: argparse.Namespace) -> int:
     from pyxdp.isa import encode
 
     insns = assemble(_text(read_input(args.file), args.file), args.syntax)
+    if not insns:
+        raise PyxdpError(f"{args.file}: no instructions to assemble")
     raw = encode(insns)
     slots = [raw[i:i + 8].hex(" ") for i in range(0, len(raw), 8)]
     if args.output:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from pyxdp.cli._args import input_file
 from pyxdp.cli._render import add_json, print_json
 from pyxdp.errors import PyxdpError
 
@@ -43,9 +44,26 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _module_file(text: str) -> str:
+    """The program module: an existing ``.py`` file (never source text on the command
+    line, which ``compile_module`` would otherwise take)."""
+    path = input_file(text)
+    if path == "-" or not path.endswith(".py"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a .py file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            f.read()
+    except UnicodeDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not Python source (not UTF-8 at byte"
+                                         f" {e.start})") from None
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: {e.strerror}") from None
+    return path
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("compile")
-    p.add_argument("file", help="the program module, a .py file")
+    p.add_argument("file", type=_module_file, help="the program module, a .py file")
     p.add_argument("-o", "--output", help="write the ELF object here")
     p.add_argument("--dump-after", action="append", choices=PASSES, metavar="PASS",
                    help=f"print the program after a pass ({', '.join(PASSES)}); repeatable")

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from pyxdp.cli._args import int_range
 from pyxdp.cli._asm import ELF_MAGIC, read_elf, read_input
 from pyxdp.cli._render import UsageError, add_json, print_json, table
 from pyxdp.errors import EmulatorError, PyxdpError
@@ -43,7 +44,10 @@ def load_program(path: str, section: str | None, syntax: str = "auto") -> Any:
         if len(data) % 8:
             raise PyxdpError(f"{path}: {len(data)} bytes is not a whole number of 8-byte"
                              " instructions")
-        return emu.load(data, name="prog")
+        try:
+            return emu.load(data, name="prog")
+        except PyxdpError as e:
+            raise PyxdpError(f"{path}: not a valid program: {e}") from None
     from pyxdp.asm import assemble
 
     try:
@@ -127,7 +131,7 @@ def register(sub: Any) -> None:
     p.add_argument("prog", nargs="?", metavar="PROG",
                    help="ELF object, raw bytecode or assembly text ('-' for stdin)")
     p.add_argument("--pcap", metavar="FILE", help="packets to run (classic pcap)")
-    p.add_argument("--packets", type=int, metavar="N",
+    p.add_argument("--packets", type=int_range(0, 10_000_000), metavar="N",
                    help=f"generated packets when there is no pcap (default {DEFAULT_PACKETS})")
     p.add_argument("--section", "--program", dest="section", metavar="NAME",
                    help="program (or section) of an ELF object")

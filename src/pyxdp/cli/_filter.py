@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from pyxdp.cli._args import PORT, SECONDS_OR_ZERO, float_range, int_range
 from pyxdp.cli._render import add_json, print_json, table
 
 # pyxdp.apps.filter (and with it the compiler) is imported by the commands, not here
@@ -323,7 +324,8 @@ def register(sub: Any) -> None:
     p = add("add", cmd_add, "add a rule: NAME key=value ...")
     p.add_argument("name")
     p.add_argument("match", nargs="+", metavar="KEY=VALUE")
-    p.add_argument("--position", type=int, default=None, help="priority position (0: first)")
+    p.add_argument("--position", type=int_range(0, 1 << 20), default=None,
+                   help="priority position (0: first)")
     p = add("del", cmd_del, "delete a rule by name")
     p.add_argument("name")
     p = add("load", cmd_load, "replace all rules with a rule file, atomically")
@@ -335,9 +337,10 @@ def register(sub: Any) -> None:
     p.add_argument("--allow", action="store_true", help="allow instead of deny")
     add("list", cmd_list, "the rules in force, with their counters")
     p = add("stats", cmd_stats, "per-rule counters and top dropped sources")
-    p.add_argument("--watch", type=float, default=0, help="live table for this many seconds")
-    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--watch", type=SECONDS_OR_ZERO, default=0,
+                   help="live table for this many seconds")
+    p.add_argument("--interval", type=float_range(0.05, 3600), default=1.0)
     p = add("serve-metrics", cmd_serve_metrics, "Prometheus exporter of the counters")
-    p.add_argument("--port", type=int, default=9101)
+    p.add_argument("--port", type=PORT, default=9101)
     p.add_argument("--addr", default="127.0.0.1")
-    p.add_argument("--duration", type=float, default=0, help="stop after N seconds")
+    p.add_argument("--duration", type=SECONDS_OR_ZERO, default=0, help="stop after N seconds")

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+from pyxdp.cli._args import COUNT, PORT, SECONDS, int_range
 from pyxdp.cli._render import add_json, print_json
 from pyxdp.trafficgen import MIN_FRAME, PROTOS
 
@@ -84,13 +85,15 @@ def register(sub: Any) -> None:
     p.add_argument("--dst")
     p.add_argument("--src-mac", default="02:00:00:00:00:01")
     p.add_argument("--dst-mac", default="02:00:00:00:00:02")
-    p.add_argument("--sport", type=int, default=1024)
-    p.add_argument("--dport", type=int, default=9)
-    p.add_argument("--size", type=int, default=MIN_FRAME, help="frame bytes without FCS")
-    p.add_argument("--sources", type=int, default=1, help="vary the source over N addresses")
-    p.add_argument("--ports", type=int, default=1, help="vary the source port over N ports")
-    p.add_argument("--count", type=int, default=1_000_000)
-    p.add_argument("--duration", type=float, default=10.0, help="upper bound in seconds")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sport", type=PORT, default=1024)
+    p.add_argument("--dport", type=PORT, default=9)
+    p.add_argument("--size", type=int_range(1, 65535), default=MIN_FRAME,
+                   help="frame bytes without FCS")
+    p.add_argument("--sources", type=COUNT, default=1, help="vary the source over N addresses")
+    p.add_argument("--ports", type=int_range(1, 65536), default=1,
+                   help="vary the source port over N ports")
+    p.add_argument("--count", type=COUNT, default=1_000_000)
+    p.add_argument("--duration", type=SECONDS, default=10.0, help="upper bound in seconds")
+    p.add_argument("--threads", type=int_range(1, 1024), default=1)
     add_json(p)
     p.set_defaults(func=cmd_trafficgen)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import sys
 from typing import Any
 
 from pyxdp import xdp
@@ -65,6 +66,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return out
 
     rows = xdp.in_netns(args.netns, run)
+    if any(a["prog_name"] == "?" for r in rows for a in r["attachments"]):
+        print("pyxdp status: warning: program names and links could not be read (reading"
+              " them needs root or CAP_SYS_ADMIN / CAP_BPF)", file=sys.stderr)
     if args.json:
         print_json(rows)
         return 0

@@ -45,6 +45,65 @@ def ensure_bpffs(path: str = DEFAULT_BPFFS) -> str:
     return path
 
 
+def private_bpffs_reason(path: str) -> str | None:
+    """Why pins under ``path`` would vanish when this process's mount namespace goes, or
+    None.
+
+    ``ip netns exec`` (and ``unshare -m``) run a command in a mount namespace of its own,
+    where ``/sys`` is remounted and a bpffs mounted there (by iproute2 or by
+    :func:`ensure_bpffs`) is a fresh instance that only that namespace sees: it is
+    destroyed with the namespace, and a bpf_link pinned in it with it, so an attachment
+    "kept by its pin" disappears as the command exits.  Detected as: the nearest ancestor
+    process in another mount namespace (the shell that ran ``ip netns exec``) does not see
+    the same bpffs at the same place.  None when no such ancestor can be read.
+    """
+    try:
+        mine_ns = os.stat("/proc/self/ns/mnt").st_ino
+        where = _existing_parent(path)
+        mine_dev = os.stat(where).st_dev
+    except OSError:
+        return None
+    pid = os.getpid()
+    for _ in range(64):                      # the ancestor chain, bounded
+        pid = _parent_of(pid)
+        if pid <= 1:
+            return None
+        try:
+            if os.stat(f"/proc/{pid}/ns/mnt").st_ino == mine_ns:
+                continue
+        except OSError:
+            return None                      # not ours to read: cannot tell
+        try:
+            theirs: int | None = os.stat(f"/proc/{pid}/root{where}").st_dev
+        except FileNotFoundError:
+            theirs = None
+        except OSError:
+            return None
+        if theirs == mine_dev:
+            return None
+        return (f"{path} is on a bpf filesystem private to this process's mount namespace"
+                " (as under `ip netns exec` or `unshare -m`): pins made there, and the"
+                " attachment they hold, vanish when that namespace ends")
+    return None
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+    return int(stat[stat.rindex(b")") + 2:].split()[1])
+
+
+def _existing_parent(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def pin_name(name: str) -> str:
     """The bpffs file name for an object called ``name``.
 
@@ -121,5 +180,5 @@ def unpin(path: str, missing_ok: bool = False) -> None:
 
 
 __all__ = ["BPF_FS_MAGIC", "BPF_F_RDONLY", "BPF_F_WRONLY", "DEFAULT_BPFFS", "ensure_bpffs",
-           "is_bpffs", "make_pin_dir", "obj_get", "obj_pin", "pin_name", "remove_dirs",
-           "unpin"]
+           "is_bpffs", "make_pin_dir", "obj_get", "obj_pin", "pin_name", "private_bpffs_reason",
+           "remove_dirs", "unpin"]

@@ -62,6 +62,7 @@ def attach_pinned(iface: str, obj: ObjectSpec, program: str | None = None,
     program is detached again and the pins and directories made are removed.
     """
     from pyxdp.kernel import ensure_bpffs, load_collection, pin_name, unpin
+    from pyxdp.kernel._pin import private_bpffs_reason
     from pyxdp.xdp import XdpError, attach, ifindex_of
 
     spec = obj.program(program, None if program else ProgType.XDP)
@@ -74,6 +75,12 @@ def attach_pinned(iface: str, obj: ObjectSpec, program: str | None = None,
                                     None)
         ensure_bpffs()
         where = pin_dir(iface, root)
+        why = private_bpffs_reason(where)
+        if why is not None:
+            raise XdpError(f"refusing to attach {spec.name!r} to {iface}: {why}; run"
+                           " `pyxdp attach --netns NS ...` from the host namespace instead"
+                           " (or --no-link, which the interface holds without pins)",
+                           errno.EPERM)
         if os.path.lexists(where):
             raise XdpError(f"{where} exists: {iface} already has a pyxdp attachment;"
                            " detach it first", errno.EEXIST)

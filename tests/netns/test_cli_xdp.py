@@ -202,3 +202,44 @@ def test_status_without_privilege_says_why(bed, drop_object: str) -> None:
         assert "needs root or CAP_SYS_ADMIN / CAP_BPF" in r.stderr
     finally:
         assert pyxdp("detach", "veth1", "--netns", ns).returncode == 0
+
+
+def test_generic_detach_refuses_an_apps_link(bed, tmp_path) -> None:
+    """`pyxdp detach` of an interface the filter holds is refused (the filter's state
+    would say "attached" while nothing is), naming the app's own detach; --force does it;
+    the filter's own detach still works on a healthy filter."""
+    import secrets
+
+    ns = bed.ns_name("sink")
+    base = f"/sys/fs/bpf/pyxdpt-{secrets.token_hex(4)}"
+    generic = ["--netns", ns, "--pin-root", f"{base}/pyxdp"]
+    app = ["--netns", ns, "--pin-root", f"{base}/pyxdp-filter",
+           "--state-root", str(tmp_path / "state")]
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[filter]\ndefault = "allow"\n\n[[rule]]\nname = "n"\n'
+                     'src = ["198.19.0.0/16"]\n')
+    try:
+        r = pyxdp("filter", "attach", "veth1", "--rules", str(rules), "--mode", "generic",
+                  *app)
+        assert r.returncode == 0, r.stderr
+        r = pyxdp("detach", "veth1", *generic)
+        assert r.returncode == 1
+        (line,) = r.stderr.strip().splitlines()
+        assert "attached by `pyxdp filter`" in line and "pyxdp filter detach veth1" in line
+        assert len(bed.call("sink", xdp.status, "veth1").attachments) == 1
+        assert pyxdp("filter", "list", "veth1", *app).returncode == 0
+        r = pyxdp("filter", "detach", "veth1", *app)
+        assert r.returncode == 0, r.stderr
+        assert not bed.call("sink", xdp.status, "veth1").attachments
+        # forced: the generic detach takes it, and says what it detached
+        r = pyxdp("filter", "attach", "veth1", "--rules", str(rules), "--mode", "generic",
+                  *app)
+        assert r.returncode == 0, r.stderr
+        r = pyxdp("detach", "veth1", "--force", *generic)
+        assert r.returncode == 0, r.stderr
+        assert "detached" in r.stdout
+        assert not bed.call("sink", xdp.status, "veth1").attachments
+    finally:
+        pyxdp("filter", "detach", "veth1", "--force", *app)
+        import shutil
+        shutil.rmtree(base, ignore_errors=True)

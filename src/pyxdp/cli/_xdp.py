@@ -40,7 +40,8 @@ def _attachment_dict(a: Any) -> dict[str, Any]:
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
-    done = xdp.in_netns(args.netns, xdp.detach_pinned, args.iface, args.mode, args.pin_root)
+    done = xdp.in_netns(args.netns, lambda: xdp.detach_pinned(
+        args.iface, args.mode, args.pin_root, force=args.force))
     if args.json:
         print_json({"iface": args.iface, "detached": [_attachment_dict(a) for a in done]})
         return 0
@@ -110,6 +111,8 @@ def register(sub: Any) -> None:
     p.add_argument("--mode", choices=MODES, default=None)
     p.add_argument("--netns", default=None, help="act inside this `ip netns` namespace")
     p.add_argument("--pin-root", default=xdp.PIN_ROOT, help=argparse.SUPPRESS)
+    p.add_argument("--force", action="store_true",
+                   help="detach even a program a pyxdp app (filter, ...) holds")
     add_json(p)
     p.set_defaults(func=cmd_detach)
 

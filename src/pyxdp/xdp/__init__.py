@@ -423,12 +423,13 @@ def detach(iface: str | int, mode: str | AttachMode | None = None) -> list[Attac
 from pyxdp.xdp._pinned import (  # noqa: E402  (needs the names above)
     PIN_ROOT,
     PinnedAttachment,
+    app_owner,
     attach_pinned,
     detach_pinned,
     pin_dir,
 )
 
 __all__ = ["AMBIGUOUS_LINK", "PIN_ROOT", "AttachMode", "Attachment", "PinnedAttachment",
-           "XdpAttachment", "XdpError", "XdpStatus", "attach", "attach_pinned", "detach",
-           "detach_pinned", "ifindex_of", "in_netns", "pin_dir", "redirect_warnings",
+           "XdpAttachment", "XdpError", "XdpStatus", "app_owner", "attach", "attach_pinned",
+           "detach", "detach_pinned", "ifindex_of", "in_netns", "pin_dir", "redirect_warnings",
            "status"]

@@ -115,16 +115,65 @@ def _mode_of(att: XdpAttachment, prog_id: int) -> AttachMode | None:
     return None
 
 
+def app_owner(iface: str, root: str = PIN_ROOT) -> tuple[str, str] | None:
+    """The pyxdp app whose pinned link holds ``iface``'s XDP program, as ``(app, pin
+    directory)``, or None.
+
+    Apps pin under a root of their own next to ``root`` (``/sys/fs/bpf/pyxdp-<app>``) in
+    the same ``<iface>@netns<inode>`` layout as :func:`pin_dir`; an app owns the interface
+    when a link pinned there is the one attached now.
+    """
+    from pyxdp.kernel import Link
+    from pyxdp.xdp import status
+
+    attached = {a.link_id for a in status(iface).attachments if a.link_id > 0}
+    if not attached:
+        return None
+    instance = os.path.basename(pin_dir(iface, root))
+    parent = os.path.dirname(os.path.abspath(root))
+    try:
+        roots = sorted(os.listdir(parent))
+    except OSError:
+        return None
+    own = os.path.basename(os.path.abspath(root))
+    for name in roots:
+        if not name.startswith("pyxdp-") or name == own:
+            continue
+        where = os.path.join(parent, name, instance)
+        try:
+            pins = [p for p in os.listdir(where) if p.endswith("_link") or p == "link"]
+        except OSError:
+            continue
+        for p in pins:
+            try:
+                with Link.from_pin(os.path.join(where, p)) as link:
+                    if link.info().id in attached:
+                        return name[len("pyxdp-"):], where
+            except OSError:
+                continue
+    return None
+
+
 def detach_pinned(iface: str, mode: str | AttachMode | None = None,
-                  root: str = PIN_ROOT) -> list[Attachment]:
+                  root: str = PIN_ROOT, *, force: bool = False) -> list[Attachment]:
     """Detach the XDP program of ``iface`` (:func:`pyxdp.xdp.detach`) and remove the pins
     :func:`attach_pinned` made for it, and ``root`` when nothing else is left in it.
-    Returns the :class:`~pyxdp.xdp.Attachment` s detached."""
+    Returns the :class:`~pyxdp.xdp.Attachment` s detached.
+
+    An interface held by a pyxdp app (:func:`app_owner`: the filter, ...) is refused unless
+    ``force``: the app's state would say it is attached while nothing is.
+    """
     import contextlib
 
     from pyxdp.kernel import unpin
-    from pyxdp.xdp import detach
+    from pyxdp.xdp import XdpError, detach
 
+    owner = None if force else app_owner(iface, root)
+    if owner is not None:
+        app, where = owner
+        raise XdpError(f"{iface} is attached by `pyxdp {app}` (link pinned in {where}):"
+                       f" detach it with `pyxdp {app} detach {iface}`, or force it with"
+                       " `pyxdp detach --force`", errno.EBUSY)
     done = detach(iface, mode)
     where = pin_dir(iface, root)
     if os.path.isdir(where):
@@ -136,4 +185,5 @@ def detach_pinned(iface: str, mode: str | AttachMode | None = None,
     return done
 
 
-__all__ = ["PIN_ROOT", "PinnedAttachment", "attach_pinned", "detach_pinned", "pin_dir"]
+__all__ = ["PIN_ROOT", "PinnedAttachment", "app_owner", "attach_pinned", "detach_pinned",
+           "pin_dir"]

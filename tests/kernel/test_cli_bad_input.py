@@ -191,3 +191,17 @@ class _Fixed:
 
     def error(self, msg):
         self.parser.error(msg)
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_demo_without_privilege_runs_in_the_emulator() -> None:
+    """uid 0 without capabilities is not "root" for the demo: it runs the emulator (a
+    test bed would fail to make namespaces) and says why."""
+    r = pyxdp(["demo", "--json"], prefix=NOCAP)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    doc = json.loads(r.stdout)
+    assert doc["mode"] == "emulator"
+    assert doc["verdicts"]["DROP"] > 0 and doc["verdicts"]["PASS"] > 0

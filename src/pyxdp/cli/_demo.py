@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
+from pyxdp._privilege import can_run_test_beds
 from pyxdp.cli._render import add_json, print_json
 
 
@@ -28,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def log(line: str) -> None:            # progress to stderr: stdout is the document
         print(line, file=sys.stderr)
 
-    if os.geteuid() == 0 and not args.emulator:
+    if can_run_test_beds() and not args.emulator:
         print_json({"mode": "kernel",
                     "phases": [_phase(p) for p in demo.run_kernel_demo(log=log)]})
     else:

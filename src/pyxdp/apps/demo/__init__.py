@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
+from pyxdp._privilege import can_run_test_beds
 from pyxdp.apps.filter import RuleSet, parse_rules_text
 
 BLOCKED = "198.19.0.0/17"         # a prefix the operator knows is bad
@@ -234,10 +235,10 @@ def run_emulator_demo(n: int = 20000, log: Callable[[str], None] = print) -> dic
 
 
 def main(log: Callable[[str], None] = print, emulator: bool = False) -> int:
-    if os.geteuid() == 0 and not emulator:
+    if can_run_test_beds() and not emulator:
         summary(run_kernel_demo(log=log), log)
         return 0
     log("running the filter in the pyxdp emulator instead of the kernel"
-        + ("" if emulator else " (not root)"))
+        + ("" if emulator else " (no root privileges: CAP_SYS_ADMIN and CAP_NET_ADMIN)"))
     run_emulator_demo(log=log)
     return 0

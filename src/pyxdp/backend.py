@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pyxdp.abi import ProgType, XdpAction
 from pyxdp.errors import MapError
@@ -158,8 +158,11 @@ class Backend(Protocol):
         """One map on its own (closed by the caller)."""
         ...
 
-    def load(self, obj: ObjectSpec, *, pin_path: str | None = None) -> LoadedCollection:
-        """Every map and program of ``obj`` (see the module docstring for the contract)."""
+    def load(self, obj: ObjectSpec, *, pin_path: str | None = None,
+             maps: Mapping[str, Any] | None = None) -> LoadedCollection:
+        """Every map and program of ``obj`` (see the module docstring for the contract);
+        ``maps`` are existing maps of this backend to use for those names (same layout),
+        which the collection does not own."""
         ...
 
 

@@ -240,3 +240,31 @@ def test_a_failed_load_reports_the_cause(backend: Backend) -> None:
     spec.map_slots["jump_table"][3] = "no_such_program"
     with pytest.raises(PyxdpError, match="no_such_program"):
         backend.load(spec)
+
+
+def test_given_maps_are_used_and_left_open(backend: Backend) -> None:
+    """``load(obj, maps={name: m})`` uses ``m`` for that map (libbpf's reuse_fd): two loads
+    count into the one map, closing the collections leaves it usable; a name the object
+    does not declare, or a map of another layout, is refused naming it."""
+    spec = progs.counters_spec()
+    shared = backend.create_map(spec)
+    try:
+        for _ in range(2):
+            with backend.load(_counting_object(), maps={spec.name: shared}) as coll:
+                assert coll.maps[spec.name] is shared
+                coll.programs["xdp_count"].run_packet(FRAME)
+        assert sum(shared[0]) == 2            # both loads counted here; still open
+        with pytest.raises(MapError, match="does not declare"):
+            backend.load(_counting_object(), maps={"nope": shared})
+        other = backend.create_map(MapSpec("other", MapType.ARRAY, 4, 8, 3))
+        try:
+            with pytest.raises(MapError, match="max_entries|type"):
+                backend.load(_counting_object(), maps={spec.name: other})
+        finally:
+            close = getattr(other, "close", None)
+            if close:
+                close()
+    finally:
+        close = getattr(shared, "close", None)
+        if close:
+            close()

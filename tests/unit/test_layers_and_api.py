@@ -19,14 +19,15 @@ from pathlib import Path
 import pytest
 
 PURE = ["pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf", "pyxdp.emu", "pyxdp.maps",
-        "pyxdp.spec", "pyxdp.packets", "pyxdp.compiler", "pyxdp.asm.conformance", "pyxdp.errors",
+        "pyxdp.chain", "pyxdp.spec", "pyxdp.packets", "pyxdp.compiler", "pyxdp.asm.conformance", "pyxdp.errors",
         "pyxdp.abi", "pyxdp.backend", "pyxdp.asm.programs"]
 # what a pure module may never import, at module level or inside a function
 NOT_PURE = ("pyxdp.kernel", "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "pyxdp.cli",
             "pyxdp.apps", "pyxdp.bench")
 PUBLIC = ["pyxdp.abi", "pyxdp.backend", "pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf",
           "pyxdp.emu", "pyxdp.maps", "pyxdp.spec", "pyxdp.compiler", "pyxdp.kernel",
-          "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "pyxdp.errors", "pyxdp.apps.filter"]
+          "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "pyxdp.errors", "pyxdp.apps.filter",
+          "pyxdp.chain"]
 SNAPSHOT = Path(__file__).parent / "data" / "public_api.txt"
 SRC = Path(__file__).parent.parent.parent / "src"
 

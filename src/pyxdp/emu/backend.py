@@ -11,7 +11,7 @@ two kernel loads share a bpffs pin.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 
 from pyxdp.abi import LIBBPF_PIN_BY_NAME, MapType
@@ -81,8 +81,14 @@ class EmuBackend:
             new_pins.append(pin)
         return m
 
-    def load(self, obj: ObjectSpec, *, pin_path: str | None = None) -> EmuCollection:
+    def load(self, obj: ObjectSpec, *, pin_path: str | None = None,
+             maps: Mapping[str, EmuMap] | None = None) -> EmuCollection:
         coll = EmuCollection()
+        given = dict(maps or {})
+        unknown = set(given) - set(obj.maps)
+        if unknown:
+            raise MapError(f"maps given for {sorted(unknown)}, which the object does not"
+                           " declare")
         new_pins: list[str] = []
         if obj.externs:
             names = ", ".join(f"{e.name} ({e.kind})" for e in obj.externs.values())
@@ -90,6 +96,10 @@ class EmuBackend:
                                 f" kernel config, symbols or kfuncs): {names}")
         try:
             for name, spec in obj.maps.items():
+                if name in given:
+                    check_reuse_compat(name, given[name].spec, spec)
+                    coll.maps[name] = given[name]
+                    continue
                 coll.maps[name] = self._map(name, spec, pin_path, new_pins)
             for vname, var in obj.variables.items():
                 if var.map_name in coll.maps:

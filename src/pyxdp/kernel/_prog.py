@@ -9,6 +9,7 @@ always carries the complete log, the failing instruction and, with line info, th
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno as _errno
 import re
 import struct
@@ -138,11 +139,10 @@ class Program(OwnedObject):
         pname = name if name is not None else spec.name
         finfo = list(func_info if func_info is not None else spec.func_info)
         linfo = list(line_info if line_info is not None else spec.line_info)
-        if line_info is not None:
-            spec = ProgramSpec(name=spec.name, type=spec.type, instructions=spec.instructions,
-                               line_info=linfo)
         eat = expected_attach_type if expected_attach_type is not None else (
             spec.expected_attach_type)
+        if line_info is not None:     # the verifier's source lines follow the given info
+            spec = dataclasses.replace(spec, line_info=linfo)
 
         code = encode(insns)
         lic = (license if license is not None else spec.license).encode() + b"\0"

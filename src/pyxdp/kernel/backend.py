@@ -6,6 +6,8 @@ CO-RE, pinning by name); its programs run packets with ``BPF_PROG_TEST_RUN``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pyxdp.btf import Btf
 from pyxdp.kernel._map import Map
 from pyxdp.kernel.loader import Collection, load_collection
@@ -25,8 +27,10 @@ class KernelBackend:
     def create_map(self, spec: MapSpec) -> Map:
         return Map.create(spec)
 
-    def load(self, obj: ObjectSpec, *, pin_path: str | None = None) -> Collection:
-        return load_collection(obj, pin_path, vmlinux=self.vmlinux, log_level=self.log_level)
+    def load(self, obj: ObjectSpec, *, pin_path: str | None = None,
+             maps: Mapping[str, Map] | None = None) -> Collection:
+        return load_collection(obj, pin_path, vmlinux=self.vmlinux, log_level=self.log_level,
+                               maps=maps)
 
     def __repr__(self) -> str:
         return "<KernelBackend>"

@@ -69,6 +69,7 @@ class Collection:
         self.program_pins: dict[str, str] = {}
         self.map_pins: dict[str, str] = {}
         self._made_dirs: list[str] = []
+        self.borrowed: set[str] = set()     # maps the caller passed in: theirs to close
 
     def pin(self, path: str) -> None:
         """Pin every program and map under the bpffs directory ``path``.
@@ -153,8 +154,9 @@ class Collection:
     def close(self) -> None:
         for p in self.programs.values():
             p.close()
-        for m in self.maps.values():
-            m.close()
+        for name, m in self.maps.items():
+            if name not in self.borrowed:
+                m.close()
         if self.btf_fd is not None:
             self.btf_fd.close()
 
@@ -351,19 +353,22 @@ def _attach_btf_id(prog: ProgramSpec, vmlinux: Btf | None) -> int:
 
 def load_collection(obj: ObjectSpec, pin_path: str | None = None, *,
                     vmlinux: Btf | None = None, features: BtfFeatures | None = None,
-                    log_level: int = 0) -> Collection:
+                    log_level: int = 0, maps: Mapping[str, Map] | None = None) -> Collection:
     """Load every map and program of ``obj``.
 
     ``pin_path`` is the bpffs directory for maps declared with ``pinning = BY_NAME``: an
     existing pin of the same name is reused (and checked for the same layout), otherwise
-    the new map is pinned there.  ``vmlinux`` is the target BTF for CO-RE (default: the
-    running kernel's).  On any failure everything created so far is closed again.
+    the new map is pinned there.  ``maps`` gives existing maps to use for maps of these
+    names instead of creating them (checked for the same layout; libbpf's
+    ``bpf_map__reuse_fd``); the collection does not close them.  ``vmlinux`` is the target
+    BTF for CO-RE (default: the running kernel's).  On any failure everything created so
+    far is closed again.
     """
     coll = Collection()
     new_pins: list[str] = []
     try:
         _load_into(coll, obj, pin_path, vmlinux, features or BtfFeatures(), log_level,
-                   new_pins)
+                   new_pins, maps or {})
     except BaseException:
         coll.close()
         # like libbpf: pins this load made go too, or the next load would reuse half-made
@@ -383,12 +388,21 @@ def _needs_vmlinux(obj: ObjectSpec) -> bool:
 
 
 def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux: Btf | None,
-               features: BtfFeatures, log_level: int, new_pins: list[str]) -> None:
+               features: BtfFeatures, log_level: int, new_pins: list[str],
+               given: Mapping[str, Map]) -> None:
     check_loadable(obj)
     if obj.btf is not None:
         coll.btf_fd = _load_btf(obj.btf, features)
     slotted = set(obj.map_slots)
+    unknown = set(given) - set(obj.maps)
+    if unknown:
+        raise MapError(f"maps given for {sorted(unknown)}, which the object does not declare")
     for name, spec in obj.maps.items():
+        if name in given:
+            check_reuse_compat(name, given[name].spec, spec)
+            coll.maps[name] = given[name]
+            coll.borrowed.add(name)
+            continue
         if name == KCONFIG and obj.externs:
             spec = dataclasses.replace(spec, contents=[
                 (bytes(4), kconfig_contents(obj, spec.value_size))])

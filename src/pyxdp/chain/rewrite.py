@@ -1,0 +1,329 @@
+"""Rewrite a loaded-to-be program so that it becomes a stage of a chain: pure, on specs.
+
+A chain is a root program that tail-calls slot 0 of a prog array; stage ``i`` sits in slot
+``i`` and, when its verdict is one the chain continues on (libxdp's ``chain_call_actions``:
+typically ``XDP_PASS``), tail-calls slot ``i + 1``; an empty slot (the end of the chain)
+makes the tail call fall through, and the stage's own verdict is returned.
+
+Any program can be a stage without being rebuilt: :func:`chain_stage` rewrites its
+instructions.
+
+* A prologue saves the context pointer (``r1``) in a stack slot below everything the
+  program's main function uses (:func:`stack_floor`), since at ``exit`` nothing else still
+  holds it.
+* Every ``exit`` of the main function (not of its subprograms, whose ``exit`` returns to
+  the caller) becomes a jump to one epilogue at the end of the main function: if ``r0`` is
+  a continuing verdict, reload ``r1``, ``bpf_tail_call(ctx, chain, next)``, and when that
+  returns (empty slot), return the verdict; otherwise return it at once.
+* Jumps, bpf-to-bpf calls, callback references (``LD_IMM64`` of a function), map and
+  extern references, func/line info and CO-RE relocations are moved with the code.
+
+What cannot be chained is refused with :class:`ChainError`: a program whose stack use
+cannot be bounded (stack pointer arithmetic by a register), a stack with no 8 free bytes,
+a program that already tail-calls (the chain's depth would not be the stage's to decide),
+non-XDP programs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pyxdp.abi import ProgType, XdpAction
+from pyxdp.errors import PyxdpError
+from pyxdp.isa import (
+    LD_IMM64,
+    AluOp,
+    Class,
+    Instruction,
+    JmpOp,
+    Mode,
+    PseudoSrc,
+    Size,
+    Source,
+    slot_offsets,
+)
+from pyxdp.spec import FuncInfo, MapRef, ProgramSpec
+
+TAIL_CALL = 12          # bpf_tail_call helper id
+STACK_SIZE = 512        # the verifier's per-frame limit (MAX_BPF_STACK)
+FP = 10                 # frame pointer register
+
+
+class ChainError(PyxdpError):
+    """A program that cannot be made a chain stage, with the reason."""
+
+
+# -- small instruction makers ----------------------------------------------------------------
+def _ja() -> Instruction:
+    return Instruction(Class.JMP | JmpOp.JA)
+
+
+def _exit() -> Instruction:
+    return Instruction(Class.JMP | JmpOp.EXIT)
+
+
+def _jeq32_imm(reg: int, imm: int) -> Instruction:
+    return Instruction(Class.JMP32 | JmpOp.JEQ | Source.K, dst=reg, imm=imm)
+
+
+def _mov64_reg(dst: int, src: int) -> Instruction:
+    return Instruction(Class.ALU64 | AluOp.MOV | Source.X, dst=dst, src=src)
+
+
+def _mov64_imm(dst: int, imm: int) -> Instruction:
+    return Instruction(Class.ALU64 | AluOp.MOV | Source.K, dst=dst, imm=imm)
+
+
+def _stxdw(base: int, off: int, src: int) -> Instruction:
+    return Instruction(Class.STX | Mode.MEM | Size.DW, dst=base, src=src, off=off)
+
+
+def _ldxdw(dst: int, base: int, off: int) -> Instruction:
+    return Instruction(Class.LDX | Mode.MEM | Size.DW, dst=dst, src=base, off=off)
+
+
+def _ld_map(dst: int) -> Instruction:
+    return Instruction(LD_IMM64, dst=dst, src=PseudoSrc.MAP_FD, imm=0)
+
+
+def _call(helper: int) -> Instruction:
+    return Instruction(Class.JMP | JmpOp.CALL, imm=helper)
+
+
+# -- functions and stack ---------------------------------------------------------------------
+def _targets(insns: list[Instruction]) -> tuple[list[int], dict[int, int]]:
+    """Slot positions, and for every branch/call/function reference the index it targets."""
+    slots = slot_offsets(insns)
+    index_of = {s: i for i, s in enumerate(slots)}
+    out: dict[int, int] = {}
+    for i, insn in enumerate(insns):
+        if insn.is_branch or insn.is_pseudo_call:
+            rel = insn.imm if insn.is_pseudo_call else insn.branch_offset
+        elif insn.opcode == LD_IMM64 and insn.src == PseudoSrc.FUNC:
+            rel = insn.imm
+        else:
+            continue
+        slot = slots[i] + insn.slots + rel if insn.opcode == LD_IMM64 else slots[i] + 1 + rel
+        if slot not in index_of:
+            raise ChainError(f"instruction {i} jumps to slot {slot}, which is not the start"
+                             " of an instruction")
+        out[i] = index_of[slot]
+    return slots, out
+
+
+def function_starts(spec: ProgramSpec) -> list[int]:
+    """Instruction indexes where the program's functions start (0 is the main function)."""
+    _, targets = _targets(spec.instructions)
+    starts = {0}
+    for i, t in targets.items():
+        insn = spec.instructions[i]
+        if insn.is_pseudo_call or insn.opcode == LD_IMM64:
+            starts.add(t)
+    slots = slot_offsets(spec.instructions)
+    index_of = {s: i for i, s in enumerate(slots)}
+    starts.update(index_of[f.insn_off] for f in spec.func_info if f.insn_off in index_of)
+    return sorted(starts)
+
+
+def stack_floor(insns: list[Instruction], start: int = 0, end: int | None = None) -> int:
+    """The lowest frame-pointer offset (<= 0) the function ``insns[start:end]`` touches or
+    derives a pointer to, over every path: a forward data flow over registers and spill
+    slots holding ``r10 + constant``.  Raises :class:`ChainError` when a stack pointer is
+    changed in a way that cannot be bounded (added a register, say)."""
+    end = len(insns) if end is None else end
+    _, targets = _targets(insns)
+    # state: register -> lowest offset from r10 it may hold; spilled stack slots likewise
+    State = tuple[frozenset[tuple[int, int]], frozenset[tuple[int, int]]]
+    entry: State = (frozenset({(FP, 0)}), frozenset())
+    states: dict[int, State] = {start: entry}
+    work = [start]
+    floor = 0
+
+    def merge(at: int, st: State) -> None:
+        old = states.get(at)
+        if old is None:
+            states[at] = st
+            work.append(at)
+            return
+        regs = dict(old[0])
+        for r, v in st[0]:
+            regs[r] = min(v, regs.get(r, v))
+        spills = dict(old[1])
+        for s, v in st[1]:
+            spills[s] = min(v, spills.get(s, v))
+        new: State = (frozenset(regs.items()), frozenset(spills.items()))
+        if new != old:
+            states[at] = new
+            work.append(at)
+
+    while work:
+        i = work.pop()
+        if not start <= i < end:
+            continue
+        regs = dict(states[i][0])
+        spills = dict(states[i][1])
+        insn = insns[i]
+        cls = insn.opcode & 0x07
+        for v in regs.values():
+            floor = min(floor, v)
+        if cls in (Class.LDX, Class.STX, Class.ST):
+            base = insn.src if cls == Class.LDX else insn.dst
+            if base in regs:
+                floor = min(floor, regs[base] + insn.off)
+            if cls == Class.LDX:
+                val = spills.get(regs[base] + insn.off) if base in regs else None
+                regs.pop(insn.dst, None)
+                if val is not None and insn.opcode & 0x18 == Size.DW:
+                    regs[insn.dst] = val
+            elif cls == Class.STX and base in regs and insn.opcode & 0xE0 == Mode.MEM:
+                slot = regs[base] + insn.off
+                spills.pop(slot, None)
+                if insn.src in regs and insn.opcode & 0x18 == Size.DW:
+                    spills[slot] = regs[insn.src]
+            elif cls == Class.STX and insn.opcode & 0xE0 == Mode.ATOMIC and insn.imm & 1:
+                regs.pop(insn.src if insn.imm != 0xF1 else 0, None)   # fetch / cmpxchg
+        elif cls in (Class.ALU64, Class.ALU):
+            op = insn.opcode & 0xF0
+            src_x = insn.opcode & Source.X
+            if cls == Class.ALU64 and op == AluOp.MOV and src_x and insn.src in regs:
+                regs[insn.dst] = regs[insn.src]
+            elif insn.dst in regs and cls == Class.ALU64 and op in (AluOp.ADD, AluOp.SUB) \
+                    and not src_x:
+                regs[insn.dst] += insn.imm if op == AluOp.ADD else -insn.imm
+            elif insn.dst in regs and op != AluOp.MOV:
+                raise ChainError(f"instruction {i}: stack pointer r{insn.dst} changed by"
+                                 f" {insn!r}: the program's stack use cannot be bounded")
+            else:
+                regs.pop(insn.dst, None)
+        elif cls == Class.LD and insn.opcode == LD_IMM64:
+            regs.pop(insn.dst, None)
+        elif insn.is_call:
+            for r in (0, 1, 2, 3, 4, 5):
+                regs.pop(r, None)
+        st: State = (frozenset(regs.items()), frozenset(spills.items()))
+        if insn.is_exit:
+            continue
+        if i in targets and insn.is_branch:
+            merge(targets[i], st)
+            if insn.opcode in (Class.JMP | JmpOp.JA, Class.JMP32 | JmpOp.JA):
+                continue
+        merge(i + 1, st)
+    return floor
+
+
+# -- re-layout -------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    insn: Instruction
+    orig: int | None = None        # the original instruction this is (or replaces)
+    to_orig: int | None = None     # branch target: an original instruction
+    to_label: str | None = None    # branch target: a label of inserted code
+    label: str | None = None
+    map_ref: MapRef | None = None
+
+
+def _relayout(spec: ProgramSpec, items: list[_Item]) -> ProgramSpec:
+    """A copy of ``spec`` whose instructions are ``items``, with every offset moved."""
+    old_slots = slot_offsets(spec.instructions)
+    old_index = {s: i for i, s in enumerate(old_slots)}
+    insns = [it.insn for it in items]
+    new_slots = slot_offsets(insns)
+    where = {it.orig: n for n, it in enumerate(items) if it.orig is not None}
+    labels = {it.label: n for n, it in enumerate(items) if it.label is not None}
+    out: list[Instruction] = []
+    for n, it in enumerate(items):
+        insn = it.insn
+        target = where[it.to_orig] if it.to_orig is not None else (
+            labels[it.to_label] if it.to_label is not None else None)
+        if target is not None:
+            rel = new_slots[target] - (new_slots[n] + insn.slots)
+            if insn.opcode == LD_IMM64:
+                insn = dataclasses.replace(insn, imm=rel)
+            elif insn.is_pseudo_call:
+                insn = Instruction(insn.opcode, insn.dst, insn.src, insn.off, rel)
+            else:
+                if insn.opcode != Class.JMP32 | JmpOp.JA and not -(1 << 15) <= rel < 1 << 15:
+                    raise ChainError("the rewritten program has a jump beyond 32767"
+                                     " instructions")
+                insn = insn.with_branch_offset(rel)
+        out.append(insn)
+
+    def slot(old: int) -> int:
+        """New slot of the instruction at old slot ``old`` (slot 0 stays 0: the prologue
+        belongs to the instruction it precedes, for func and line info)."""
+        return 0 if old == 0 else new_slots[where[old_index[old]]]
+
+    new = copy.copy(spec)
+    new.instructions = out
+    new.map_refs = {where[i]: r for i, r in spec.map_refs.items()}
+    new.map_refs.update({n: it.map_ref for n, it in enumerate(items) if it.map_ref})
+    new.extern_refs = {where[i]: r for i, r in spec.extern_refs.items()}
+    new.func_info = [FuncInfo(slot(f.insn_off), f.type_id, f.name) for f in spec.func_info]
+    new.line_info = [dataclasses.replace(li, insn_off=slot(li.insn_off))
+                     for li in spec.line_info]
+    new.core_relos = [dataclasses.replace(c, insn_off=slot(c.insn_off))
+                      for c in spec.core_relos]
+    return new
+
+
+def _original_items(spec: ProgramSpec) -> list[_Item]:
+    _, targets = _targets(spec.instructions)
+    return [_Item(insn, orig=i, to_orig=targets.get(i))
+            for i, insn in enumerate(spec.instructions)]
+
+
+# -- the stage rewrite -----------------------------------------------------------------------
+def uses_tail_calls(spec: ProgramSpec) -> bool:
+    return any(i.is_helper_call and i.imm == TAIL_CALL for i in spec.instructions)
+
+
+def chain_stage(spec: ProgramSpec, chain_map: str, next_slot: int,
+                continue_on: Iterable[int] = (XdpAction.PASS,)) -> ProgramSpec:
+    """``spec`` rewritten as a chain stage: a continuing verdict tail-calls slot
+    ``next_slot`` of the prog array ``chain_map`` (a map name the object must provide)."""
+    if spec.type != ProgType.XDP:
+        raise ChainError(f"program {spec.name!r} is {spec.type.name}, a chain takes XDP"
+                         " programs only")
+    if uses_tail_calls(spec):
+        raise ChainError(f"program {spec.name!r} already uses bpf_tail_call: chaining it"
+                         " would add the chain's tail calls to its own (the kernel allows 33"
+                         " in all), and its prog arrays are not the chain's; chain the"
+                         " programs it calls instead")
+    verdicts = sorted({int(v) for v in continue_on})
+    bad = [v for v in verdicts if v not in {int(a) for a in XdpAction}]
+    if bad:
+        raise ChainError(f"continue_on: {bad} are not XDP verdicts")
+    if not 0 <= next_slot < 1 << 31:
+        raise ChainError(f"next slot {next_slot} is out of range")
+    starts = function_starts(spec)
+    main_end = starts[1] if len(starts) > 1 else len(spec.instructions)
+    floor = stack_floor(spec.instructions, 0, main_end)
+    ctx_off = (floor // 8) * 8 - 8            # 8-aligned, below the lowest byte in use
+    if ctx_off < -STACK_SIZE:
+        raise ChainError(f"program {spec.name!r} uses {-floor} bytes of stack: no 8 bytes"
+                         " left to keep the context in for the chain's tail call")
+    items = _original_items(spec)
+    for it in items[:main_end]:
+        if it.insn.is_exit:
+            it.insn, it.to_label = _ja(), "pyxdp_epilogue"
+    prologue = [_Item(_stxdw(FP, ctx_off, 1))]
+    epilogue = [_Item(_jeq32_imm(0, v), to_label="pyxdp_tail") for v in verdicts]
+    epilogue.append(_Item(_exit()))
+    epilogue[0].label = "pyxdp_epilogue"
+    tail = [
+        _Item(_mov64_reg(6, 0), label="pyxdp_tail"),
+        _Item(_ldxdw(1, FP, ctx_off)),
+        _Item(_ld_map(2), map_ref=MapRef(chain_map)),
+        _Item(_mov64_imm(3, next_slot)),
+        _Item(_call(TAIL_CALL)),
+        _Item(_mov64_reg(0, 6)),
+        _Item(_exit()),
+    ] if verdicts else []
+    laid = prologue + items[:main_end] + epilogue + tail + items[main_end:]
+    return _relayout(spec, laid)
+
+
+__all__ = ["ChainError", "chain_stage", "function_starts", "stack_floor", "uses_tail_calls"]

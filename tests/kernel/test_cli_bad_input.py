@@ -97,6 +97,12 @@ CASES = [
     ("detach-no-netns", ["detach", "lo", "--netns", "pyxdp-no-such-ns"], True, 1,
      "pyxdp-no-such-ns"),
     ("status-no-iface", ["status", "pyxdp-none0"], True, 1, "pyxdp-none0"),
+    ("chain-priority-neg", ["chain", "move", "lo", "s", "-1"], False, 2, "priority"),
+    ("chain-add-missing", ["chain", "add", "lo", "s", "{d}/nope.o"], False, 2, "no such file"),
+    ("chain-add-dir", ["chain", "add", "lo", "s", "{d}/dir"], False, 2, "is a directory"),
+    ("chain-default", ["chain", "attach", "lo", "--default", "maybe"], False, 2, "--default"),
+    ("chain-no-chain", ["chain", "list", "pyxdp-none0", "--state-root", "{d}/st"], True, 1,
+     "has no chain"),
     ("no-command", ["frobnicate"], False, 2, "frobnicate"),
 ]
 

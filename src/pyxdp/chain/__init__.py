@@ -45,6 +45,9 @@ class Stage:
     program: str | None = None
     priority: int = 50
     continue_on: frozenset[int] = frozenset({XdpAction.PASS})
+    # existing maps to load the stage with (map name -> map of the backend): its state
+    # carried over from an earlier generation
+    maps: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def program_spec(self) -> ProgramSpec:
         return self.obj.program(self.program, None if self.program else ProgType.XDP)
@@ -142,7 +145,7 @@ def build(backend: Any, stages: Sequence[Stage], *,
         for slot, st in enumerate(run):
             obj = stage_object(st, slot)
             try:
-                coll = backend.load(obj, maps={CHAIN_MAP: pa})
+                coll = backend.load(obj, maps={**st.maps, CHAIN_MAP: pa})
             except ChainError:
                 raise
             except Exception as e:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyxdp.abi import MapType
 from pyxdp.emu.fib import AF_INET, AF_INET6, FIB_PARAMS_SIZE, FibResult
-from pyxdp.emu.maps import EmuMap, ProgArray, RingBuf, SlotMap
+from pyxdp.emu.maps import ArrayMap, EmuMap, HashMap, MapOfMaps, ProgArray, RingBuf, SlotMap
 from pyxdp.emu.memory import M64
 from pyxdp.emu.printk import render
 from pyxdp.emu.xdp import Redirect
@@ -64,6 +64,9 @@ class Helpers:
     # -- maps ----------------------------------------------------------------------------
     def map_lookup_elem(self, r1: int, r2: int, *_: int) -> int:
         m = self._map(r1)
+        if isinstance(m, MapOfMaps):
+            inner = m.inner(self.mem.read(r2, m.key_size))
+            return 0 if inner is None else self.m.map_handle(inner)
         loc = m.emu_lookup(self.mem.read(r2, m.key_size), self.m.cpu)
         if loc is None:
             return 0

@@ -16,7 +16,7 @@ from typing import Any
 from pyxdp.emu import alu
 from pyxdp.emu.fib import Fib
 from pyxdp.emu.helpers import IMPLEMENTED, Helpers
-from pyxdp.emu.maps import ArrayMap, EmuMap, HashMap, RingBuf
+from pyxdp.emu.maps import ArrayMap, EmuMap, HashMap, MapOfMaps, RingBuf
 from pyxdp.emu.memory import (
     CTX,
     FUNC_HANDLE_BASE,
@@ -232,6 +232,13 @@ class Machine:
         read, map_buffer = mem.read, mem.map_buffer
         ks, static, lookup = m.key_size, m.static_values, m.emu_lookup
         cpu_of = self
+        if isinstance(m, MapOfMaps):
+            inner_of, handle = m.inner, self.map_handle
+
+            def lk_map(kaddr: int) -> int:
+                inner = inner_of(read(kaddr, ks))
+                return 0 if inner is None else handle(inner)
+            return lk_map
 
         def lk(kaddr: int) -> int:
             loc = lookup(read(kaddr, ks), cpu_of.cpu)

@@ -10,12 +10,21 @@ the returned pointer are visible in the map, as in the kernel), ``emu_update`` a
 from __future__ import annotations
 
 import errno as _errno
+import itertools
+import weakref
 from typing import Any
 
 from pyxdp.errors import MapError
 from pyxdp.maps import MapBase, MapSpec, UpdateFlags
 
 Buffer = bytearray
+_IDS = itertools.count(1)
+_BY_ID: weakref.WeakValueDictionary[int, EmuMap] = weakref.WeakValueDictionary()
+
+
+def map_by_id(map_id: int) -> EmuMap | None:
+    """The live emulated map with id ``map_id`` (what map-in-map values name), or None."""
+    return _BY_ID.get(map_id)
 
 
 class EmuMapError(MapError):
@@ -45,6 +54,8 @@ class EmuMap(MapBase):
     def __init__(self, spec: MapSpec, key_type: Any = None, value_type: Any = None,
                  ncpus: int = 1) -> None:
         super().__init__(spec, key_type, value_type, ncpus)
+        self.id = next(_IDS)    # like a kernel map id: map-in-map values name maps by it
+        _BY_ID[self.id] = self
         self.value_size = spec.value_size
         self.key_size = spec.key_size
         for key, value in spec.contents:

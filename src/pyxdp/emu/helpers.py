@@ -146,6 +146,46 @@ class Helpers:
                 return i + 1
         return r1
 
+    def for_each_map_elem(self, r1: int, r2: int, r3: int, r4: int, r5: int,
+                          depth: int = 0) -> int:
+        """Call the callback ``(map, &key, &value, ctx)`` for every element until it
+        returns non-zero; r0 is how many elements were visited (the stopping one too).
+        Keys are read-only; values are live, as in the kernel."""
+        if r4:
+            return _neg(_errno.EINVAL)
+        m = self._map(r1)
+        fn = self.m.callback(r2)
+        mem, cpu = self.mem, self.m.cpu
+        if isinstance(m, ArrayMap):
+            buf = m.buffers[cpu if m.percpu else 0]
+            base, stride = mem.map_buffer(buf, True), m._stride
+            elems: Any = ((i.to_bytes(4, "little"), base + i * stride)
+                          for i in range(m.spec.max_entries))
+        elif isinstance(m, HashMap):
+            store = m.store
+            snapshot = list(store.items())
+
+            def live() -> Any:
+                for key, bufs in snapshot:
+                    if store.get(key) is bufs:    # deleted by an earlier callback: skipped
+                        yield key, mem.map_buffer(bufs[cpu if m.percpu else 0])
+            elems = live()
+        else:
+            raise EmulatorError(f"bpf_for_each_map_elem: the emulator iterates array and"
+                                f" hash maps, not {m.type.name} ({m.name!r})")
+        n = 0
+        for key, vaddr in elems:
+            kbuf = bytes(key)          # read-only: a store through the key faults
+            kaddr = mem.map_buffer(kbuf)
+            n += 1
+            try:
+                ret = fn(r1, kaddr, vaddr, r3, 0, depth + 1)
+            finally:
+                mem.unmap(kbuf)
+            if ret:
+                break
+        return n
+
     # -- ring buffer ---------------------------------------------------------------------
     def _ringbuf(self, handle: int) -> RingBuf:
         m = self._map(handle)
@@ -302,7 +342,7 @@ IMPLEMENTED: dict[int, str] = {
         "map_lookup_elem", "map_update_elem", "map_delete_elem", "map_lookup_percpu_elem",
         "ktime_get_ns", "ktime_get_boot_ns", "ktime_get_coarse_ns", "ktime_get_tai_ns",
         "get_prandom_u32", "get_smp_processor_id", "get_numa_node_id", "trace_printk",
-        "csum_diff", "tail_call", "loop", "ringbuf_output", "ringbuf_reserve",
+        "csum_diff", "tail_call", "loop", "for_each_map_elem", "ringbuf_output", "ringbuf_reserve",
         "ringbuf_submit", "ringbuf_discard", "xdp_adjust_head", "xdp_adjust_tail",
         "xdp_adjust_meta", "xdp_get_buff_len", "xdp_load_bytes", "xdp_store_bytes",
         "redirect", "redirect_map", "fib_lookup")

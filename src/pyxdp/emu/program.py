@@ -22,8 +22,9 @@ from pyxdp.backend import RunResult
 from pyxdp.emu.cfg import Layout, analyse, invalid
 from pyxdp.emu.helpers import IMPLEMENTED, TailCall
 from pyxdp.emu.machine import Machine
-from pyxdp.emu.maps import EmuMap, create_map
+from pyxdp.emu.maps import EmuMap, create_map, is_readonly
 from pyxdp.emu.memory import CTX, M64, MEM, PACKET, base_of
+from pyxdp.emu.rdonly import check_readonly_writes, readonly_map, readonly_value
 from pyxdp.emu.translate import Compiled, translate
 from pyxdp.emu.xdp import _HEAD_BUF, HEADROOM, PACKET_BASE, XdpResult, XdpRunResult
 from pyxdp.errors import EmulatorError
@@ -67,6 +68,7 @@ class EmuProgram:
         self.fd = next(_FDS)
         register_program(self)
         self.layout: Layout = analyse(insns)
+        self._check_readonly()
         self.compiled: Compiled = self._translate()
         self._main = self.compiled.funcs[0]
         self._regions = self.machine.memory.regions
@@ -86,6 +88,27 @@ class EmuProgram:
         if m is None:
             raise invalid(f"LD_IMM64 refers to map {key!r}, which was not given", pc, insn)
         return m, offset
+
+    def _check_readonly(self) -> None:
+        """Refuse stores into read-only maps (``.rodata``, ``BPF_F_RDONLY_PROG``) at load,
+        as the verifier does (see :mod:`pyxdp.emu.rdonly`)."""
+        if not any(is_readonly(m) for m in self.maps.values()):
+            return
+
+        def ld_tag(pc: int) -> Any:
+            insn = self.instructions[pc]
+            ref = self.map_refs.get(pc)
+            src = ref.kind if ref is not None else insn.src
+            if src not in (PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX, PseudoSrc.MAP_VALUE,
+                           PseudoSrc.MAP_IDX_VALUE):
+                return None
+            m, offset = self._map_for(pc, insn)
+            if not is_readonly(m):
+                return None
+            if src in (PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX):
+                return readonly_map(m.name, m.value_size)
+            return readonly_value(m.name, m.value_size, offset)
+        check_readonly_writes(self.layout, ld_tag)
 
     def _resolve_ld(self, pc: int) -> int:
         insn = self.instructions[pc]

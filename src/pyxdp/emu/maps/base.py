@@ -14,12 +14,19 @@ import itertools
 import weakref
 from typing import Any
 
+from pyxdp.abi import BPF_F_RDONLY_PROG
 from pyxdp.errors import MapError
 from pyxdp.maps import MapBase, MapSpec, UpdateFlags
 
 Buffer = bytearray
 _IDS = itertools.count(1)
 _BY_ID: weakref.WeakValueDictionary[int, EmuMap] = weakref.WeakValueDictionary()
+
+
+def is_readonly(m: MapBase) -> bool:
+    """Programs may only read ``m``: ``BPF_F_RDONLY_PROG``, or frozen global data
+    (``.rodata``, which the kernel loader creates with that flag)."""
+    return bool(m.spec.flags & BPF_F_RDONLY_PROG or m.spec.freeze)
 
 
 def map_by_id(map_id: int) -> EmuMap | None:

@@ -248,30 +248,26 @@ class Helpers:
 
     def xdp_get_buff_len(self, *_: int) -> int:
         state = self.m.xdp
-        return 0 if state is None else len(state.buf) - state.data
+        return 0 if state is None else state.buff_len()
 
-    def _packet_span(self, off: int, length: int) -> tuple[int, int] | None:
+    def _xdp_state(self) -> Any:
         state = self.m.xdp
         if state is None:
             raise EmulatorError("xdp_load/store_bytes need an XDP context")
-        start = state.data + (off & 0xFFFFFFFF)
-        if length == 0 or start + length > len(state.buf):
-            return None
-        return start, start + length
+        return state
 
     def xdp_load_bytes(self, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
-        span = self._packet_span(r2, r4)
-        if span is None:
-            return _neg(_errno.EINVAL)
-        self.mem.write(r3, bytes(self.m.xdp.buf[span[0]:span[1]]))  # type: ignore[union-attr]
+        got = self._xdp_state().copy_out(r2 & 0xFFFFFFFF, r4 & 0xFFFFFFFF)
+        if isinstance(got, int):
+            return got & M64
+        self.mem.write(r3, got)
         return 0
 
     def xdp_store_bytes(self, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
-        span = self._packet_span(r2, r4)
-        if span is None:
-            return _neg(_errno.EINVAL)
-        self.m.xdp.buf[span[0]:span[1]] = self.mem.read(r3, r4)  # type: ignore[union-attr]
-        return 0
+        state = self._xdp_state()
+        length = r4 & 0xFFFFFFFF
+        data = self.mem.read(r3, length) if length <= 0xFFFF else b"\0" * 0x10000
+        return state.copy_in(r2 & 0xFFFFFFFF, data) & M64
 
     def redirect(self, r1: int, r2: int, *_: int) -> int:
         if r2:

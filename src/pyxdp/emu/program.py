@@ -26,7 +26,16 @@ from pyxdp.emu.maps import EmuMap, create_map, is_readonly
 from pyxdp.emu.memory import CTX, M64, MEM, PACKET, base_of
 from pyxdp.emu.rdonly import check_readonly_writes, readonly_map, readonly_value
 from pyxdp.emu.translate import Compiled, translate
-from pyxdp.emu.xdp import _HEAD_BUF, HEADROOM, PACKET_BASE, XdpResult, XdpRunResult
+from pyxdp.emu.xdp import (
+    _HEAD_BUF,
+    HEADROOM,
+    LINEAR_END,
+    LINEAR_MAX,
+    PACKET_BASE,
+    XdpResult,
+    XdpRunResult,
+    split_frags,
+)
 from pyxdp.errors import EmulatorError
 from pyxdp.isa import HELPER_NAMES, LD_IMM64, Instruction, PseudoSrc, decode
 from pyxdp.maps import MapSpec
@@ -279,6 +288,7 @@ class EmuProgram:
         fresh_ctx = state.fresh_ctx            # cleared in place, never replaced
         ctx_bytes, set_rx, slow = state.ctx_bytes, state.set_rx, self._run_xdp_slow
         main = self._main
+        big = self._run_xdp_frags
         entry = self.compiled.xdp or (lambda _p, _c, _e: main(_CTX_ADDR, 0, 0, 0, 0, 0))
         lazy, head, pb = XdpRunResult, _HEAD_BUF, PACKET_BASE
 
@@ -301,8 +311,10 @@ class EmuProgram:
             if ingress_ifindex != state.ingress_ifindex or (
                     rx_queue_index != state.rx_queue_index):
                 set_rx(ingress_ifindex, rx_queue_index)
-            state.buf = regions[PACKET] = buf
             n = len(buf)
+            if n > LINEAR_END:
+                return big(packet, ingress_ifindex, rx_queue_index)
+            state.buf = regions[PACKET] = buf
             ctx = fresh_ctx.get(n)
             if ctx is None:
                 ctx = ctx_bytes()
@@ -326,6 +338,8 @@ class EmuProgram:
                     rx_queue_index != state.rx_queue_index):
                 set_rx(ingress_ifindex, rx_queue_index)
             n = len(buf)
+            if n > LINEAR_END:
+                return big(packet, ingress_ifindex, rx_queue_index)
             ctx = fresh_ctx.get(n)
             if ctx is None:
                 state.buf = buf
@@ -342,6 +356,37 @@ class EmuProgram:
                 finish(res)
             return res
         return run_xdp_lean if self.compiled.xdp_lean else run_xdp
+
+    def _run_xdp_frags(self, packet: bytes, ingress_ifindex: int, rx_queue_index: int
+                       ) -> XdpResult:
+        """A frame longer than the linear part: the first ``LINEAR_MAX`` bytes are the
+        packet the program can address (``data_end``), the rest are frags reached through
+        ``bpf_xdp_get_buff_len``/``load_bytes``/``store_bytes``/``adjust_tail``, exactly
+        as the kernel's test run builds the frame."""
+        m = self.machine
+        state = m.xdp_state
+        frags = split_frags(packet)
+        if ingress_ifindex != state.ingress_ifindex or (
+                rx_queue_index != state.rx_queue_index):
+            state.set_rx(ingress_ifindex, rx_queue_index)
+        buf = _HEAD_BUF + packet[:LINEAR_MAX]
+        state.buf = self._regions[PACKET] = buf
+        state.frags = frags
+        self._regions[CTX] = state.ctx_bytes()
+        m.xdp = state
+        try:
+            r0 = self._execute(_CTX_ADDR, 0)
+            final = m.xdp or state
+            res = XdpRunResult()
+            res.r0, res._data, res._meta = r0, final.data, final.meta
+            res._buf = final.buf + b"".join(final.frags) if final.frags else final.buf
+            res._redirect, res._trace = m.redirect, m.trace or None
+            return res
+        finally:
+            state.frags = []
+            state.data = state.meta = HEADROOM
+            m.trace = []
+            m.finish()
 
     def _run_xdp_slow(self, state: Any, pending: Exception) -> XdpResult:
         """Tail calls and faults: finish the run through :meth:`_execute`."""

@@ -33,6 +33,7 @@ Vm = Machine
 __all__ = [
     "DEFAULT_BUDGET", "ArrayMap", "EmuBackend", "EmuCollection", "EmuMap", "EmuMapError",
     "EmuProgram", "Fib", "FibResult",
-    "HashMap", "LpmTrie", "Machine", "MapOfMaps", "ProgArray", "Redirect", "RingBuf", "Route", "SlotMap",
+    "HashMap", "LpmTrie", "Machine", "MapOfMaps", "ProgArray", "Redirect", "RingBuf", "Route",
+    "SlotMap",
     "Vm", "XdpResult", "create_map", "interpret", "load", "run_packets",
 ]

@@ -114,7 +114,7 @@ def check_readonly_writes(layout: Layout, ld_tag: Callable[[int], Tag]) -> None:
             work.append(pc)
 
     def enter(start: int, args: tuple[Tag, ...], call_pc: int | None) -> None:
-        regs = (None,) + tuple(None if isinstance(t, _Fp) else t for t in args)
+        regs = (None, *(None if isinstance(t, _Fp) else t for t in args))
         push(start, (regs + (None,) * (10 - len(regs)) + (_Fp(0),), ()))
         if call_pc is not None:
             callers.setdefault(start, set()).add(call_pc)

@@ -108,3 +108,31 @@ def test_emulator_rdonly_prog_flag_alone_is_enough() -> None:
 
     with pytest.raises(EmulatorError, match="write into map forbidden"):
         EmuBackend().load(_asm_object(SPILL_ATOMIC, flags=BPF_F_RDONLY_PROG, freeze=False))
+
+
+def test_rodata_is_frozen_for_user_space(backend: Backend) -> None:
+    with backend.load(load_object(OBJ / "global_data.o")) as coll:
+        ro = coll.maps[".rodata"]
+        before = ro[0]
+        for write in (lambda: ro.update(0, bytes(len(before))),
+                      lambda: ro.write_value_bytes(bytes(4), 0, b"\1")):
+            with pytest.raises(PyxdpError) as e:
+                write()
+            assert e.value.errno == errno.EPERM  # type: ignore[attr-defined]
+        assert ro[0] == before
+        coll.maps[".data"][0] = 9                      # .data is not frozen
+        assert coll.maps[".data"][0] == 9
+        assert coll.programs["global_data"].run_packet(FRAME).verdict == XdpAction.PASS
+
+
+def test_emulator_freeze_keeps_program_writes() -> None:
+    from pyxdp.emu import EmuBackend
+
+    obj = _asm_object(SPILL_ATOMIC, freeze=True)
+    obj.maps[".data"] = obj.maps.pop(".rodata")        # frozen, but not read-only data
+    obj.programs["asm_prog"].map_refs = {0: MapRef(".data", PseudoSrc.MAP_VALUE, 0)}
+    with EmuBackend().load(obj) as coll:
+        assert coll.programs["asm_prog"].run_packet(FRAME).verdict == XdpAction.PASS
+        assert coll.maps[".data"][0] == 42
+        with pytest.raises(PyxdpError, match="frozen"):
+            coll.maps[".data"][0] = 0

@@ -22,7 +22,7 @@ from pyxdp.backend import RunResult
 from pyxdp.emu.cfg import Layout, analyse, invalid
 from pyxdp.emu.helpers import IMPLEMENTED, TailCall
 from pyxdp.emu.machine import Machine
-from pyxdp.emu.maps import EmuMap, create_map, is_readonly
+from pyxdp.emu.maps import EmuMap, create_map, is_readonly, readonly_data_name
 from pyxdp.emu.memory import CTX, M64, MEM, PACKET, base_of
 from pyxdp.emu.rdonly import check_readonly_writes, readonly_map, readonly_value
 from pyxdp.emu.translate import Compiled, translate
@@ -432,7 +432,10 @@ class EmuProgram:
 def _maps_from(specs: Mapping[str, Any], ncpus: int | None) -> dict[Any, EmuMap]:
     out: dict[Any, EmuMap] = {}
     for name, value in specs.items():
-        out[name] = create_map(value, ncpus=ncpus) if isinstance(value, MapSpec) else value
+        if isinstance(value, MapSpec):
+            value = create_map(value, ncpus=ncpus)
+            value.prog_readonly = isinstance(name, str) and readonly_data_name(name)
+        out[name] = value
     return out
 
 

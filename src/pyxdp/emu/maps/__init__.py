@@ -8,7 +8,7 @@ from typing import Any
 
 from pyxdp.abi import MapType
 from pyxdp.emu.maps.array import ArrayMap
-from pyxdp.emu.maps.base import EmuMap, EmuMapError, is_readonly
+from pyxdp.emu.maps.base import EmuMap, EmuMapError, is_readonly, readonly_data_name
 from pyxdp.emu.maps.hash import HashMap
 from pyxdp.emu.maps.lpm import LpmTrie
 from pyxdp.emu.maps.mapinmap import MapOfMaps, inner_mismatch
@@ -43,4 +43,5 @@ def create_map(spec: MapSpec, key_type: Any = None, value_type: Any = None,
 
 
 __all__ = ["ArrayMap", "EmuMap", "EmuMapError", "HashMap", "LpmTrie", "MapOfMaps", "ProgArray",
-           "RingBuf", "SlotMap", "create_map", "default_ncpus", "inner_mismatch", "is_readonly"]
+           "RingBuf", "SlotMap", "create_map", "default_ncpus", "inner_mismatch", "is_readonly",
+           "readonly_data_name"]

@@ -136,3 +136,28 @@ def test_emulator_freeze_keeps_program_writes() -> None:
         assert coll.maps[".data"][0] == 42
         with pytest.raises(PyxdpError, match="frozen"):
             coll.maps[".data"][0] = 0
+
+
+STORE = """
+r1 = 0 ll
+r2 = 7
+*(u64 *)(r1 + 0) = r2
+r0 = 2
+exit
+"""
+
+
+@pytest.mark.parametrize("text", [STORE, SPILL_ATOMIC])
+def test_emulator_faults_on_a_store_the_load_check_let_through(
+        monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """The backstop: programs see read-only data through a read-only view, so even with
+    the load-time check switched off a store faults instead of changing the map."""
+    import pyxdp.emu.program as emu_program
+    from pyxdp.emu import EmuBackend
+
+    monkeypatch.setattr(emu_program, "check_readonly_writes", lambda *a: None)
+    with EmuBackend().load(_asm_object(text)) as coll:
+        with pytest.raises(EmulatorError, match="write into read-only memory") as e:
+            coll.programs["asm_prog"].run_packet(FRAME)
+        assert e.value.pc is not None
+        assert coll.maps[".rodata"][0] == 41

@@ -157,7 +157,7 @@ class Helpers:
         fn = self.m.callback(r2)
         mem, cpu = self.mem, self.m.cpu
         if isinstance(m, ArrayMap):
-            buf = m.buffers[cpu if m.percpu else 0]
+            buf = m.vm_buffer(cpu)
             base, stride = mem.map_buffer(buf, True), m._stride
             elems: Any = ((i.to_bytes(4, "little"), base + i * stride)
                           for i in range(m.spec.max_entries))

@@ -265,7 +265,7 @@ def _value_address(mem: Memory) -> Callable[[Any], int]:
 
 def _array_lookup_key(mem: Memory, m: ArrayMap) -> KeyedLookup:
     limit, stride = m.spec.max_entries, m._stride
-    buf = m.buffers[0]
+    buf = m.vm_buffer()
     base = mem.map_buffer(buf, static=True)
     from_bytes = int.from_bytes
 
@@ -300,7 +300,7 @@ def _hash_lookup(mem: Memory, m: HashMap) -> Callable[[int], int]:
 
 def _array_lookup(mem: Memory, m: ArrayMap) -> Callable[[int], int]:
     regions, limit, stride = mem.regions, m.spec.max_entries, m._stride
-    base = mem.map_buffer(m.buffers[0], static=True)
+    base = mem.map_buffer(m.vm_buffer(), static=True)
     u32 = struct.Struct("<I").unpack_from
 
     def lookup(kaddr: int) -> int:

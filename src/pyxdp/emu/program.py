@@ -225,6 +225,9 @@ class EmuProgram:
             address = (base + insn.off) & M64 if isinstance(base, int) else None
         what = "invalid memory access" if address is not None else "fault"
         detail = f"{what} ({type(exc).__name__}: {exc})"
+        if isinstance(exc, TypeError) and ("read-write" in str(exc) or "read-only" in str(exc)):
+            detail = ("write into read-only memory (a map programs may only read: .rodata or"
+                      " BPF_F_RDONLY_PROG)")
         return EmulatorError(detail, pc, insn, address)
 
     def _merged_fault_pc(self, line: int, frame_locals: dict[str, Any], pc: int | None

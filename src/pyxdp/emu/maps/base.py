@@ -18,7 +18,7 @@ from pyxdp.abi import BPF_F_RDONLY_PROG
 from pyxdp.errors import MapError
 from pyxdp.maps import MapBase, MapSpec, UpdateFlags
 
-Buffer = bytearray
+Buffer = bytearray | memoryview   # memoryview: a read-only view programs get of .rodata
 _IDS = itertools.count(1)
 _BY_ID: weakref.WeakValueDictionary[int, EmuMap] = weakref.WeakValueDictionary()
 

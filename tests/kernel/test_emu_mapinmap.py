@@ -170,3 +170,16 @@ def test_emulator_refuses_non_maps_and_unknown_ids() -> None:
         outer[0] = 1 << 31
     with pytest.raises(PyxdpError, match="emulated map or its id"):
         outer[0] = "inner"
+
+
+@pytest.mark.parametrize("mtype", [MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS])
+def test_clear_empties_the_slots(backend: Backend, mtype: MapType) -> None:
+    outer = backend.create_map(_outer(mtype, _inner()))
+    a, b = backend.create_map(_inner()), backend.create_map(_inner())
+    try:
+        outer[0], outer[3] = a, b
+        outer.clear()
+        assert list(outer.items()) == []
+        assert 0 not in outer and 3 not in outer
+    finally:
+        _close(outer, a, b)

@@ -6,6 +6,12 @@ like a driver's frame: ``data_hard_start``, reserved room for the
 and tailroom up to a 4 KiB frame minus ``skb_shared_info``.  The region the VM sees spans
 ``[data_hard_start, data_end)`` and is resized in place by ``bpf_xdp_adjust_tail``, so a
 read past ``data_end`` faults exactly where the verifier's packet bounds would.
+
+A frame longer than ``LINEAR_MAX`` (3520) bytes is split the way the kernel's
+``BPF_PROG_TEST_RUN`` splits it: the linear part ends at 3520 bytes (``data_end``), the
+rest goes into page-sized frags (at most 17) that only ``bpf_xdp_get_buff_len``,
+``bpf_xdp_load_bytes``/``store_bytes`` and ``bpf_xdp_adjust_tail`` reach.  On 6.18 the test
+run does this for every XDP program, with or without ``BPF_F_XDP_HAS_FRAGS``.
 """
 
 from __future__ import annotations

@@ -174,16 +174,17 @@ class Helpers:
             raise EmulatorError(f"bpf_for_each_map_elem: the emulator iterates array and"
                                 f" hash maps, not {m.type.name} ({m.name!r})")
         n = 0
-        for key, vaddr in elems:
-            kbuf = bytes(key)          # read-only: a store through the key faults
-            kaddr = mem.map_buffer(kbuf)
-            n += 1
-            try:
-                ret = fn(r1, kaddr, vaddr, r3, 0, depth + 1)
-            finally:
-                mem.unmap(kbuf)
-            if ret:
-                break
+        kbuf = bytearray(m.key_size)
+        kview = memoryview(kbuf).toreadonly()   # a store through the key faults
+        kaddr = mem.map_buffer(kview)
+        try:
+            for key, vaddr in elems:
+                kbuf[:] = key
+                n += 1
+                if fn(r1, kaddr, vaddr, r3, 0, depth + 1):
+                    break
+        finally:
+            mem.unmap(kview)
         return n
 
     # -- ring buffer ---------------------------------------------------------------------

@@ -10,7 +10,8 @@ from __future__ import annotations
 import errno as _errno
 from typing import Any
 
-from pyxdp.emu.maps.base import Buffer, EmuMap, EmuMapError, check_flags, is_readonly
+from pyxdp.abi import BPF_F_RDONLY_PROG
+from pyxdp.emu.maps.base import Buffer, EmuMap, EmuMapError, check_flags
 from pyxdp.maps import MapSpec
 
 
@@ -68,7 +69,7 @@ class ArrayMap(EmuMap):
         """The buffer programs see: the live values, or for a map read-only to programs a
         read-only view of them, so a store the load-time check missed still faults."""
         buf = self.buffers[cpu if self.percpu else 0]
-        if not is_readonly(self):
+        if not (self.prog_readonly or self.spec.flags & BPF_F_RDONLY_PROG):  # is_readonly
             return buf
         views = self.__dict__.setdefault("_ro_views", {})
         view = views.get(id(buf))

@@ -2,8 +2,8 @@
 ("write into map forbidden") and the emulator (:mod:`pyxdp.emu.rdonly`).
 
 ``tests/data/obj/rodata_write.o`` stores into a ``.rodata`` variable, through a lookup in a
-``BPF_F_RDONLY_PROG`` map (directly and in a bpf-to-bpf callee) and calls
-``bpf_map_update_elem`` on that map; its ``read_only`` program only reads and loads.  Small
+``BPF_F_RDONLY_PROG`` map (directly and in a bpf-to-bpf callee), calls
+``bpf_map_update_elem`` on that map and ``bpf_xdp_load_bytes`` into ``.rodata``; its ``read_only`` program only reads and loads.  Small
 assembled programs cover a pointer spilled to the stack and reloaded before an atomic
 add, and a read-only map that stays readable.
 """
@@ -46,7 +46,7 @@ def test_reading_is_fine(backend: Backend) -> None:
 
 
 @pytest.mark.parametrize("name", ["store_rodata", "store_lookup", "store_in_callee",
-                                  "update_rdonly"])
+                                  "update_rdonly", "load_into_rodata"])
 def test_program_stores_are_refused(backend: Backend, name: str) -> None:
     err = _refused(backend, load_object(OBJ / "rodata_write.o").only(name))
     if isinstance(err, EmulatorError):

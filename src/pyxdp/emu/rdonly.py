@@ -29,6 +29,7 @@ _WRITES_ARG: dict[int, tuple[int, ...]] = {
     26: (3,),        # skb_load_bytes
     67: (2,),        # get_stack
     69: (2,),        # fib_lookup (params are read and written)
+    88: (2,), 89: (2,),     # map_pop_elem, map_peek_elem (into the value buffer)
     105: (4,), 106: (4,),   # strtol, strtoul
     165: (1,),       # snprintf
     189: (3,),       # xdp_load_bytes

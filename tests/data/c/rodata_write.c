@@ -1,7 +1,8 @@
 /* Stores into read-only maps, each of which the verifier refuses ("write into map
  * forbidden"): through a .rodata variable, through a pointer a lookup in a
- * BPF_F_RDONLY_PROG map returned (also from a bpf-to-bpf callee), and with
- * bpf_map_update_elem on that map.  read_only only reads, and loads. */
+ * BPF_F_RDONLY_PROG map returned (also from a bpf-to-bpf callee), with
+ * bpf_map_update_elem on that map and with bpf_xdp_load_bytes into .rodata.
+ * read_only only reads, and loads. */
 #include "common.h"
 
 struct {
@@ -68,6 +69,14 @@ int update_rdonly(struct xdp_md *ctx)
 
 	bpf_map_update_elem(&config, &key, &v, 0);
 	return XDP_PASS;
+}
+
+volatile const __u8 scratch[8];
+
+SEC("xdp")
+int load_into_rodata(struct xdp_md *ctx)
+{
+	return bpf_xdp_load_bytes(ctx, 0, (void *)scratch, 4) ? XDP_DROP : XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";

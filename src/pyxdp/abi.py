@@ -249,6 +249,7 @@ BPF_F_RDONLY = 1 << 3          # also file_flags of BPF_OBJ_GET / *_GET_FD_BY_ID
 BPF_F_WRONLY = 1 << 4
 BPF_F_RDONLY_PROG = 1 << 7     # programs may only read the map (stores fail verification)
 BPF_F_MMAPABLE = 1 << 10       # array values (or arena pages) may be mmap()ed by user space
+BPF_F_INNER_MAP = 1 << 12      # inner-map template: array inner maps may differ in max_entries
 
 # -- prog_flags (BPF_PROG_LOAD) ----------------------------------------------------------------
 BPF_F_SLEEPABLE = 1 << 4
@@ -480,6 +481,7 @@ class XdpMd(ctypes.Structure):
 __all__ = [
     "AttachType",
     "BPF_FS_MAGIC",
+    "BPF_F_INNER_MAP",
     "BPF_F_MMAPABLE",
     "BPF_F_NO_PREALLOC",
     "BPF_F_RDONLY",

@@ -419,8 +419,9 @@ class MapBase(ABC):
         return n
 
     def clear(self) -> None:
-        """Empty the map; array maps (which cannot lose keys) are zeroed instead."""
-        if self.spec.type in ARRAY_TYPES:
+        """Empty the map; value arrays (which cannot lose keys) are zeroed instead.  Arrays
+        of fds (programs, maps, devices) do lose their entries: they are deleted."""
+        if self.spec.type in (MapType.ARRAY, MapType.PERCPU_ARRAY):
             width = self._stride * self.ncpus if self.percpu else self.spec.value_size
             for k in list(self.raw_keys()):
                 self._update(k, bytes(width), UpdateFlags.ANY)

@@ -7,6 +7,7 @@ verdicts, results writer).  Results go to ``bench/results/<name>.json`` and ``.m
 ============================  ===========================================================
 ``xdp_table`` (pyxdp bench)   TC vs XDP drop/TX rates on a veth bed; C generator, xdp-loader
 ``emu_speed``                 emulator speed vs the kernel's BPF_PROG_TEST_RUN
+``emu_features``              map-in-map, for_each_map_elem, frags: emulator vs test run
 ``map_ops``                   map operations vs a C program using libbpf
 ``load_speed``                object load time vs ``bpftool prog loadall``
 ``compiler_quality``          the compiler's code vs clang -O2 on the same programs

@@ -19,6 +19,7 @@ from pyxdp.emu.maps import (
     EmuMapError,
     HashMap,
     LpmTrie,
+    MapOfMaps,
     ProgArray,
     RingBuf,
     SlotMap,
@@ -32,6 +33,7 @@ Vm = Machine
 __all__ = [
     "DEFAULT_BUDGET", "ArrayMap", "EmuBackend", "EmuCollection", "EmuMap", "EmuMapError",
     "EmuProgram", "Fib", "FibResult",
-    "HashMap", "LpmTrie", "Machine", "ProgArray", "Redirect", "RingBuf", "Route", "SlotMap",
+    "HashMap", "LpmTrie", "Machine", "MapOfMaps", "ProgArray", "Redirect", "RingBuf", "Route",
+    "SlotMap",
     "Vm", "XdpResult", "create_map", "interpret", "load", "run_packets",
 ]

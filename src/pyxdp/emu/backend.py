@@ -17,7 +17,7 @@ from types import TracebackType
 from pyxdp.abi import LIBBPF_PIN_BY_NAME, MapType
 from pyxdp.backend import Variable
 from pyxdp.emu.machine import Machine
-from pyxdp.emu.maps import EmuMap, create_map
+from pyxdp.emu.maps import EmuMap, create_map, readonly_data_name
 from pyxdp.emu.program import EmuProgram, load
 from pyxdp.errors import EmulatorError, MapError
 from pyxdp.maps import MapSpec, check_reuse_compat
@@ -76,6 +76,7 @@ class EmuBackend:
             check_reuse_compat(name, m.spec, spec)
             return m
         m = create_map(spec, ncpus=self.ncpus)
+        m.prog_readonly = readonly_data_name(name)
         if pin is not None:
             self.pins[pin] = m
             new_pins.append(pin)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyxdp.abi import MapType
 from pyxdp.emu.fib import AF_INET, AF_INET6, FIB_PARAMS_SIZE, FibResult
-from pyxdp.emu.maps import EmuMap, ProgArray, RingBuf, SlotMap
+from pyxdp.emu.maps import ArrayMap, EmuMap, HashMap, MapOfMaps, ProgArray, RingBuf, SlotMap
 from pyxdp.emu.memory import M64
 from pyxdp.emu.printk import render
 from pyxdp.emu.xdp import Redirect
@@ -64,6 +64,9 @@ class Helpers:
     # -- maps ----------------------------------------------------------------------------
     def map_lookup_elem(self, r1: int, r2: int, *_: int) -> int:
         m = self._map(r1)
+        if isinstance(m, MapOfMaps):
+            inner = m.inner(self.mem.read(r2, m.key_size))
+            return 0 if inner is None else self.m.map_handle(inner)
         loc = m.emu_lookup(self.mem.read(r2, m.key_size), self.m.cpu)
         if loc is None:
             return 0
@@ -143,6 +146,47 @@ class Helpers:
                 return i + 1
         return r1
 
+    def for_each_map_elem(self, r1: int, r2: int, r3: int, r4: int, r5: int,
+                          depth: int = 0) -> int:
+        """Call the callback ``(map, &key, &value, ctx)`` for every element until it
+        returns non-zero; r0 is how many elements were visited (the stopping one too).
+        Keys are read-only; values are live, as in the kernel."""
+        if r4:
+            return _neg(_errno.EINVAL)
+        m = self._map(r1)
+        fn = self.m.callback(r2)
+        mem, cpu = self.mem, self.m.cpu
+        if isinstance(m, ArrayMap):
+            buf = m.vm_buffer(cpu)
+            base, stride = mem.map_buffer(buf, True), m._stride
+            elems: Any = ((i.to_bytes(4, "little"), base + i * stride)
+                          for i in range(m.spec.max_entries))
+        elif isinstance(m, HashMap):
+            store = m.store
+            snapshot = list(store.items())
+
+            def live() -> Any:
+                for key, bufs in snapshot:
+                    if store.get(key) is bufs:    # deleted by an earlier callback: skipped
+                        yield key, mem.map_buffer(bufs[cpu if m.percpu else 0])
+            elems = live()
+        else:
+            raise EmulatorError(f"bpf_for_each_map_elem: the emulator iterates array and"
+                                f" hash maps, not {m.type.name} ({m.name!r})")
+        n = 0
+        kbuf = bytearray(m.key_size)
+        kview = memoryview(kbuf).toreadonly()   # a store through the key faults
+        kaddr = mem.map_buffer(kview)
+        try:
+            for key, vaddr in elems:
+                kbuf[:] = key
+                n += 1
+                if fn(r1, kaddr, vaddr, r3, 0, depth + 1):
+                    break
+        finally:
+            mem.unmap(kview)
+        return n
+
     # -- ring buffer ---------------------------------------------------------------------
     def _ringbuf(self, handle: int) -> RingBuf:
         m = self._map(handle)
@@ -205,30 +249,26 @@ class Helpers:
 
     def xdp_get_buff_len(self, *_: int) -> int:
         state = self.m.xdp
-        return 0 if state is None else len(state.buf) - state.data
+        return 0 if state is None else state.buff_len()
 
-    def _packet_span(self, off: int, length: int) -> tuple[int, int] | None:
+    def _xdp_state(self) -> Any:
         state = self.m.xdp
         if state is None:
             raise EmulatorError("xdp_load/store_bytes need an XDP context")
-        start = state.data + (off & 0xFFFFFFFF)
-        if length == 0 or start + length > len(state.buf):
-            return None
-        return start, start + length
+        return state
 
     def xdp_load_bytes(self, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
-        span = self._packet_span(r2, r4)
-        if span is None:
-            return _neg(_errno.EINVAL)
-        self.mem.write(r3, bytes(self.m.xdp.buf[span[0]:span[1]]))  # type: ignore[union-attr]
+        got = self._xdp_state().copy_out(r2 & 0xFFFFFFFF, r4 & 0xFFFFFFFF)
+        if isinstance(got, int):
+            return got & M64
+        self.mem.write(r3, got)
         return 0
 
     def xdp_store_bytes(self, r1: int, r2: int, r3: int, r4: int, *_: int) -> int:
-        span = self._packet_span(r2, r4)
-        if span is None:
-            return _neg(_errno.EINVAL)
-        self.m.xdp.buf[span[0]:span[1]] = self.mem.read(r3, r4)  # type: ignore[union-attr]
-        return 0
+        state = self._xdp_state()
+        length = r4 & 0xFFFFFFFF
+        data = self.mem.read(r3, length) if length <= 0xFFFF else b"\0" * 0x10000
+        return state.copy_in(r2 & 0xFFFFFFFF, data) & M64
 
     def redirect(self, r1: int, r2: int, *_: int) -> int:
         if r2:
@@ -299,7 +339,7 @@ IMPLEMENTED: dict[int, str] = {
         "map_lookup_elem", "map_update_elem", "map_delete_elem", "map_lookup_percpu_elem",
         "ktime_get_ns", "ktime_get_boot_ns", "ktime_get_coarse_ns", "ktime_get_tai_ns",
         "get_prandom_u32", "get_smp_processor_id", "get_numa_node_id", "trace_printk",
-        "csum_diff", "tail_call", "loop", "ringbuf_output", "ringbuf_reserve",
+        "csum_diff", "tail_call", "loop", "for_each_map_elem", "ringbuf_output", "ringbuf_reserve",
         "ringbuf_submit", "ringbuf_discard", "xdp_adjust_head", "xdp_adjust_tail",
         "xdp_adjust_meta", "xdp_get_buff_len", "xdp_load_bytes", "xdp_store_bytes",
         "redirect", "redirect_map", "fib_lookup")

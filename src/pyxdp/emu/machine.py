@@ -16,7 +16,7 @@ from typing import Any
 from pyxdp.emu import alu
 from pyxdp.emu.fib import Fib
 from pyxdp.emu.helpers import IMPLEMENTED, Helpers
-from pyxdp.emu.maps import ArrayMap, EmuMap, HashMap, RingBuf
+from pyxdp.emu.maps import ArrayMap, EmuMap, HashMap, MapOfMaps, RingBuf
 from pyxdp.emu.memory import (
     CTX,
     FUNC_HANDLE_BASE,
@@ -232,6 +232,13 @@ class Machine:
         read, map_buffer = mem.read, mem.map_buffer
         ks, static, lookup = m.key_size, m.static_values, m.emu_lookup
         cpu_of = self
+        if isinstance(m, MapOfMaps):
+            inner_of, handle = m.inner, self.map_handle
+
+            def lk_map(kaddr: int) -> int:
+                inner = inner_of(read(kaddr, ks))
+                return 0 if inner is None else handle(inner)
+            return lk_map
 
         def lk(kaddr: int) -> int:
             loc = lookup(read(kaddr, ks), cpu_of.cpu)
@@ -258,7 +265,7 @@ def _value_address(mem: Memory) -> Callable[[Any], int]:
 
 def _array_lookup_key(mem: Memory, m: ArrayMap) -> KeyedLookup:
     limit, stride = m.spec.max_entries, m._stride
-    buf = m.buffers[0]
+    buf = m.vm_buffer()
     base = mem.map_buffer(buf, static=True)
     from_bytes = int.from_bytes
 
@@ -293,7 +300,7 @@ def _hash_lookup(mem: Memory, m: HashMap) -> Callable[[int], int]:
 
 def _array_lookup(mem: Memory, m: ArrayMap) -> Callable[[int], int]:
     regions, limit, stride = mem.regions, m.spec.max_entries, m._stride
-    base = mem.map_buffer(m.buffers[0], static=True)
+    base = mem.map_buffer(m.vm_buffer(), static=True)
     u32 = struct.Struct("<I").unpack_from
 
     def lookup(kaddr: int) -> int:

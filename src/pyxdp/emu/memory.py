@@ -30,7 +30,7 @@ MAX_DYNAMIC = 1 << 16   # dynamic regions kept before a flush between runs
 MAP_HANDLE_BASE = 0x7E << 48
 FUNC_HANDLE_BASE = 0x7F << 48
 
-Buffer = bytearray | bytes
+Buffer = bytearray | bytes | memoryview
 
 
 def base_of(region: int) -> int:

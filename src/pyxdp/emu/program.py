@@ -22,10 +22,20 @@ from pyxdp.backend import RunResult
 from pyxdp.emu.cfg import Layout, analyse, invalid
 from pyxdp.emu.helpers import IMPLEMENTED, TailCall
 from pyxdp.emu.machine import Machine
-from pyxdp.emu.maps import EmuMap, create_map
+from pyxdp.emu.maps import EmuMap, create_map, is_readonly, readonly_data_name
 from pyxdp.emu.memory import CTX, M64, MEM, PACKET, base_of
+from pyxdp.emu.rdonly import check_readonly_writes, readonly_map, readonly_value
 from pyxdp.emu.translate import Compiled, translate
-from pyxdp.emu.xdp import _HEAD_BUF, HEADROOM, PACKET_BASE, XdpResult, XdpRunResult
+from pyxdp.emu.xdp import (
+    _HEAD_BUF,
+    HEADROOM,
+    LINEAR_END,
+    LINEAR_MAX,
+    PACKET_BASE,
+    XdpResult,
+    XdpRunResult,
+    split_frags,
+)
 from pyxdp.errors import EmulatorError
 from pyxdp.isa import HELPER_NAMES, LD_IMM64, Instruction, PseudoSrc, decode
 from pyxdp.maps import MapSpec
@@ -67,6 +77,7 @@ class EmuProgram:
         self.fd = next(_FDS)
         register_program(self)
         self.layout: Layout = analyse(insns)
+        self._check_readonly()
         self.compiled: Compiled = self._translate()
         self._main = self.compiled.funcs[0]
         self._regions = self.machine.memory.regions
@@ -86,6 +97,27 @@ class EmuProgram:
         if m is None:
             raise invalid(f"LD_IMM64 refers to map {key!r}, which was not given", pc, insn)
         return m, offset
+
+    def _check_readonly(self) -> None:
+        """Refuse stores into read-only maps (``.rodata``, ``BPF_F_RDONLY_PROG``) at load,
+        as the verifier does (see :mod:`pyxdp.emu.rdonly`)."""
+        if not any(is_readonly(m) for m in self.maps.values()):
+            return
+
+        def ld_tag(pc: int) -> Any:
+            insn = self.instructions[pc]
+            ref = self.map_refs.get(pc)
+            src = ref.kind if ref is not None else insn.src
+            if src not in (PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX, PseudoSrc.MAP_VALUE,
+                           PseudoSrc.MAP_IDX_VALUE):
+                return None
+            m, offset = self._map_for(pc, insn)
+            if not is_readonly(m):
+                return None
+            if src in (PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX):
+                return readonly_map(m.name, m.value_size)
+            return readonly_value(m.name, m.value_size, offset)
+        check_readonly_writes(self.layout, ld_tag)
 
     def _resolve_ld(self, pc: int) -> int:
         insn = self.instructions[pc]
@@ -193,6 +225,9 @@ class EmuProgram:
             address = (base + insn.off) & M64 if isinstance(base, int) else None
         what = "invalid memory access" if address is not None else "fault"
         detail = f"{what} ({type(exc).__name__}: {exc})"
+        if isinstance(exc, TypeError) and ("read-write" in str(exc) or "read-only" in str(exc)):
+            detail = ("write into read-only memory (a map programs may only read: .rodata or"
+                      " BPF_F_RDONLY_PROG)")
         return EmulatorError(detail, pc, insn, address)
 
     def _merged_fault_pc(self, line: int, frame_locals: dict[str, Any], pc: int | None
@@ -256,6 +291,7 @@ class EmuProgram:
         fresh_ctx = state.fresh_ctx            # cleared in place, never replaced
         ctx_bytes, set_rx, slow = state.ctx_bytes, state.set_rx, self._run_xdp_slow
         main = self._main
+        big = self._run_xdp_frags
         entry = self.compiled.xdp or (lambda _p, _c, _e: main(_CTX_ADDR, 0, 0, 0, 0, 0))
         lazy, head, pb = XdpRunResult, _HEAD_BUF, PACKET_BASE
 
@@ -278,8 +314,10 @@ class EmuProgram:
             if ingress_ifindex != state.ingress_ifindex or (
                     rx_queue_index != state.rx_queue_index):
                 set_rx(ingress_ifindex, rx_queue_index)
-            state.buf = regions[PACKET] = buf
             n = len(buf)
+            if n > LINEAR_END:
+                return big(packet, ingress_ifindex, rx_queue_index)
+            state.buf = regions[PACKET] = buf
             ctx = fresh_ctx.get(n)
             if ctx is None:
                 ctx = ctx_bytes()
@@ -303,6 +341,8 @@ class EmuProgram:
                     rx_queue_index != state.rx_queue_index):
                 set_rx(ingress_ifindex, rx_queue_index)
             n = len(buf)
+            if n > LINEAR_END:
+                return big(packet, ingress_ifindex, rx_queue_index)
             ctx = fresh_ctx.get(n)
             if ctx is None:
                 state.buf = buf
@@ -319,6 +359,37 @@ class EmuProgram:
                 finish(res)
             return res
         return run_xdp_lean if self.compiled.xdp_lean else run_xdp
+
+    def _run_xdp_frags(self, packet: bytes, ingress_ifindex: int, rx_queue_index: int
+                       ) -> XdpResult:
+        """A frame longer than the linear part: the first ``LINEAR_MAX`` bytes are the
+        packet the program can address (``data_end``), the rest are frags reached through
+        ``bpf_xdp_get_buff_len``/``load_bytes``/``store_bytes``/``adjust_tail``, exactly
+        as the kernel's test run builds the frame."""
+        m = self.machine
+        state = m.xdp_state
+        frags = split_frags(packet)
+        if ingress_ifindex != state.ingress_ifindex or (
+                rx_queue_index != state.rx_queue_index):
+            state.set_rx(ingress_ifindex, rx_queue_index)
+        buf = _HEAD_BUF + packet[:LINEAR_MAX]
+        state.buf = self._regions[PACKET] = buf
+        state.frags = frags
+        self._regions[CTX] = state.ctx_bytes()
+        m.xdp = state
+        try:
+            r0 = self._execute(_CTX_ADDR, 0)
+            final = m.xdp or state
+            res = XdpRunResult()
+            res.r0, res._data, res._meta = r0, final.data, final.meta
+            res._buf = final.buf + b"".join(final.frags) if final.frags else final.buf
+            res._redirect, res._trace = m.redirect, m.trace or None
+            return res
+        finally:
+            state.frags = []
+            state.data = state.meta = HEADROOM
+            m.trace = []
+            m.finish()
 
     def _run_xdp_slow(self, state: Any, pending: Exception) -> XdpResult:
         """Tail calls and faults: finish the run through :meth:`_execute`."""
@@ -364,7 +435,10 @@ class EmuProgram:
 def _maps_from(specs: Mapping[str, Any], ncpus: int | None) -> dict[Any, EmuMap]:
     out: dict[Any, EmuMap] = {}
     for name, value in specs.items():
-        out[name] = create_map(value, ncpus=ncpus) if isinstance(value, MapSpec) else value
+        if isinstance(value, MapSpec):
+            value = create_map(value, ncpus=ncpus)
+            value.prog_readonly = isinstance(name, str) and readonly_data_name(name)
+        out[name] = value
     return out
 
 

@@ -6,6 +6,12 @@ like a driver's frame: ``data_hard_start``, reserved room for the
 and tailroom up to a 4 KiB frame minus ``skb_shared_info``.  The region the VM sees spans
 ``[data_hard_start, data_end)`` and is resized in place by ``bpf_xdp_adjust_tail``, so a
 read past ``data_end`` faults exactly where the verifier's packet bounds would.
+
+A frame longer than ``LINEAR_MAX`` (3520) bytes is split the way the kernel's
+``BPF_PROG_TEST_RUN`` splits it: the linear part ends at 3520 bytes (``data_end``), the
+rest goes into page-sized frags (at most 17) that only ``bpf_xdp_get_buff_len``,
+``bpf_xdp_load_bytes``/``store_bytes`` and ``bpf_xdp_adjust_tail`` reach.  On 6.18 the test
+run does this for every XDP program, with or without ``BPF_F_XDP_HAS_FRAGS``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ FRAME_SIZE = 4096
 SHINFO_SIZE = 320
 ETH_HLEN = 14
 META_MAX = 32
+# what BPF_PROG_TEST_RUN gives a program: at most LINEAR_MAX bytes in the linear part (a
+# page minus headroom and skb_shared_info), the rest in page-sized frags, at most MAX_FRAGS
+# of them; frags programs or not (measured on 6.18: the test run does not check the flag)
+LINEAR_MAX = FRAME_SIZE - HEADROOM - SHINFO_SIZE
+LINEAR_END = HEADROOM + LINEAR_MAX
+FRAG_SIZE = 4096
+MAX_FRAGS = 17
+MAX_FRAME = LINEAR_MAX + MAX_FRAGS * FRAG_SIZE
 # longest frame buffer: translated code relies on packet offsets staying far below 2**31
 # (see pyxdp.emu.codegen.P_LIMIT)
 MAX_BUFFER = 1 << 24
@@ -147,6 +161,7 @@ class XdpState:
         "_ctx_cache",
         "buf",
         "data",
+        "frags",
         "fresh_ctx",
         "ingress_ifindex",
         "meta",
@@ -160,6 +175,7 @@ class XdpState:
         self.fresh_ctx: dict[int, bytes] = {}
         self.ingress_ifindex = ingress_ifindex
         self.rx_queue_index = rx_queue_index
+        self.frags: list[bytearray] = []   # the non-linear part (multi-buffer frames)
         self.reset(packet, ingress_ifindex, rx_queue_index)
 
     def reset(self, packet: bytes, ingress_ifindex: int = 1, rx_queue_index: int = 0
@@ -170,7 +186,8 @@ class XdpState:
         frame instead of copying the packet out after every run.
         """
         buf = self.buf = bytearray(_HEAD)
-        buf += packet
+        buf += packet[:LINEAR_MAX]
+        self.frags = split_frags(packet)
         self.data = self.meta = HEADROOM
         if (ingress_ifindex != self.ingress_ifindex
                 or rx_queue_index != self.rx_queue_index):
@@ -202,7 +219,57 @@ class XdpState:
 
     @property
     def packet(self) -> bytes:
+        if self.frags:
+            return bytes(self.buf[self.data:]) + b"".join(self.frags)
         return bytes(self.buf[self.data:])
+
+    # -- the whole frame, linear part and frags (bpf_xdp_get_buff_len/load/store_bytes) --
+    def buff_len(self) -> int:
+        return len(self.buf) - self.data + sum(len(f) for f in self.frags)
+
+    def _pieces(self) -> list[tuple[bytearray, int]]:
+        """(buffer, start) of the frame's parts in order."""
+        return [(self.buf, self.data)] + [(f, 0) for f in self.frags]
+
+    def copy_out(self, off: int, length: int) -> bytes | int:
+        """``length`` bytes at frame offset ``off``, or -errno like ``bpf_xdp_load_bytes``."""
+        if off > 0xFFFF or length > 0xFFFF:
+            return -_errno.EFAULT
+        if length == 0 or off + length > self.buff_len():
+            return -_errno.EINVAL
+        out = bytearray()
+        for buf, start in self._pieces():
+            size = len(buf) - start
+            if off < size:
+                take = min(size - off, length - len(out))
+                out += buf[start + off:start + off + take]
+                off = 0
+                if len(out) == length:
+                    break
+            else:
+                off -= size
+        return bytes(out)
+
+    def copy_in(self, off: int, data: bytes) -> int:
+        """Write ``data`` at frame offset ``off`` (``bpf_xdp_store_bytes``): 0 or -errno."""
+        length = len(data)
+        if off > 0xFFFF or length > 0xFFFF:
+            return -_errno.EFAULT
+        if length == 0 or off + length > self.buff_len():
+            return -_errno.EINVAL
+        done = 0
+        for buf, start in self._pieces():
+            size = len(buf) - start
+            if off < size:
+                take = min(size - off, length - done)
+                buf[start + off:start + off + take] = data[done:done + take]
+                done += take
+                off = 0
+                if done == length:
+                    break
+            else:
+                off -= size
+        return 0
 
     @property
     def metadata(self) -> bytes:
@@ -231,6 +298,8 @@ class XdpState:
         return 0
 
     def adjust_tail(self, delta: int) -> int:
+        if self.frags:
+            return self._adjust_frags_tail(delta)
         end = len(self.buf) + delta
         if end > FRAME_SIZE - SHINFO_SIZE and delta > 0:
             return -_errno.EINVAL
@@ -241,6 +310,44 @@ class XdpState:
         elif delta < 0:
             del self.buf[end:]
         return 0
+
+    def _adjust_frags_tail(self, delta: int) -> int:
+        """The kernel's ``bpf_xdp_frags_increase_tail``/``_shrink_tail``: growing uses the
+        last frag's room (its page), shrinking frees frags from the end and, once none is
+        left, cuts the linear part; the frame keeps at least an Ethernet header."""
+        frags = self.frags
+        if delta > 0:
+            last = frags[-1]
+            if delta > FRAG_SIZE - len(last):
+                return -_errno.EINVAL
+            last.extend(bytes(delta))
+            return 0
+        offset = -delta
+        if offset > self.buff_len() - ETH_HLEN:
+            return -_errno.EINVAL
+        while frags and offset > 0:
+            last = frags[-1]
+            shrink = min(offset, len(last))
+            del last[len(last) - shrink:]
+            offset -= shrink
+            if not last:
+                frags.pop()
+        if not frags and offset:
+            del self.buf[len(self.buf) - offset:]
+        return 0
+
+
+def split_frags(packet: bytes) -> list[bytearray]:
+    """The frags of a frame the way the kernel's test run builds them: everything past
+    the linear part in page-sized pieces.  Longer frames than that allows are refused
+    with ``ValueError`` (the kernel's ``ENOMEM``)."""
+    if len(packet) <= LINEAR_MAX:
+        return []
+    if len(packet) > MAX_FRAME:
+        raise ValueError(f"a frame of {len(packet)} bytes needs more than {MAX_FRAGS} frags:"
+                         f" BPF_PROG_TEST_RUN takes at most {MAX_FRAME} bytes (ENOMEM)")
+    return [bytearray(packet[i:i + FRAG_SIZE])
+            for i in range(LINEAR_MAX, len(packet), FRAG_SIZE)]
 
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from pyxdp.abi import MapType
 from pyxdp.emu.maps.array import ArrayMap
-from pyxdp.emu.maps.base import EmuMap, EmuMapError
+from pyxdp.emu.maps.base import EmuMap, EmuMapError, is_readonly, readonly_data_name
 from pyxdp.emu.maps.hash import HashMap
 from pyxdp.emu.maps.lpm import LpmTrie
+from pyxdp.emu.maps.mapinmap import MapOfMaps, inner_mismatch
 from pyxdp.emu.maps.special import ProgArray, RingBuf, SlotMap
 from pyxdp.maps import MapSpec
 
@@ -20,6 +21,7 @@ _CLASSES: dict[MapType, type[EmuMap]] = {
     MapType.LRU_PERCPU_HASH: HashMap, MapType.LPM_TRIE: LpmTrie,
     MapType.DEVMAP: SlotMap, MapType.DEVMAP_HASH: SlotMap, MapType.CPUMAP: SlotMap,
     MapType.XSKMAP: SlotMap, MapType.PROG_ARRAY: ProgArray, MapType.RINGBUF: RingBuf,
+    MapType.ARRAY_OF_MAPS: MapOfMaps, MapType.HASH_OF_MAPS: MapOfMaps,
 }
 
 
@@ -40,5 +42,6 @@ def create_map(spec: MapSpec, key_type: Any = None, value_type: Any = None,
     return cls(spec, key_type, value_type, default_ncpus() if ncpus is None else ncpus)
 
 
-__all__ = ["ArrayMap", "EmuMap", "EmuMapError", "HashMap", "LpmTrie", "ProgArray", "RingBuf",
-           "SlotMap", "create_map", "default_ncpus"]
+__all__ = ["ArrayMap", "EmuMap", "EmuMapError", "HashMap", "LpmTrie", "MapOfMaps", "ProgArray",
+           "RingBuf", "SlotMap", "create_map", "default_ncpus", "inner_mismatch", "is_readonly",
+           "readonly_data_name"]

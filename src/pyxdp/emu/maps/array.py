@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno as _errno
 from typing import Any
 
+from pyxdp.abi import BPF_F_RDONLY_PROG
 from pyxdp.emu.maps.base import Buffer, EmuMap, EmuMapError, check_flags
 from pyxdp.maps import MapSpec
 
@@ -64,11 +65,23 @@ class ArrayMap(EmuMap):
         return idx.to_bytes(4, "little") if idx < self.spec.max_entries else None
 
     # VM side
+    def vm_buffer(self, cpu: int = 0) -> Buffer:
+        """The buffer programs see: the live values, or for a map read-only to programs a
+        read-only view of them, so a store the load-time check missed still faults."""
+        buf = self.buffers[cpu if self.percpu else 0]
+        if not (self.prog_readonly or self.spec.flags & BPF_F_RDONLY_PROG):  # is_readonly
+            return buf
+        views = self.__dict__.setdefault("_ro_views", {})
+        view = views.get(id(buf))
+        if view is None:
+            view = views[id(buf)] = memoryview(buf).toreadonly()
+        return view
+
     def emu_lookup(self, key: bytes, cpu: int) -> tuple[Buffer, int] | None:
         idx = int.from_bytes(key, "little")
         if idx >= self.spec.max_entries:
             return None
-        return self.buffers[cpu if self.percpu else 0], idx * self._stride
+        return self.vm_buffer(cpu), idx * self._stride
 
     def emu_update(self, key: bytes, value: bytes, flags: int, cpu: int) -> int:
         loc = self.emu_lookup(key, cpu)
@@ -78,8 +91,8 @@ class ArrayMap(EmuMap):
             check_flags(flags, True)
         except EmuMapError as e:
             return -e.errno
-        buf, off = loc
-        buf[off: off + self.value_size] = value
+        off = loc[1]
+        self.buffers[cpu if self.percpu else 0][off: off + self.value_size] = value
         return 0
 
     def emu_delete(self, key: bytes) -> int:

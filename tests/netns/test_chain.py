@@ -151,3 +151,82 @@ def test_refusals_are_one_line(env) -> None:
     r = pyxdp("detach", "veth1", "--netns", roots[1], "--pin-root", generic, ok=False)
     assert r.returncode == 1 and "attached by `pyxdp chain`" in r.stderr
     assert tb.call("sink", xdp.status, "veth1").attachments
+
+
+XDPFILT = "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_alw_ip.o"     # a listed source: DROP
+
+
+def test_dump_captures_verdicts_into_pcapng(env) -> None:
+    """`pyxdp dump -w` on a running chain (xdp-filter's IP program, unmodified, in front of
+    a counting stage): the pcapng has every packet with the verdict it got, scapy reads it
+    back, and when the dump ends the chain runs without capture code again."""
+    import ipaddress
+    import time
+
+    from scapy.layers.inet import IP  # noqa: F401  (registers the decoders)
+    from scapy.layers.l2 import Ether  # noqa: F401
+    from scapy.utils import PcapNgReader
+
+    from pyxdp.apps.chain import Chain
+
+    tb, roots, pin_root, state_root = env
+    gen_if = tb.interfaces[("gen", "veth0")]
+    denied = gen_if.ip4
+    # a static neighbour: the sink answers the UDP with ICMP and would ARP for the
+    # sender, whose reply would be one more packet at XDP
+    subprocess.run(["ip", "-n", tb.ns_name("sink"), "neigh", "replace", denied, "lladdr",
+                    gen_if.mac, "dev", "veth1", "nud", "permanent"], check=True)
+    pyxdp("chain", "attach", "veth1", "--mode", "native", *roots)
+    pyxdp("chain", "add", "veth1", "filter", XDPFILT, "--priority", "10", *roots)
+    pyxdp("chain", "add", "veth1", "count", OBJ, "--program", "stage_pass", *roots)
+
+    def ban() -> None:
+        ch = Chain.open("veth1", pin_root=pin_root, state_root=str(state_root))
+        maps = ch.stage_maps("filter")
+        try:
+            maps["filter_ipv4"].update(ipaddress.IPv4Address(denied).packed, 1)
+        finally:
+            for m in maps.values():
+                m.close()
+
+    def plain_root_insns() -> int:
+        from pyxdp.kernel import Program
+
+        prog_id = tb.call("sink", xdp.status, "veth1").attachments[0].prog_id
+        with Program.from_id(prog_id) as p:
+            return p.info().xlated_size // 8
+
+    before = plain_root_insns()
+    out = state_root.parent / "dump.pcapng"
+    dump = subprocess.Popen([sys.executable, "-m", "pyxdp", "dump", "veth1", "-w", str(out),
+                             "--count", "30", "--duration", "30", *roots],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        state = state_root / os.listdir(state_root)[0] / "state.json"
+        for _ in range(200):                       # wait for the capture to be swapped in
+            if json.loads(state.read_text()).get("capture"):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the dump never turned the capture on")
+        assert plain_root_insns() > before          # the capture generation runs
+        send(tb, 10)                                # from the gen address: passes
+        tb.call("sink", ban)
+        send(tb, 20)                                # now listed: dropped by the filter
+        _, err = dump.communicate(timeout=30)
+        assert dump.returncode == 0, err
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    pkts = list(PcapNgReader(str(out)))
+    assert len(pkts) == 30
+    comments = [p.comment.decode() if isinstance(p.comment, bytes) else p.comment
+                for p in pkts]
+    verdicts = [c.split()[0] for c in comments]
+    assert verdicts == ["verdict=PASS"] * 10 + ["verdict=DROP"] * 20
+    assert all(p["IP"].src == denied for p in pkts)
+    assert "30 packets shown" in err
+    # the dump is over: capture off, the plain generation back
+    assert json.loads(state.read_text())["capture"] is None
+    assert plain_root_insns() == before

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyxdp.abi import AttachType, MapType, ProgType, XdpAction
-from pyxdp.chain.rewrite import ChainError, chain_stage
+from pyxdp.chain.rewrite import Capture, ChainError, capture_program, chain_stage
 from pyxdp.isa import LD_IMM64, Class, Instruction, JmpOp, PseudoSrc
 from pyxdp.maps import MapSpec
 from pyxdp.spec import MapRef, ObjectSpec, ProgramSpec
 
 CHAIN_MAP = "pyxdp_chain"
+CAPTURE_MAP = "pyxdp_capture"
+CAPTURE_RING_BYTES = 1 << 22           # 4 MiB: ~14k records of 256 bytes
 MAX_STAGES = 32          # the kernel follows at most 33 tail calls; the root makes one
 ROOT = "pyxdp_root"
 
@@ -57,8 +59,14 @@ def chain_map_spec() -> MapSpec:
     return MapSpec(CHAIN_MAP, MapType.PROG_ARRAY, 4, 4, MAX_STAGES)
 
 
-def root_program(default: int = XdpAction.PASS) -> ObjectSpec:
-    """The root: ``bpf_tail_call(ctx, chain, 0); return default``."""
+def capture_map_spec(size: int = CAPTURE_RING_BYTES) -> MapSpec:
+    return MapSpec(CAPTURE_MAP, MapType.RINGBUF, 0, 0, size)
+
+
+def root_program(default: int = XdpAction.PASS, capture: Capture | None = None,
+                 ring_spec: MapSpec | None = None) -> ObjectSpec:
+    """The root: ``bpf_tail_call(ctx, chain, 0); return default`` (the default verdict
+    captured too, with ``capture``)."""
     insns = [
         Instruction(LD_IMM64, dst=2, src=PseudoSrc.MAP_FD),
         Instruction(Class.ALU64 | 0xB0, dst=3, imm=0),           # r3 = 0
@@ -70,19 +78,28 @@ def root_program(default: int = XdpAction.PASS) -> ObjectSpec:
     # programs with the same one share a prog array (the tail call is refused otherwise)
     prog = ProgramSpec(name=ROOT, type=ProgType.XDP, instructions=insns, section="xdp",
                        expected_attach_type=AttachType.XDP, map_refs={0: MapRef(CHAIN_MAP)})
-    return ObjectSpec(programs={ROOT: prog}, maps={CHAIN_MAP: chain_map_spec()})
+    maps = {CHAIN_MAP: chain_map_spec()}
+    if capture is not None:
+        prog = capture_program(prog, capture)
+        maps[capture.ring] = ring_spec or capture_map_spec()
+    return ObjectSpec(programs={ROOT: prog}, maps=maps)
 
 
-def stage_object(stage: Stage, slot: int) -> ObjectSpec:
+def stage_object(stage: Stage, slot: int, capture: Capture | None = None,
+                 ring_spec: MapSpec | None = None) -> ObjectSpec:
     """The stage's object with only its program, rewritten for ``slot``, and the chain map
-    declared (the loader is given the generation's prog array for it)."""
+    (and capture ring) declared: the loader is given the generation's maps for them."""
     spec = stage.program_spec()
-    if CHAIN_MAP in stage.obj.maps:
-        raise ChainError(f"stage {stage.name!r}: the object already has a map called"
-                         f" {CHAIN_MAP!r}")
+    for name in (CHAIN_MAP, CAPTURE_MAP):
+        if name in stage.obj.maps:
+            raise ChainError(f"stage {stage.name!r}: the object already has a map called"
+                             f" {name!r}")
     obj = copy.copy(stage.obj)
-    obj.programs = {spec.name: chain_stage(spec, CHAIN_MAP, slot + 1, stage.continue_on)}
+    obj.programs = {spec.name: chain_stage(spec, CHAIN_MAP, slot + 1, stage.continue_on,
+                                           capture)}
     obj.maps = {**stage.obj.maps, CHAIN_MAP: chain_map_spec()}
+    if capture is not None:
+        obj.maps[capture.ring] = ring_spec or capture_map_spec()
     obj.map_slots = {m: s for m, s in stage.obj.map_slots.items()
                      if stage.obj.maps[m].type != MapType.PROG_ARRAY}
     return obj
@@ -134,18 +151,25 @@ class Generation:
         self.close()
 
 
-def build(backend: Any, stages: Sequence[Stage], *,
-          default: int = XdpAction.PASS) -> Generation:
+def build(backend: Any, stages: Sequence[Stage], *, default: int = XdpAction.PASS,
+          capture: Capture | None = None, ring: Any = None) -> Generation:
     """Load a whole chain generation through ``backend``; nothing is left behind when a
-    stage cannot be loaded (the error names the stage)."""
+    stage cannot be loaded (the error names the stage).  With ``capture``, every verdict
+    that ends the chain is written with its packet to ``ring`` (a ring buffer map of the
+    backend, :func:`capture_map_spec`)."""
+    if (capture is None) != (ring is None):
+        raise ChainError("a capture needs its ring buffer map, and a ring its capture")
     run = order(stages)
     pa = backend.create_map(chain_map_spec())
     gen = Generation(run, pa, None)
+    shared = {CHAIN_MAP: pa}
+    if capture is not None:
+        shared[capture.ring] = ring
     try:
         for slot, st in enumerate(run):
-            obj = stage_object(st, slot)
+            obj = stage_object(st, slot, capture, ring.spec if ring is not None else None)
             try:
-                coll = backend.load(obj, maps={**st.maps, CHAIN_MAP: pa})
+                coll = backend.load(obj, maps={**st.maps, **shared})
             except ChainError:
                 raise
             except Exception as e:
@@ -153,7 +177,9 @@ def build(backend: Any, stages: Sequence[Stage], *,
                                  ) from e
             gen.loaded[st.name] = coll
             pa[slot] = gen.stage_program(st.name)
-        gen.root = backend.load(root_program(default), maps={CHAIN_MAP: pa})
+        gen.root = backend.load(
+            root_program(default, capture, ring.spec if ring is not None else None),
+            maps=shared)
     except BaseException:
         for coll in gen.loaded.values():
             coll.close()
@@ -164,5 +190,6 @@ def build(backend: Any, stages: Sequence[Stage], *,
     return gen
 
 
-__all__ = ["CHAIN_MAP", "MAX_STAGES", "ROOT", "ChainError", "Generation", "Stage", "build",
-           "chain_map_spec", "order", "root_program", "stage_object"]
+__all__ = ["CAPTURE_MAP", "CHAIN_MAP", "MAX_STAGES", "ROOT", "Capture", "ChainError",
+           "Generation", "Stage", "build", "capture_map_spec", "chain_map_spec", "order",
+           "root_program", "stage_object"]

@@ -93,6 +93,96 @@ def _call(helper: int) -> Instruction:
     return Instruction(Class.JMP | JmpOp.CALL, imm=helper)
 
 
+def _jmp_imm(op: int, reg: int, imm: int, jmp32: bool = False) -> Instruction:
+    return Instruction((Class.JMP32 if jmp32 else Class.JMP) | op | Source.K, dst=reg, imm=imm)
+
+
+def _and64_imm(dst: int, imm: int) -> Instruction:
+    return Instruction(Class.ALU64 | AluOp.AND | Source.K, dst=dst, imm=imm)
+
+
+def _add64_imm(dst: int, imm: int) -> Instruction:
+    return Instruction(Class.ALU64 | AluOp.ADD | Source.K, dst=dst, imm=imm)
+
+
+def _stxw(base: int, off: int, src: int) -> Instruction:
+    return Instruction(Class.STX | Mode.MEM | Size.W, dst=base, src=src, off=off)
+
+
+def _ldxw(dst: int, base: int, off: int) -> Instruction:
+    return Instruction(Class.LDX | Mode.MEM | Size.W, dst=dst, src=base, off=off)
+
+
+# -- capture: the packet and its verdict into a ring buffer ----------------------------------
+#: the record a capture writes: u32 verdict, u32 ingress ifindex, u32 frame length,
+#: u32 captured length, u64 bpf_ktime_get_ns, then the first captured-length bytes
+CAPTURE_HEADER = 24
+HELPER_KTIME = 5
+HELPER_PRANDOM = 7
+HELPER_RINGBUF_RESERVE = 131
+HELPER_RINGBUF_SUBMIT = 132
+HELPER_XDP_GET_BUFF_LEN = 188
+HELPER_XDP_LOAD_BYTES = 189
+XDP_MD_INGRESS_IFINDEX = 12          # offsetof(struct xdp_md, ingress_ifindex)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Where and how much a chain captures: the ring buffer map's name, bytes per packet,
+    and 1-in-``sample`` sampling (a power of two; 1 = every packet)."""
+
+    ring: str
+    snaplen: int = 256
+    sample: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.snaplen <= 4096:
+            raise ChainError(f"snaplen {self.snaplen}: 1 to 4096 bytes")
+        if self.sample < 1 or self.sample & (self.sample - 1):
+            raise ChainError(f"sample 1 in {self.sample}: a power of two is needed")
+
+
+def _capture_items(cap: Capture, ctx_off: int, tag: str) -> list[_Item]:
+    """Verdict in r6, ctx in the stack slot: write the capture record, then return r6."""
+    out, done = f"{tag}_out", f"{tag}_submit"
+    items = [_Item(_ldxdw(7, FP, ctx_off))]
+    if cap.sample > 1:
+        items += [_Item(_call(HELPER_PRANDOM)), _Item(_and64_imm(0, cap.sample - 1)),
+                  _Item(_jmp_imm(JmpOp.JNE, 0, 0), to_label=out)]
+    items += [
+        _Item(_ld_map(1), map_ref=MapRef(cap.ring)),
+        _Item(_mov64_imm(2, CAPTURE_HEADER + cap.snaplen)),
+        _Item(_mov64_imm(3, 0)),
+        _Item(_call(HELPER_RINGBUF_RESERVE)),
+        _Item(_jmp_imm(JmpOp.JEQ, 0, 0), to_label=out),
+        _Item(_mov64_reg(8, 0)),
+        _Item(_stxw(8, 0, 6)),                                  # verdict
+        _Item(_ldxw(1, 7, XDP_MD_INGRESS_IFINDEX)),
+        _Item(_stxw(8, 4, 1)),                                  # ingress ifindex
+        _Item(_call(HELPER_KTIME)),
+        _Item(_stxdw(8, 16, 0)),                                # time
+        _Item(_mov64_reg(1, 7)),
+        _Item(_call(HELPER_XDP_GET_BUFF_LEN)),
+        _Item(_stxw(8, 8, 0)),                                  # frame length
+        _Item(_jmp_imm(JmpOp.JLE, 0, cap.snaplen), to_label=f"{tag}_len"),
+        _Item(_mov64_imm(0, cap.snaplen)),
+        _Item(_mov64_reg(4, 0), label=f"{tag}_len"),
+        _Item(_stxw(8, 12, 4)),                                 # captured length
+        _Item(_jmp_imm(JmpOp.JEQ, 4, 0), to_label=done),
+        _Item(_mov64_reg(1, 7)),
+        _Item(_mov64_imm(2, 0)),
+        _Item(_mov64_reg(3, 8)),
+        _Item(_add64_imm(3, CAPTURE_HEADER)),
+        _Item(_call(HELPER_XDP_LOAD_BYTES)),
+        _Item(_mov64_reg(1, 8), label=done),
+        _Item(_mov64_imm(2, 0)),
+        _Item(_call(HELPER_RINGBUF_SUBMIT)),
+        _Item(_mov64_reg(0, 6), label=out),
+        _Item(_exit()),
+    ]
+    return items
+
+
 # -- functions and stack ---------------------------------------------------------------------
 def _targets(insns: list[Instruction]) -> tuple[list[int], dict[int, int]]:
     """Slot positions, and for every branch/call/function reference the index it targets."""
@@ -281,9 +371,14 @@ def uses_tail_calls(spec: ProgramSpec) -> bool:
 
 
 def chain_stage(spec: ProgramSpec, chain_map: str, next_slot: int,
-                continue_on: Iterable[int] = (XdpAction.PASS,)) -> ProgramSpec:
+                continue_on: Iterable[int] = (XdpAction.PASS,),
+                capture: Capture | None = None) -> ProgramSpec:
     """``spec`` rewritten as a chain stage: a continuing verdict tail-calls slot
-    ``next_slot`` of the prog array ``chain_map`` (a map name the object must provide)."""
+    ``next_slot`` of the prog array ``chain_map`` (a map name the object must provide).
+
+    With ``capture``, a verdict that ends the chain here (a non-continuing one, or a
+    continuing one with no next stage) is also written with the packet into the ring
+    buffer ``capture.ring`` (see :data:`CAPTURE_HEADER`)."""
     if spec.type != ProgType.XDP:
         raise ChainError(f"program {spec.name!r} is {spec.type.name}, a chain takes XDP"
                          " programs only")
@@ -311,7 +406,11 @@ def chain_stage(spec: ProgramSpec, chain_map: str, next_slot: int,
             it.insn, it.to_label = _ja(), "pyxdp_epilogue"
     prologue = [_Item(_stxdw(FP, ctx_off, 1))]
     epilogue = [_Item(_jeq32_imm(0, v), to_label="pyxdp_tail") for v in verdicts]
-    epilogue.append(_Item(_exit()))
+    if capture is None:
+        epilogue.append(_Item(_exit()))
+    else:
+        epilogue.append(_Item(_mov64_reg(6, 0)))
+        epilogue += _capture_items(capture, ctx_off, "pyxdp_cap_end")
     epilogue[0].label = "pyxdp_epilogue"
     tail = [
         _Item(_mov64_reg(6, 0), label="pyxdp_tail"),
@@ -320,10 +419,32 @@ def chain_stage(spec: ProgramSpec, chain_map: str, next_slot: int,
         _Item(_mov64_imm(3, next_slot)),
         _Item(_call(TAIL_CALL)),
         _Item(_mov64_reg(0, 6)),
-        _Item(_exit()),
     ] if verdicts else []
+    if tail:
+        tail += ([_Item(_exit())] if capture is None
+                 else _capture_items(capture, ctx_off, "pyxdp_cap_last"))
     laid = prologue + items[:main_end] + epilogue + tail + items[main_end:]
     return _relayout(spec, laid)
 
 
-__all__ = ["ChainError", "chain_stage", "function_starts", "stack_floor", "uses_tail_calls"]
+def capture_program(spec: ProgramSpec, capture: Capture, ctx_off: int = -8) -> ProgramSpec:
+    """``spec`` (a program that keeps nothing on the stack below ``ctx_off``) with every
+    main-function exit replaced by the capture of its verdict: used for the root, whose
+    fall-through (an empty chain) is a verdict too."""
+    starts = function_starts(spec)
+    main_end = starts[1] if len(starts) > 1 else len(spec.instructions)
+    floor = stack_floor(spec.instructions, 0, main_end)
+    if floor < ctx_off + 8:
+        raise ChainError(f"program {spec.name!r} uses the stack below {ctx_off}")
+    items = _original_items(spec)
+    for it in items[:main_end]:
+        if it.insn.is_exit:
+            it.insn, it.to_label = _ja(), "pyxdp_capture"
+    laid = [_Item(_stxdw(FP, ctx_off, 1)), *items[:main_end],
+            _Item(_mov64_reg(6, 0), label="pyxdp_capture"),
+            *_capture_items(capture, ctx_off, "pyxdp_cap_root"), *items[main_end:]]
+    return _relayout(spec, laid)
+
+
+__all__ = ["CAPTURE_HEADER", "Capture", "ChainError", "capture_program", "chain_stage",
+           "function_starts", "stack_floor", "uses_tail_calls"]

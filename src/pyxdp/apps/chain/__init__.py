@@ -30,12 +30,23 @@ import contextlib
 import json
 import os
 import shutil
+import struct
 from dataclasses import dataclass
 from typing import Any
 
 from pyxdp.abi import MapType, XdpAction
 from pyxdp.apps._state import locked, write_atomic
-from pyxdp.chain import CHAIN_MAP, ChainError, Generation, Stage, build
+from pyxdp.chain import (
+    CAPTURE_MAP,
+    CHAIN_MAP,
+    Capture,
+    ChainError,
+    Generation,
+    Stage,
+    build,
+    capture_map_spec,
+)
+from pyxdp.chain.rewrite import CAPTURE_HEADER
 
 PIN_ROOT = "/sys/fs/bpf/pyxdp-chain"
 STATE_ROOT = "/run/pyxdp-chain"
@@ -94,6 +105,8 @@ class Chain:
         self.default = int(XdpAction.PASS)
         self.generation = 0
         self.mode: str | None = None
+        # a running capture (pyxdp dump): {"snaplen", "sample", "pid"}, or None
+        self.capture: dict[str, int] | None = None
 
     # -- life cycle ---------------------------------------------------------------------
     @classmethod
@@ -216,6 +229,48 @@ class Chain:
                 raise ChainError(f"{self.iface} has no stage {name!r}")
             self._swap(recs)
 
+    # -- capture (pyxdp dump) -------------------------------------------------------------
+    def start_capture(self, snaplen: int = 256, sample: int = 1,
+                      ring_bytes: int = 1 << 22) -> Any:
+        """Swap in a generation that also writes every final verdict with its packet to a
+        ring buffer; returns the ring (a :class:`~pyxdp.kernel.Map`: ``drain()`` it,
+        :func:`parse_capture` its records).  One capture at a time; one left behind by a
+        dead process is taken over."""
+        from pyxdp.kernel import KernelBackend
+
+        Capture(CAPTURE_MAP, snaplen, sample)            # validate before any change
+        with locked(self.state_dir, create=False):
+            self._load()
+            if self.capture is not None and _alive(self.capture["pid"]):
+                raise ChainError(f"{self.iface} is being captured already (pid"
+                                 f" {self.capture['pid']})")
+            pin = os.path.join(self.pin_dir, "capture_ring")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pin)
+            ring = KernelBackend().create_map(capture_map_spec(ring_bytes))
+            try:
+                ring.pin(pin)
+                self.capture = {"snaplen": snaplen, "sample": sample, "pid": os.getpid()}
+                self._swap(self.stages)
+            except BaseException:
+                self.capture = None
+                with contextlib.suppress(OSError):
+                    os.unlink(pin)
+                ring.close()
+                raise
+            return ring
+
+    def stop_capture(self) -> None:
+        """Swap back to the generation without capture code (it costs nothing then)."""
+        with locked(self.state_dir, create=False):
+            self._load()
+            if self.capture is None:
+                return
+            self.capture = None
+            self._swap(self.stages)
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.pin_dir, "capture_ring"))
+
     # -- reading --------------------------------------------------------------------------
     def stage_maps(self, name: str) -> dict[str, Any]:
         """The pinned maps of stage ``name`` (open :class:`~pyxdp.kernel.Map` s; close
@@ -262,7 +317,14 @@ class Chain:
                         opened.append(mm)
                         maps[m] = mm
                 stages.append(self._stage(rec, maps))
-            gen = build(KernelBackend(), stages, default=self.default)
+            capture = ring = None
+            if self.capture is not None:
+                ring = Map.from_pin(os.path.join(self.pin_dir, "capture_ring"))
+                opened.append(ring)
+                capture = Capture(CAPTURE_MAP, self.capture["snaplen"],
+                                  self.capture["sample"])
+            gen = build(KernelBackend(), stages, default=self.default, capture=capture,
+                        ring=ring)
         finally:
             for m in opened:       # the new generation's programs hold them now
                 m.close()
@@ -275,7 +337,7 @@ class Chain:
             d = os.path.join(self.pin_dir, "maps", name)
             os.makedirs(d, exist_ok=True)
             for mname, m in coll.maps.items():
-                if mname == CHAIN_MAP or mname.startswith(".") or \
+                if mname in (CHAIN_MAP, CAPTURE_MAP) or mname.startswith(".") or \
                         m.spec.type == MapType.PROG_ARRAY:
                     continue
                 path = os.path.join(d, mname)
@@ -317,7 +379,7 @@ class Chain:
     def _save(self) -> None:
         doc = {"version": STATE_VERSION, "iface": self.iface, "mode": self.mode,
                "default": self.default, "generation": self.generation,
-               "stages": [s.as_dict() for s in self.stages]}
+               "capture": self.capture, "stages": [s.as_dict() for s in self.stages]}
         write_atomic(self.state_file, json.dumps(doc, indent=1))
 
     def _load(self) -> None:
@@ -336,9 +398,47 @@ class Chain:
             self.default = int(doc["default"])
             self.generation = int(doc["generation"])
             self.mode = doc.get("mode")
+            cap = doc.get("capture")
+            self.capture = None if cap is None else {k: int(cap[k]) for k in
+                                                     ("snaplen", "sample", "pid")}
             self.stages = [StageRecord.from_dict(d) for d in doc["stages"]]
         except (KeyError, TypeError, ValueError) as e:
             raise ChainError(f"{self.state_file}: malformed chain state ({e})") from None
 
 
-__all__ = ["PIN_ROOT", "STATE_ROOT", "Chain", "ChainError", "StageRecord", "parse_verdicts"]
+@dataclass(frozen=True)
+class Captured:
+    """One captured packet: its final XDP verdict, where it came in, when (the kernel's
+    monotonic ns), its length and the captured bytes."""
+
+    verdict: XdpAction
+    ifindex: int
+    length: int
+    time_ns: int
+    data: bytes
+
+
+def parse_capture(record: bytes) -> Captured:
+    verdict, ifindex, length, caplen, t = struct.unpack_from("<IIIIQ", record, 0)
+    if caplen > len(record) - CAPTURE_HEADER:
+        raise ChainError(f"capture record of {len(record)} bytes claims {caplen} bytes")
+    try:
+        v = XdpAction(verdict)
+    except ValueError:
+        raise ChainError(f"capture record with verdict {verdict}") from None
+    return Captured(v, ifindex, length, t,
+                    bytes(record[CAPTURE_HEADER:CAPTURE_HEADER + caplen]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["PIN_ROOT", "STATE_ROOT", "Captured", "Chain", "ChainError", "StageRecord",
+           "parse_capture", "parse_verdicts"]

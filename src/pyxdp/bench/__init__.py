@@ -12,6 +12,7 @@ verdicts, results writer).  Results go to ``bench/results/<name>.json`` and ``.m
 ``load_speed``                object load time vs ``bpftool prog loadall``
 ``compiler_quality``          the compiler's code vs clang -O2 on the same programs
 ``filter_speed``              the filter app vs ``xdp-filter``
+``chain_speed``               chains of 1/2/4 stages vs the programs alone; capture on/off
 ============================  ===========================================================
 
 The C references are in ``c/`` beside these modules (shipped with the package).

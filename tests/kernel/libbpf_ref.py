@@ -21,6 +21,7 @@ class Reference:
     ok: bool
     stderr: str
     tags: dict[str, str]            # program name -> kernel tag (when ok)
+    returncode: int = 0             # bpftool's exit status; negative: killed by that signal
 
     @property
     def reason(self) -> str:
@@ -54,4 +55,4 @@ def bpftool_loadall(obj_path: str, root: str, prog_type: str | None = None) -> R
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.unlink(path)
-    return Reference(r.returncode == 0, r.stderr, tags)
+    return Reference(r.returncode == 0, r.stderr, tags, r.returncode)

@@ -403,6 +403,11 @@ def _attach_btf_id(prog: ProgramSpec, vmlinux: Btf | None) -> int:
     if not ids:
         raise BtfError(f"program {prog.name!r} (section {prog.section!r}): kernel has no"
                        f" {kind.name} {name!r} to attach to{forced}")
+    if prog.type not in _BTF_ATTACH_TYPES:
+        # libbpf passes the id anyway and the kernel answers EINVAL: say why instead
+        raise BtfError(f"program {prog.name!r} (section {prog.section!r}) attaches by kernel"
+                       f" BTF to {kind.name} {name!r}, which a {_type_name(prog.type)} program"
+                       f" cannot{forced}; the kernel refuses attach_btf_id for it (EINVAL)")
     return ids[0]
 
 

@@ -340,7 +340,8 @@ def check_loadable(obj: ObjectSpec) -> None:
             raise ElfError(
                 f"program {pname!r}: failed to guess program type from ELF section"
                 f" {p.section!r} (supported section names: {section_names()}); force one with"
-                f" load_object(path, prog_type='xdp') (bpftool: prog loadall ... type xdp)")
+                f" load_object(path, prog_type='xdp') (pyxdp load OBJ --type xdp; bpftool:"
+                " prog loadall ... type xdp)")
         if p.type == ProgType.EXT:
             raise ElfError(
                 f"program {pname!r} (section {p.section!r}): freplace needs the program it"
@@ -358,19 +359,22 @@ _KERNEL_PREFIX = {AttachType.TRACE_RAW_TP: ("btf_trace_", Kind.TYPEDEF),
                   AttachType.TRACE_ITER: ("bpf_iter_", Kind.FUNC)}
 
 
-def _section_attach(prog: ProgramSpec) -> tuple[bool, str]:
-    """(whether ``prog``'s section is one that attaches by kernel BTF, the target it
-    names).  Decided by the section, not by the type: like libbpf, forcing another type
-    (``prog_type='xdp'``, bpftool's ``type xdp``) keeps the section's attach target."""
+def _section_attach(prog: ProgramSpec) -> tuple[bool, str, bool]:
+    """(whether ``prog`` attaches by kernel BTF, the target named, whether its type was
+    forced away from the section's).  The section decides: like libbpf, forcing another
+    type (``prog_type='xdp'``, bpftool's ``type xdp``) keeps the section's attach target.
+    A spec built without such a section goes by its type and ``attach_to``."""
     own = classify_section(prog.section)
-    if own.type not in _BTF_ATTACH_TYPES:
-        return False, ""
-    return True, own.attach_to
+    if own.type in _BTF_ATTACH_TYPES:
+        return True, own.attach_to, own.type != prog.type
+    if prog.type in (ProgType.TRACING, ProgType.LSM) and prog.attach_to:
+        return True, prog.attach_to, False
+    return False, "", False
 
 
 def _needs_attach_lookup(prog: ProgramSpec) -> bool:
-    """Whether the attach target is looked up in vmlinux: for every BTF-attach section
-    except an EXT program (freplace targets a program; check_loadable refuses it)."""
+    """Whether the attach target is looked up in vmlinux: for every BTF-attach program
+    except an EXT one (freplace targets a program; check_loadable refuses it)."""
     return _section_attach(prog)[0] and prog.type != ProgType.EXT
 
 
@@ -387,8 +391,8 @@ def _attach_btf_id(prog: ProgramSpec, vmlinux: Btf | None) -> int:
     a BTF-attach section without a target, or a target the kernel lacks, is refused."""
     if not _needs_attach_lookup(prog):
         return 0
-    _, target = _section_attach(prog)
-    forced = "" if classify_section(prog.section).type == prog.type else (
+    _, target, was_forced = _section_attach(prog)
+    forced = "" if not was_forced else (
         f" (the program type was forced to {_type_name(prog.type)}; the section's attach"
         " target still counts, as with libbpf)")
     if not target:
@@ -396,8 +400,10 @@ def _attach_btf_id(prog: ProgramSpec, vmlinux: Btf | None) -> int:
                        f" attach target is specified{forced}")
     if vmlinux is None:
         raise BtfError(f"program {prog.name!r} needs kernel BTF to find {target!r}")
-    prefix, kind = _KERNEL_PREFIX.get(prog.expected_attach_type,  # type: ignore[call-overload]
-                                      ("", Kind.FUNC))
+    at = prog.expected_attach_type
+    if at is None and prog.type == ProgType.LSM:
+        at = AttachType.LSM_MAC                    # a spec built by hand, without one
+    prefix, kind = _KERNEL_PREFIX.get(at, ("", Kind.FUNC)) if at is not None else ("", Kind.FUNC)
     name = prefix + target
     ids = vmlinux.find(name, kind)
     if not ids:

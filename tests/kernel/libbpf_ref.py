@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ class Reference:
     stderr: str
     tags: dict[str, str]            # program name -> kernel tag (when ok)
     returncode: int = 0             # bpftool's exit status; negative: killed by that signal
+    infos: dict[str, Any] = field(default_factory=dict)   # program name -> ProgInfo
 
     @property
     def reason(self) -> str:
@@ -42,12 +44,14 @@ def bpftool_loadall(obj_path: str, root: str, prog_type: str | None = None) -> R
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                        capture_output=True, text=True, timeout=120)
     tags: dict[str, str] = {}
+    infos: dict[str, Any] = {}
     progs = os.path.join(root, "progs")
     try:
         if r.returncode == 0:
             for name in sorted(os.listdir(progs)):
                 with Program.from_pin(os.path.join(progs, name)) as p:
-                    tags[name] = p.tag
+                    infos[name] = p.info()
+                    tags[name] = infos[name].tag
     finally:
         for entry in os.listdir(root):
             path = os.path.join(root, entry)
@@ -55,4 +59,4 @@ def bpftool_loadall(obj_path: str, root: str, prog_type: str | None = None) -> R
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.unlink(path)
-    return Reference(r.returncode == 0, r.stderr, tags, r.returncode)
+    return Reference(r.returncode == 0, r.stderr, tags, r.returncode, infos)

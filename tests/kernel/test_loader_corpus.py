@@ -40,6 +40,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from libbpf_ref import Reference, bpftool_loadall
@@ -101,6 +102,7 @@ class Outcome:
     prog_type: str | None
     ref: Reference
     tags: dict[str, str] | None       # pyxdp's program name -> tag, when it loaded
+    shape: dict[str, tuple[Any, ...]] | None     # and what else its ProgInfo says (below)
     error: BaseException | None       # what pyxdp raised otherwise
 
     @property
@@ -110,6 +112,11 @@ class Outcome:
     @property
     def ref_crashed(self) -> bool:
         return self.ref.returncode < 0
+
+    def ref_headline(self) -> str:
+        """libbpf's first line that names something (its reason), else its first line."""
+        lines = self.ref.reason.split(" | ")
+        return next((ln for ln in lines if _NAMED.search(ln)), lines[0])
 
     def ref_names(self) -> set[str]:
         return {"".join(m) for m in _NAMED.findall(self.ref.reason)}
@@ -121,10 +128,17 @@ def run_case(path: str, prog_type: str | None, root: str) -> Outcome:
     try:
         spec = load_object(path, prog_type=prog_type)
         with load_collection(spec) as coll:
-            tags = {n: p.tag for n, p in coll.programs.items()}
+            infos = {n: p.info() for n, p in coll.programs.items()}
     except Exception as e:     # judged by the test: a non-pyxdp exception is a failure
-        return Outcome(path, prog_type, ref, None, e)
-    return Outcome(path, prog_type, ref, tags, None)
+        return Outcome(path, prog_type, ref, None, None, e)
+    return Outcome(path, prog_type, ref, {n: i.tag for n, i in infos.items()},
+                   {n: shape(i) for n, i in infos.items()}, None)
+
+
+def shape(info: Any) -> tuple[Any, ...]:
+    """What must match besides the tag: type, GPL, whether the program carries BTF (func
+    and line info), and how many maps it holds (libbpf binds .rodata to each, so do we)."""
+    return (info.type, info.gpl_compatible, info.btf_id != 0, len(info.map_ids))
 
 
 def _is_eperm(e: BaseException | None) -> bool:
@@ -152,6 +166,7 @@ def check(o: Outcome) -> str:
     if o.ref.ok:
         assert err is None, f"bpftool loads it, pyxdp refuses: {err}"
         assert o.tags == o.ref.tags
+        assert o.shape == {n: shape(i) for n, i in o.ref.infos.items()}
         return f"both load, {len(o.tags or {})} program(s), tags equal"
     assert err is not None, (f"bpftool refuses it ({o.ref.reason or o.ref.returncode}),"
                              f" pyxdp loaded {sorted(o.tags or {})}")
@@ -277,8 +292,8 @@ def write_results(path: Path = RESULTS) -> int:
             ours = ("loads" if o.error is None
                     else f"{type(o.error).__name__}: {str(o.error).splitlines()[0]}")
             theirs = ("loads" if o.ref.ok else f"crash (signal {-o.ref.returncode})"
-                      if o.ref_crashed else (o.ref.reason.split(" | ") or ["?"])[0])
-            src = "xdp-tools" if p in DEBIAN else "tests/data/obj"
+                      if o.ref_crashed else o.ref_headline())
+            src = "Debian libxdp1" if p in DEBIAN else "tests/data/obj"
             rows.append(f"| {Path(p).name} | {src} | {t or ''} | {_cell(theirs)} |"
                         f" {_cell(ours)} | {_cell(verdict)} |")
     finally:
@@ -297,7 +312,7 @@ def write_results(path: Path = RESULTS) -> int:
     return failures
 
 
-def _cell(text: str, limit: int = 160) -> str:
+def _cell(text: str, limit: int = 260) -> str:
     text = text.replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= limit else text[:limit - 3] + "..."
 

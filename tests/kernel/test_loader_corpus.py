@@ -8,7 +8,9 @@ way to load ``legacy_section.o``, whose section no table knows).  Both sides get
 arguments.  Per case:
 
 * bpftool loads it: pyxdp must load it too, the same programs, and every program's kernel
-  tag (the hash of the instructions the kernel accepted) must equal bpftool's;
+  tag (the hash of the instructions the kernel accepted) must equal bpftool's, as must its
+  type, GPL flag, BTF presence and map count; and the maps must be the same maps (kernel
+  name, type, sizes, flags, map_extra, BTF key/value types), ids aside;
 * bpftool refuses it: pyxdp must refuse it with a :class:`~pyxdp.errors.PyxdpError` (never
   a bare OSError or another exception), and every program, map, extern or section libbpf's
   reason names must be named in pyxdp's message too; a pyxdp EPERM must be an EPERM for
@@ -103,6 +105,7 @@ class Outcome:
     ref: Reference
     tags: dict[str, str] | None       # pyxdp's program name -> tag, when it loaded
     shape: dict[str, tuple[Any, ...]] | None     # and what else its ProgInfo says (below)
+    maps: list[tuple[Any, ...]] | None            # map_shape() of every map it created
     error: BaseException | None       # what pyxdp raised otherwise
 
     @property
@@ -129,16 +132,25 @@ def run_case(path: str, prog_type: str | None, root: str) -> Outcome:
         spec = load_object(path, prog_type=prog_type)
         with load_collection(spec) as coll:
             infos = {n: p.info() for n, p in coll.programs.items()}
+            maps = sorted(map_shape(m.info()) for m in coll.maps.values())
     except Exception as e:     # judged by the test: a non-pyxdp exception is a failure
-        return Outcome(path, prog_type, ref, None, None, e)
+        return Outcome(path, prog_type, ref, None, None, None, e)
     return Outcome(path, prog_type, ref, {n: i.tag for n, i in infos.items()},
-                   {n: shape(i) for n, i in infos.items()}, None)
+                   {n: shape(i) for n, i in infos.items()}, maps, None)
 
 
 def shape(info: Any) -> tuple[Any, ...]:
     """What must match besides the tag: type, GPL, whether the program carries BTF (func
     and line info), and how many maps it holds (libbpf binds .rodata to each, so do we)."""
     return (info.type, info.gpl_compatible, info.btf_id != 0, len(info.map_ids))
+
+
+def map_shape(info: Any) -> tuple[Any, ...]:
+    """A map as the kernel has it, ids aside: its kernel name (``xdp_disp.rodata``), type,
+    sizes, flags (libbpf's MMAPABLE/RDONLY_PROG), map_extra, and whether it carries BTF."""
+    return (info.name, int(info.type), info.key_size, info.value_size, info.max_entries,
+            info.flags, info.map_extra, info.btf_id != 0, info.btf_key_type_id != 0,
+            info.btf_value_type_id != 0)
 
 
 def _is_eperm(e: BaseException | None) -> bool:
@@ -167,6 +179,7 @@ def check(o: Outcome) -> str:
         assert err is None, f"bpftool loads it, pyxdp refuses: {err}"
         assert o.tags == o.ref.tags
         assert o.shape == {n: shape(i) for n, i in o.ref.infos.items()}
+        assert o.maps == sorted(map_shape(i) for i in o.ref.map_infos.values())
         return f"both load, {len(o.tags or {})} program(s), tags equal"
     assert err is not None, (f"bpftool refuses it ({o.ref.reason or o.ref.returncode}),"
                              f" pyxdp loaded {sorted(o.tags or {})}")

@@ -17,10 +17,14 @@ arguments.  Per case:
   libbpf as well.  This sandbox refuses fentry (TRACING) and freplace (EXT) program loads
   and ARENA map creation with EPERM even for root: "both refuse with EPERM" counts as
   agreement;
-* bpftool crashes (the libbpf 1.1 of this bpftool dereferences a NULL vmlinux BTF when a
-  forced type meets a section that attaches by kernel BTF, ``btf_attach.o`` and
-  ``freplace.o`` with ``type xdp``): no verdict to compare, so pyxdp must refuse with a
-  named reason, the one libbpf means to give (the target is missing from kernel BTF).
+* bpftool crashes (``btf_attach.o`` and ``freplace.o`` with ``type xdp``: libbpf 1.1 keeps
+  a section's handler after ``bpf_program__set_type`` and dereferences a NULL vmlinux BTF
+  resolving the attach target of ``fentry/...``/``freplace/...`` for an XDP program):
+  there is no verdict to compare.  libbpf 1.2 fixed this by dropping the section's
+  handling when the type changes, so every program loads as the forced type; pyxdp must
+  do exactly that (:func:`pyxdp.elf._object.forced_kind`).  The same rule makes
+  ``xdpdump_bpf.o`` with ``type xdp`` a verifier refusal of ``trace_on_entry`` in pyxdp,
+  where libbpf 1.1 refuses the same program for its attach target first.
 
 Known, intended differences (:data:`KNOWN`), each asserted exactly: this bpftool's libbpf
 1.1 predates ``__ulong()`` map fields (libbpf 1.4) and refuses ``map_extra`` given as an
@@ -47,8 +51,10 @@ from typing import Any
 import pytest
 from libbpf_ref import Reference, bpftool_loadall
 
-from pyxdp.abi import ProgType
-from pyxdp.elf import load_object
+from pyxdp.abi import AttachType, ProgType
+from pyxdp.elf import classify_section, load_object
+from pyxdp.elf._object import forced_kind
+from pyxdp.elf._sections import F_FRAGS, F_SLEEPABLE
 from pyxdp.errors import BpfError, BtfError, PyxdpError
 from pyxdp.kernel import load_collection
 
@@ -181,12 +187,17 @@ def check(o: Outcome) -> str:
         assert o.shape == {n: shape(i) for n, i in o.ref.infos.items()}
         assert o.maps == sorted(map_shape(i) for i in o.ref.map_infos.values())
         return f"both load, {len(o.tags or {})} program(s), tags equal"
+    if o.ref_crashed:
+        # no libbpf verdict: libbpf 1.2+'s is that a forced type drops the section handling
+        assert o.prog_type is not None, f"bpftool crashed (signal {-o.ref.returncode})"
+        assert err is None, f"bpftool crashed, pyxdp refuses: {err}"
+        want = classify_section(o.prog_type).type
+        assert o.shape and all(sh[0] == want for sh in o.shape.values()), o.shape
+        return (f"bpftool crashed (signal {-o.ref.returncode}); pyxdp loads every program as"
+                f" {o.prog_type}, as libbpf 1.2+ does")
     assert err is not None, (f"bpftool refuses it ({o.ref.reason or o.ref.returncode}),"
                              f" pyxdp loaded {sorted(o.tags or {})}")
     msg = str(err)
-    if o.ref_crashed:
-        assert re.search(r"program '[^']+'", msg), msg
-        return f"bpftool crashed (signal {-o.ref.returncode}); pyxdp refuses, naming the program"
     missing = {n for n in o.ref_names() if f"'{n}'" not in msg}
     assert not missing, f"libbpf names {sorted(missing)}, pyxdp does not: {msg}"
     assert o.ref_names() or re.search(r"'[^']+'", msg), msg
@@ -231,29 +242,56 @@ def test_every_case_has_a_verdict() -> None:
 
 
 # -- regressions of the discrepancies the corpus found -----------------------------------------
-def test_forced_type_keeps_the_sections_kernel_target() -> None:
-    """``type xdp`` on ``fentry/<f>``: libbpf still resolves ``f`` in kernel BTF and passes
-    its id, which the kernel refuses for an XDP program (EINVAL); bpftool 7.1 crashes on
-    the way.  pyxdp dropped the target and loaded what libbpf refuses; now it refuses,
-    saying which of the three it is."""
+def test_forced_type_drops_the_handling_of_a_section_of_another_type() -> None:
+    """``type xdp`` on ``fentry/<f>``, ``fentry``, ``iter/...``: plain XDP programs, as libbpf
+    1.2+ loads them (1.1 crashes: see the module doc)."""
     s = load_object(OBJ / "btf_attach.o", prog_type="xdp")
-    assert {p.type for p in s.programs.values()} == {ProgType.XDP}
-    cases = {
-        "known_target": "program 'known_target' (section 'fentry/bpf_fentry_test1') attaches"
-                        " by kernel BTF to FUNC 'bpf_fentry_test1', which a xdp program cannot",
-        "missing_target": "program 'missing_target' (section 'fentry/pyxdp_no_such_function'):"
-                          " kernel has no FUNC 'pyxdp_no_such_function' to attach to",
-        "no_target": "program 'no_target' (section 'fentry'): no BTF-based attach target is"
-                     " specified",
-    }
-    for name, want in cases.items():
-        with pytest.raises(BtfError) as ei:
-            load_collection(s.only(name))
-        assert want in str(ei.value) and "forced to xdp" in str(ei.value), name
-    # sections that attach by no BTF target are unaffected by forcing
-    forced = load_object(OBJ / "multi.o", prog_type="xdp")
-    with load_collection(forced) as c:
-        assert set(c.programs) == set(forced.programs)
+    assert all((p.type, p.flags, p.attach_to) == (ProgType.XDP, 0, "")
+               for p in s.programs.values())
+    with load_collection(s) as c:
+        assert {n: p.test_run(bytes(64)).retval for n, p in c.programs.items()} == {
+            "known_target": 2, "missing_target": 2, "no_target": 2, "map_iter": 0}
+
+
+def test_forced_type_keeps_the_flags_of_a_section_of_the_same_type() -> None:
+    """``xdp.frags`` forced to ``xdp`` stays a frags program (libbpf keeps the section's
+    handler when the type does not change); pyxdp took the flags of the forced name and
+    dropped BPF_F_XDP_HAS_FRAGS.  And ``xdp`` forced to ``xdp.frags`` gains no frags."""
+    s = load_object(OBJ / "frags.o", prog_type="xdp")
+    assert s.programs["frags_prog"].flags == F_FRAGS
+    assert s.programs["devmap_prog"].flags == 0
+    assert {p.expected_attach_type for p in s.programs.values()} == {AttachType.XDP}
+    m = load_object(OBJ / "multi.o", prog_type="xdp.frags")
+    assert {p.flags for p in m.programs.values()} == {0}
+    sleepy = forced_kind(classify_section("fentry.s/f"), classify_section("fexit/f"))
+    assert (sleepy.flags, sleepy.expected_attach_type, sleepy.attach_to) == (
+        F_SLEEPABLE, AttachType.TRACE_FEXIT, "f")
+
+
+@pytest.mark.netns
+def test_forced_frags_flag_reaches_the_kernel() -> None:
+    """What the frags flag changes: native XDP on a veth whose peer has a 9000-byte MTU
+    takes only frags programs.  ``frags_prog`` forced to ``xdp`` attaches; an ``xdp``
+    program forced to ``xdp.frags`` is refused (it has no frags, as with bpftool)."""
+    from pyxdp import testbed, xdp
+    from pyxdp.xdp import XdpError
+
+    with testbed.pair(mtu=9000) as tb:
+        with load_collection(load_object(OBJ / "frags.o", prog_type="xdp")) as c:
+            att = tb.call("sink", xdp.attach, "veth1", c.programs["frags_prog"], "native")
+            tb.call("sink", att.detach)
+        plain = load_object(OBJ / "multi.o", prog_type="xdp.frags").only("first_pass")
+        with load_collection(plain) as c, pytest.raises(XdpError, match="(?i)mtu"):
+            tb.call("sink", xdp.attach, "veth1", c.programs["first_pass"], "native")
+
+
+def test_no_btf_attach_target_is_refused_before_the_kernel() -> None:
+    with pytest.raises(BtfError, match="program 'no_target' .section 'fentry'.: no BTF-based"
+                                       " attach target is specified"):
+        load_collection(load_object(OBJ / "btf_attach.o").only("no_target"))
+    with pytest.raises(BtfError, match="program 'missing_target' .section 'fentry/pyxdp_no"
+                                       "_such_function'.: kernel has no FUNC"):
+        load_collection(load_object(OBJ / "btf_attach.o").only("missing_target"))
 
 
 def test_iterator_attaches_to_the_bpf_iter_function() -> None:

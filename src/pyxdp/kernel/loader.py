@@ -349,9 +349,9 @@ def check_loadable(obj: ObjectSpec) -> None:
                 " Program.load(spec, attach_prog_fd=target, attach_btf_id=func_id))")
 
 
-# the program types whose section names a kernel BTF object to attach to (libbpf's
-# SEC_ATTACH_BTF sections: tp_btf/, fentry/, fexit/, fmod_ret/, lsm/, iter/, freplace/)
-_BTF_ATTACH_TYPES = frozenset({ProgType.TRACING, ProgType.LSM, ProgType.EXT})
+# the program types that attach by a kernel BTF id (libbpf's SEC_ATTACH_BTF sections:
+# tp_btf/, fentry/, fexit/, fmod_ret/, lsm/, iter/; freplace/ targets a program instead)
+_BTF_ATTACH_TYPES = frozenset({ProgType.TRACING, ProgType.LSM})
 # libbpf's btf_get_kernel_prefix_kind: attach type -> (name prefix, BTF kind) in vmlinux
 _KERNEL_PREFIX = {AttachType.TRACE_RAW_TP: ("btf_trace_", Kind.TYPEDEF),
                   AttachType.LSM_MAC: ("bpf_lsm_", Kind.FUNC),
@@ -359,23 +359,12 @@ _KERNEL_PREFIX = {AttachType.TRACE_RAW_TP: ("btf_trace_", Kind.TYPEDEF),
                   AttachType.TRACE_ITER: ("bpf_iter_", Kind.FUNC)}
 
 
-def _section_attach(prog: ProgramSpec) -> tuple[bool, str, bool]:
-    """(whether ``prog`` attaches by kernel BTF, the target named, whether its type was
-    forced away from the section's).  The section decides: like libbpf, forcing another
-    type (``prog_type='xdp'``, bpftool's ``type xdp``) keeps the section's attach target.
-    A spec built without such a section goes by its type and ``attach_to``."""
-    own = classify_section(prog.section)
-    if own.type in _BTF_ATTACH_TYPES:
-        return True, own.attach_to, own.type != prog.type
-    if prog.type in (ProgType.TRACING, ProgType.LSM) and prog.attach_to:
-        return True, prog.attach_to, False
-    return False, "", False
-
-
 def _needs_attach_lookup(prog: ProgramSpec) -> bool:
-    """Whether the attach target is looked up in vmlinux: for every BTF-attach program
-    except an EXT one (freplace targets a program; check_loadable refuses it)."""
-    return _section_attach(prog)[0] and prog.type != ProgType.EXT
+    """Whether ``prog`` attaches by a vmlinux BTF id: a TRACING/LSM program with a target,
+    or of a section that attaches by one (which must then name it)."""
+    if prog.type not in _BTF_ATTACH_TYPES:
+        return False
+    return bool(prog.attach_to) or classify_section(prog.section).type == prog.type
 
 
 def _type_name(t: ProgType | int) -> str:
@@ -383,37 +372,29 @@ def _type_name(t: ProgType | int) -> str:
 
 
 def _attach_btf_id(prog: ProgramSpec, vmlinux: Btf | None) -> int:
-    """The vmlinux BTF id the program's section attaches to (0 when it attaches by none).
+    """The vmlinux BTF id a tracing/LSM program attaches to (0 when it needs none).
 
     libbpf's rules: the target is what follows the section's ``/``, looked up with the
     prefix and kind of the program's expected attach type (``btf_trace_`` TYPEDEF for
     tp_btf, ``bpf_lsm_`` for LSM, ``bpf_iter_`` for iterators, the bare FUNC otherwise);
-    a BTF-attach section without a target, or a target the kernel lacks, is refused."""
+    such a section without a target, or a target the kernel lacks, is refused."""
     if not _needs_attach_lookup(prog):
         return 0
-    _, target, was_forced = _section_attach(prog)
-    forced = "" if not was_forced else (
-        f" (the program type was forced to {_type_name(prog.type)}; the section's attach"
-        " target still counts, as with libbpf)")
-    if not target:
+    if not prog.attach_to:
         raise BtfError(f"program {prog.name!r} (section {prog.section!r}): no BTF-based"
-                       f" attach target is specified{forced}")
+                       " attach target is specified (name it in the section, e.g."
+                       " fentry/<function>)")
     if vmlinux is None:
-        raise BtfError(f"program {prog.name!r} needs kernel BTF to find {target!r}")
+        raise BtfError(f"program {prog.name!r} needs kernel BTF to find {prog.attach_to!r}")
     at = prog.expected_attach_type
     if at is None and prog.type == ProgType.LSM:
         at = AttachType.LSM_MAC                    # a spec built by hand, without one
     prefix, kind = _KERNEL_PREFIX.get(at, ("", Kind.FUNC)) if at is not None else ("", Kind.FUNC)
-    name = prefix + target
+    name = prefix + prog.attach_to
     ids = vmlinux.find(name, kind)
     if not ids:
         raise BtfError(f"program {prog.name!r} (section {prog.section!r}): kernel has no"
-                       f" {kind.name} {name!r} to attach to{forced}")
-    if prog.type not in _BTF_ATTACH_TYPES:
-        # libbpf passes the id anyway and the kernel answers EINVAL: say why instead
-        raise BtfError(f"program {prog.name!r} (section {prog.section!r}) attaches by kernel"
-                       f" BTF to {kind.name} {name!r}, which a {_type_name(prog.type)} program"
-                       f" cannot{forced}; the kernel refuses attach_btf_id for it (EINVAL)")
+                       f" {kind.name} {name!r} to attach to")
     return ids[0]
 
 

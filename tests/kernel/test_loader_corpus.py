@@ -14,15 +14,18 @@ arguments.  Per case:
 * bpftool refuses it: pyxdp must refuse it with a :class:`~pyxdp.errors.PyxdpError` (never
   a bare OSError or another exception), and every program, map, extern or section libbpf's
   reason names must be named in pyxdp's message too; a pyxdp EPERM must be an EPERM for
-  libbpf as well.  This sandbox refuses fentry (TRACING) and freplace (EXT) program loads
-  and ARENA map creation with EPERM even for root: "both refuse with EPERM" counts as
-  agreement;
+  libbpf as well.  This sandbox refuses fentry programs (TRACING on a trampoline) and
+  ARENA map creation with EPERM even for root: "both refuse with EPERM" counts as
+  agreement (``btf_attach.o``); freplace (EXT) objects stop earlier, for want of a target
+  program, on both sides;
 * bpftool crashes (``btf_attach.o`` and ``freplace.o`` with ``type xdp``: libbpf 1.1 keeps
   a section's handler after ``bpf_program__set_type`` and dereferences a NULL vmlinux BTF
   resolving the attach target of ``fentry/...``/``freplace/...`` for an XDP program):
-  there is no verdict to compare.  libbpf 1.2 fixed this by dropping the section's
-  handling when the type changes, so every program loads as the forced type; pyxdp must
-  do exactly that (:func:`pyxdp.elf._object.forced_kind`).  The same rule makes
+  there is no verdict to compare.  libbpf 1.2 fixed it ("libbpf: disassociate section
+  handler on explicit bpf_program__set_type() call", because keeping it "could lead to
+  crashes"): when the type changes, the section's handling is dropped and every program
+  loads as the forced type; pyxdp must do exactly that
+  (:func:`pyxdp.elf._object.forced_kind`).  The same rule makes
   ``xdpdump_bpf.o`` with ``type xdp`` a verifier refusal of ``trace_on_entry`` in pyxdp,
   where libbpf 1.1 refuses the same program for its attach target first.
 

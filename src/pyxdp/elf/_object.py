@@ -162,7 +162,8 @@ def forced_kind(own: SectionKind, forced: SectionKind) -> SectionKind:
       ``xdp.frags`` does not gain them, as with bpftool;
     * the type changes: the section's handling is dropped (it no longer applies): no
       section flags, no attach target; ``fentry/f`` forced to ``xdp`` is a plain XDP
-      program.  (libbpf 1.1 kept the handler and crashes here, see the loader corpus.)
+      program.  (libbpf 1.1 kept the handler and crashes here; 1.2 dropped it:
+      "disassociate section handler on explicit bpf_program__set_type() call".)
     """
     if forced.type == own.type:
         return SectionKind(own.type, forced.expected_attach_type, own.flags, own.attach_to)

@@ -1,7 +1,7 @@
 /* Sections that attach by kernel BTF (libbpf's SEC_ATTACH_BTF): the target after the '/'
- * is looked up in vmlinux with the attach type's prefix (bpf_iter_ for iter/), and forcing
- * another program type (bpftool: type xdp) keeps that lookup.  The bodies touch no
- * context, so each also verifies as XDP. */
+ * is looked up in vmlinux with the attach type's prefix (bpf_iter_ for iter/); forcing
+ * another program type (bpftool: type xdp) drops the lookup, as libbpf 1.2+ does.  The
+ * bodies touch no context, so each also verifies as XDP. */
 #include "common.h"
 
 SEC("fentry/bpf_fentry_test1")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
-from pyxdp.kernel import Program
+from pyxdp.kernel import Map, Program
 
 
 @dataclass
@@ -21,6 +22,9 @@ class Reference:
     ok: bool
     stderr: str
     tags: dict[str, str]            # program name -> kernel tag (when ok)
+    returncode: int = 0             # bpftool's exit status; negative: killed by that signal
+    infos: dict[str, Any] = field(default_factory=dict)   # program name -> ProgInfo
+    map_infos: dict[str, Any] = field(default_factory=dict)   # map pin name -> MapInfo
 
     @property
     def reason(self) -> str:
@@ -41,12 +45,20 @@ def bpftool_loadall(obj_path: str, root: str, prog_type: str | None = None) -> R
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                        capture_output=True, text=True, timeout=120)
     tags: dict[str, str] = {}
+    infos: dict[str, Any] = {}
+    map_infos: dict[str, Any] = {}
     progs = os.path.join(root, "progs")
     try:
         if r.returncode == 0:
             for name in sorted(os.listdir(progs)):
                 with Program.from_pin(os.path.join(progs, name)) as p:
-                    tags[name] = p.tag
+                    infos[name] = p.info()
+                    tags[name] = infos[name].tag
+            for name in sorted(os.listdir(root)):           # pinmaps: every map, by name
+                path = os.path.join(root, name)
+                if not os.path.isdir(path):
+                    with Map.from_pin(path) as m:
+                        map_infos[name] = m.info()
     finally:
         for entry in os.listdir(root):
             path = os.path.join(root, entry)
@@ -54,4 +66,4 @@ def bpftool_loadall(obj_path: str, root: str, prog_type: str | None = None) -> R
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.unlink(path)
-    return Reference(r.returncode == 0, r.stderr, tags)
+    return Reference(r.returncode == 0, r.stderr, tags, r.returncode, infos, map_infos)

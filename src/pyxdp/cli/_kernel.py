@@ -16,7 +16,7 @@ import os
 import time
 from typing import Any
 
-from pyxdp.cli._render import add_json, kind, print_json, read_object, table
+from pyxdp.cli._render import add_json, kind, print_json, prog_type_arg, read_object, table
 from pyxdp.errors import BpfError, MapError, PyxdpError
 
 # pyxdp.kernel is imported inside the commands: `pyxdp load --help` should not pay for it
@@ -36,6 +36,10 @@ def register(subparsers: Any) -> None:
                         " from there")
     p.add_argument("--program", metavar="NAME",
                    help="load only this program (all maps are still created)")
+    p.add_argument("--type", metavar="TYPE", type=prog_type_arg, dest="prog_type",
+                   help="load every program as this type, whatever its ELF section says: a"
+                        " section name such as xdp, tc or cgroup_skb/ingress (bpftool prog"
+                        " loadall OBJ DIR type TYPE); for sections no table knows")
     add_json(p)
     p.set_defaults(func=cmd_load)
 
@@ -114,7 +118,7 @@ def _by_id(open_: Any, what: str, obj_id: int) -> Any:
 def cmd_load(args: argparse.Namespace) -> int:
     from pyxdp.kernel import load_collection, load_pinned
 
-    obj = read_object(args.object)
+    obj = read_object(args.object, args.prog_type)
     if args.program:
         obj = obj.only(args.program)
     coll = load_pinned(obj, args.pin) if args.pin else load_collection(obj)

@@ -62,17 +62,30 @@ def kind(value: Any) -> str:
     return value.name.lower() if hasattr(value, "name") else str(value)
 
 
-def read_object(path: str) -> Any:
+def prog_type_arg(text: str) -> str:
+    """argparse ``type=`` of a ``--type`` option: a section name the loader knows
+    (``xdp``, ``tc``, ``cgroup_skb/ingress``...), as bpftool's ``prog loadall ... type``."""
+    from pyxdp.abi import ProgType
+    from pyxdp.elf import classify_section, section_names
+
+    if classify_section(text).type == ProgType.UNSPEC:
+        raise argparse.ArgumentTypeError(
+            f"unknown program type {text!r} (a section name: {section_names()})")
+    return text
+
+
+def read_object(path: str, prog_type: str | None = None) -> Any:
     """The :class:`~pyxdp.spec.ObjectSpec` of the ELF file ``path``; its errors name the
-    file."""
+    file.  ``prog_type`` forces every program's type (``load_object(prog_type=)``)."""
     from pyxdp.elf import load_object
     from pyxdp.errors import ElfError
 
     try:
-        return load_object(path)
+        return load_object(path, prog_type=prog_type)
     except ElfError as e:
         msg = str(e)
         raise ElfError(msg if path in msg else f"{path}: {msg}") from None
 
 
-__all__ = ["UsageError", "add_json", "kind", "print_json", "read_object", "table"]
+__all__ = ["UsageError", "add_json", "kind", "print_json", "prog_type_arg", "read_object",
+           "table"]

@@ -51,8 +51,9 @@ def load_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview,
     What libbpf 1.x accepts is accepted, and only that, unless asked otherwise:
 
     * ``prog_type`` is a section name (``"xdp"``, ``"tc"``, ``"cgroup_skb/ingress"``...)
-      every program is classified as, whatever its own section says: bpftool's
-      ``prog loadall OBJ DIR type xdp``, for sections no table knows;
+      every program is loaded as, whatever its own section says: bpftool's ``prog loadall
+      OBJ DIR type xdp``, for sections no table knows (what a section's own flags and
+      attach target become: :func:`forced_kind`);
     * ``legacy`` reads libbpf 0.x conventions: the ``maps`` section (``struct
       bpf_map_def``) and bare-prefix section names (``xdp_prog`` as ``xdp``).
     """
@@ -133,7 +134,9 @@ def _load(data: bytes, path: str, obj_name: str, forced: SectionKind | None,
         sec = reader.sections[idx]
         if sec.name == ".text":
             continue
-        kind = forced or classify_section(sec.name, legacy)
+        kind = classify_section(sec.name, legacy)
+        if forced is not None:
+            kind = forced_kind(kind, forced)
         for f in funcs:
             if f.name in spec.programs:
                 raise ElfError(f"program {f.name!r} is defined twice")
@@ -147,6 +150,24 @@ def _load(data: bytes, path: str, obj_name: str, forced: SectionKind | None,
                 map_refs=linked.map_refs, func_info=fi, line_info=li, core_relos=co,
                 extern_refs=linked.extern_refs)
     return spec
+
+
+def forced_kind(own: SectionKind, forced: SectionKind) -> SectionKind:
+    """A program of section kind ``own`` loaded as ``forced`` (``prog_type=``), by
+    libbpf's rules for bpftool's ``type`` (libbpf 1.2+ ``bpf_program__set_type``):
+
+    * the type stays the section's: the section's handling stays (load flags such as XDP
+      frags or sleepable, the BTF attach target); only the expected attach type is the
+      forced one.  ``xdp.frags`` forced to ``xdp`` keeps frags; ``xdp`` forced to
+      ``xdp.frags`` does not gain them, as with bpftool;
+    * the type changes: the section's handling is dropped (it no longer applies): no
+      section flags, no attach target; ``fentry/f`` forced to ``xdp`` is a plain XDP
+      program.  (libbpf 1.1 kept the handler and crashes here; 1.2 dropped it:
+      "disassociate section handler on explicit bpf_program__set_type() call".)
+    """
+    if forced.type == own.type:
+        return SectionKind(own.type, forced.expected_attach_type, own.flags, own.attach_to)
+    return SectionKind(forced.type, forced.expected_attach_type, 0, "")
 
 
 def _section_size(reader: ElfReader, name: str) -> int | None:

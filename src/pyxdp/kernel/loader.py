@@ -27,12 +27,20 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pyxdp.abi import LIBBPF_PIN_BY_NAME, Cmd, MapType, ProgBindMapAttr, ProgType
+from pyxdp.abi import LIBBPF_PIN_BY_NAME, AttachType, Cmd, MapType, ProgBindMapAttr, ProgType
 from pyxdp.backend import Variable
 from pyxdp.btf import Btf, BtfFeatures, CoreResolver, Kind, apply_core_relocations, sanitize
 from pyxdp.btf import load_vmlinux as _load_vmlinux
-from pyxdp.elf import section_names
-from pyxdp.errors import BpfError, BtfError, ElfError, MapError, PyxdpError
+from pyxdp.elf import classify_section, section_names
+from pyxdp.errors import (
+    BpfError,
+    BtfError,
+    ElfError,
+    MapError,
+    NotSupportedError,
+    PyxdpError,
+    VerifierError,
+)
 from pyxdp.kernel._externs import kconfig_contents, patch_externs, resolve_ksyms
 from pyxdp.kernel._fd import Fd
 from pyxdp.kernel._map import BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, Map
@@ -317,6 +325,15 @@ def _named_map_error(name: str, spec: MapSpec, e: BpfError) -> BpfError:
     return BpfError(e.errno, e.command, what + (f": {detail}" if detail else ""))
 
 
+def _named_prog_error(name: str, prog: ProgramSpec, e: BpfError) -> BpfError:
+    """``e`` (a refusal that is not the verifier's: EPERM by a policy, E2BIG, ...) again,
+    saying which program of which section the kernel refused, as libbpf's "prog 'X':
+    failed to load" does."""
+    what = f"program {name!r} (section {prog.section!r}, type {_type_name(prog.type)})"
+    detail = getattr(e, "detail", "")
+    return BpfError(e.errno, e.command, what + (f": {detail}" if detail else ""))
+
+
 def check_loadable(obj: ObjectSpec) -> None:
     """Refuse, before anything is created, what libbpf refuses before loading: programs
     whose section says no type, and freplace programs without a program to replace."""
@@ -325,7 +342,8 @@ def check_loadable(obj: ObjectSpec) -> None:
             raise ElfError(
                 f"program {pname!r}: failed to guess program type from ELF section"
                 f" {p.section!r} (supported section names: {section_names()}); force one with"
-                f" load_object(path, prog_type='xdp') (bpftool: prog loadall ... type xdp)")
+                f" load_object(path, prog_type='xdp') (pyxdp load OBJ --type xdp; bpftool:"
+                " prog loadall ... type xdp)")
         if p.type == ProgType.EXT:
             raise ElfError(
                 f"program {pname!r} (section {p.section!r}): freplace needs the program it"
@@ -333,21 +351,52 @@ def check_loadable(obj: ObjectSpec) -> None:
                 " Program.load(spec, attach_prog_fd=target, attach_btf_id=func_id))")
 
 
+# the program types that attach by a kernel BTF id (libbpf's SEC_ATTACH_BTF sections:
+# tp_btf/, fentry/, fexit/, fmod_ret/, lsm/, iter/; freplace/ targets a program instead)
+_BTF_ATTACH_TYPES = frozenset({ProgType.TRACING, ProgType.LSM})
+# libbpf's btf_get_kernel_prefix_kind: attach type -> (name prefix, BTF kind) in vmlinux
+_KERNEL_PREFIX = {AttachType.TRACE_RAW_TP: ("btf_trace_", Kind.TYPEDEF),
+                  AttachType.LSM_MAC: ("bpf_lsm_", Kind.FUNC),
+                  AttachType.LSM_CGROUP: ("bpf_lsm_", Kind.FUNC),
+                  AttachType.TRACE_ITER: ("bpf_iter_", Kind.FUNC)}
+
+
+def _needs_attach_lookup(prog: ProgramSpec) -> bool:
+    """Whether ``prog`` attaches by a vmlinux BTF id: a TRACING/LSM program with a target,
+    or of a section that attaches by one (which must then name it)."""
+    if prog.type not in _BTF_ATTACH_TYPES:
+        return False
+    return bool(prog.attach_to) or classify_section(prog.section).type == prog.type
+
+
+def _type_name(t: ProgType | int) -> str:
+    return t.name.lower() if isinstance(t, ProgType) else str(t)
+
+
 def _attach_btf_id(prog: ProgramSpec, vmlinux: Btf | None) -> int:
-    """The vmlinux BTF id a tracing/LSM program attaches to (0 when not needed)."""
-    if prog.type not in (ProgType.TRACING, ProgType.LSM) or not prog.attach_to:
+    """The vmlinux BTF id a tracing/LSM program attaches to (0 when it needs none).
+
+    libbpf's rules: the target is what follows the section's ``/``, looked up with the
+    prefix and kind of the program's expected attach type (``btf_trace_`` TYPEDEF for
+    tp_btf, ``bpf_lsm_`` for LSM, ``bpf_iter_`` for iterators, the bare FUNC otherwise);
+    such a section without a target, or a target the kernel lacks, is refused."""
+    if not _needs_attach_lookup(prog):
         return 0
+    if not prog.attach_to:
+        raise BtfError(f"program {prog.name!r} (section {prog.section!r}): no BTF-based"
+                       " attach target is specified (name it in the section, e.g."
+                       " fentry/<function>)")
     if vmlinux is None:
         raise BtfError(f"program {prog.name!r} needs kernel BTF to find {prog.attach_to!r}")
-    if prog.section.startswith("tp_btf"):
-        name, kind = "btf_trace_" + prog.attach_to, Kind.TYPEDEF
-    elif prog.type == ProgType.LSM:
-        name, kind = "bpf_lsm_" + prog.attach_to, Kind.FUNC
-    else:
-        name, kind = prog.attach_to, Kind.FUNC
+    at = prog.expected_attach_type
+    if at is None and prog.type == ProgType.LSM:
+        at = AttachType.LSM_MAC                    # a spec built by hand, without one
+    prefix, kind = _KERNEL_PREFIX.get(at, ("", Kind.FUNC)) if at is not None else ("", Kind.FUNC)
+    name = prefix + prog.attach_to
     ids = vmlinux.find(name, kind)
     if not ids:
-        raise BtfError(f"program {prog.name!r}: kernel has no {kind.name} {name!r} to attach to")
+        raise BtfError(f"program {prog.name!r} (section {prog.section!r}): kernel has no"
+                       f" {kind.name} {name!r} to attach to")
     return ids[0]
 
 
@@ -383,8 +432,7 @@ def load_collection(obj: ObjectSpec, pin_path: str | None = None, *,
 def _needs_vmlinux(obj: ObjectSpec) -> bool:
     used = {n for p in obj.programs.values() for n in p.extern_refs.values()}
     return any(obj.externs[n].kind == "kfunc" or obj.externs[n].type_id for n in used) or any(
-        p.core_relos or (p.type in (ProgType.TRACING, ProgType.LSM) and p.attach_to)
-        for p in obj.programs.values())
+        p.core_relos or _needs_attach_lookup(p) for p in obj.programs.values())
 
 
 def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux: Btf | None,
@@ -432,10 +480,15 @@ def _load_into(coll: Collection, obj: ObjectSpec, pin_path: str | None, vmlinux:
             coll.core_results[pname] = apply_core_relocations(prog, resolver.local,
                                                               resolver.target, resolver)
         with_btf = coll.btf_fd is not None
-        coll.programs[pname] = Program.load(
-            prog, maps=coll.maps, btf_fd=coll.btf_fd if with_btf else None,
-            func_info=None if with_btf else [], line_info=None if with_btf else [],
-            attach_btf_id=_attach_btf_id(prog, vmlinux), log_level=log_level)
+        try:
+            coll.programs[pname] = Program.load(
+                prog, maps=coll.maps, btf_fd=coll.btf_fd if with_btf else None,
+                func_info=None if with_btf else [], line_info=None if with_btf else [],
+                attach_btf_id=_attach_btf_id(prog, vmlinux), log_level=log_level)
+        except (VerifierError, NotSupportedError):
+            raise             # they name the program and log line / the missing feature
+        except BpfError as e:
+            raise _named_prog_error(pname, prog, e) from e
         if ".rodata" in coll.maps and is_data_map(".rodata", obj.maps[".rodata"]):
             _bind_map(coll.programs[pname], coll.maps[".rodata"])
     for mname in slotted:

@@ -105,7 +105,7 @@ CASES = [
      "has no chain"),
     ("dump-snaplen", ["dump", "lo", "-s", "0"], False, 2, "--snaplen"),
     ("dump-count", ["dump", "lo", "-c", "0"], False, 2, "--count"),
-    ("dump-expression", ["dump", "lo", "udp", "port", "53"], False, 2, "not supported yet"),
+    ("dump-expression", ["dump", "lo", "port", "banana"], False, 1, "bad filter expression"),
     ("dump-no-chain", ["dump", "pyxdp-none0", "--state-root", "{d}/st"], True, 1,
      "has no chain"),
     ("no-command", ["frobnicate"], False, 2, "frobnicate"),

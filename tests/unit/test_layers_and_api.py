@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 PURE = ["pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf", "pyxdp.emu", "pyxdp.maps",
-        "pyxdp.chain", "pyxdp.spec", "pyxdp.packets", "pyxdp.compiler", "pyxdp.asm.conformance", "pyxdp.errors",
+        "pyxdp.chain", "pyxdp.cbpf", "pyxdp.spec", "pyxdp.packets", "pyxdp.compiler", "pyxdp.asm.conformance", "pyxdp.errors",
         "pyxdp.abi", "pyxdp.backend", "pyxdp.asm.programs"]
 # what a pure module may never import, at module level or inside a function
 NOT_PURE = ("pyxdp.kernel", "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "pyxdp.cli",
@@ -27,7 +27,7 @@ NOT_PURE = ("pyxdp.kernel", "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "p
 PUBLIC = ["pyxdp.abi", "pyxdp.backend", "pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf",
           "pyxdp.emu", "pyxdp.maps", "pyxdp.spec", "pyxdp.compiler", "pyxdp.kernel",
           "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "pyxdp.errors", "pyxdp.apps.filter",
-          "pyxdp.chain"]
+          "pyxdp.chain", "pyxdp.cbpf"]
 SNAPSHOT = Path(__file__).parent / "data" / "public_api.txt"
 SRC = Path(__file__).parent.parent.parent / "src"
 

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from pyxdp.cli._args import COUNT, SECONDS, int_range
-from pyxdp.cli._render import UsageError, add_json, print_json
+from pyxdp.cli._render import add_json, print_json
 
 
 def summary(data: bytes) -> str:
@@ -57,9 +57,14 @@ def cmd_dump(args: argparse.Namespace) -> int:
     from pyxdp.apps.chain import Chain, parse_capture, parse_verdicts
     from pyxdp.xdp import in_netns
 
-    if args.expression:
-        raise UsageError("filter expressions are not supported yet (the classic-BPF"
-                         " translator is not built): filter with --verdict, or in Wireshark")
+    match = None
+    if args.expression:         # tcpdump syntax, judged by libpcap on each captured packet
+        from pyxdp.cbpf.libpcap import compile_expression, offline_filter
+
+        cprog = compile_expression(" ".join(args.expression))
+
+        def match(data: bytes, length: int) -> bool:
+            return offline_filter(cprog, data, length) != 0
     roots = {k: v for k, v in (("pin_root", args.pin_root), ("state_root", args.state_root))
              if v}
     chain = in_netns(args.netns, lambda: Chain.open(args.iface, **roots))
@@ -90,6 +95,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
                 pkt = parse_capture(raw)
                 seen += 1
                 if want is not None and int(pkt.verdict) not in want:
+                    continue
+                if match is not None and not match(pkt.data, pkt.length):
                     continue
                 shown += 1
                 verdict = pkt.verdict.name
@@ -129,7 +136,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("dump")
     p.add_argument("iface")
-    p.add_argument("expression", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("expression", nargs="*", metavar="EXPRESSION",
+                   help="tcpdump filter expression (libpcap syntax) for what is shown")
     p.add_argument("-w", "--write", metavar="FILE", help="write pcapng here")
     p.add_argument("-c", "--count", type=COUNT, default=None, help="stop after N packets")
     p.add_argument("--duration", type=SECONDS, default=3600.0,

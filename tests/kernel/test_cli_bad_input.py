@@ -108,6 +108,8 @@ CASES = [
     ("dump-expression", ["dump", "lo", "port", "banana"], False, 1, "bad filter expression"),
     ("dump-no-chain", ["dump", "pyxdp-none0", "--state-root", "{d}/st"], True, 1,
      "has no chain"),
+    ("top-interval", ["top", "--interval", "0"], False, 2, "--interval"),
+    ("top-count", ["top", "--count", "-1"], False, 2, "--count"),
     ("no-command", ["frobnicate"], False, 2, "frobnicate"),
 ]
 

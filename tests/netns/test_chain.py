@@ -230,3 +230,28 @@ def test_dump_captures_verdicts_into_pcapng(env) -> None:
     # the dump is over: capture off, the plain generation back
     assert json.loads(state.read_text())["capture"] is None
     assert plain_root_insns() == before
+
+
+def test_top_shows_rates_and_stages(env) -> None:
+    """`pyxdp top --json` under traffic: the chain's root with packets/s and ns/packet from
+    the kernel's run statistics, and the stages in order with their program ids."""
+    tb, roots, pin_root, state_root = env
+    pyxdp("chain", "attach", "veth1", "--mode", "native", *roots)
+    pyxdp("chain", "add", "veth1", "first", OBJ, "--program", "stage_pass", "--priority",
+          "10", *roots)
+    pyxdp("chain", "add", "veth1", "last", OBJ, "--program", "stage_drop", "--priority", "30",
+          *roots)
+    t = threading.Thread(target=lambda: send(tb, 100_000_000, 4.0))
+    t.start()
+    try:
+        r = pyxdp("top", "--json", "--interval", "1", *roots)
+    finally:
+        t.join(timeout=30)
+    rows = [x for x in json.loads(r.stdout) if x["iface"] == "veth1"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["program"] == "pyxdp_root" and row["link_id"] > 0
+    assert row["pps"] > 1000 and row["ns_per_packet"] > 0
+    assert [s["name"].split()[0] for s in row["stages"]] == ["first", "last"]
+    assert all(s["prog_id"] for s in row["stages"])
+    assert "stage_drop" in row["stages"][1]["name"]

@@ -45,6 +45,8 @@ COMMANDS: dict[str, Command] = {
     "status": Command("_xdp", "which XDP programs run on which interfaces"),
     "filter": Command("_filter", "DDoS protection: drop by prefix, port, pattern, rate"),
     "chain": Command("_chain", "several XDP programs on one interface, changed atomically"),
+    "top": Command("_top", "a live view of every XDP program: packets/s, ns/packet, chain"
+                           " stages"),
     "dump": Command("_dump", "packets seen at XDP with their verdicts (line per packet or"
                              " pcapng)"),
     "compile": Command("_compile", "compile a Python XDP program (pyxdp dialect) to BPF"),

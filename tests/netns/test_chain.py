@@ -235,7 +235,7 @@ def test_dump_captures_verdicts_into_pcapng(env) -> None:
 def test_top_shows_rates_and_stages(env) -> None:
     """`pyxdp top --json` under traffic: the chain's root with packets/s and ns/packet from
     the kernel's run statistics, and the stages in order with their program ids."""
-    tb, roots, pin_root, state_root = env
+    tb, roots, _pin_root, _state_root = env
     pyxdp("chain", "attach", "veth1", "--mode", "native", *roots)
     pyxdp("chain", "add", "veth1", "first", OBJ, "--program", "stage_pass", "--priority",
           "10", *roots)

@@ -242,3 +242,35 @@ def test_expected_attach_type_survives_a_load_without_btf(stages_obj) -> None:
                     pa[1] = coll2.programs["stage_pass"]
     finally:
         pa.close()
+
+
+def test_capture_records_every_final_verdict_and_samples(backend, stages_obj) -> None:
+    """The capture generation writes one record per packet with the verdict that ended the
+    chain (whichever stage ended it, or the end of the chain), the ingress ifindex, the
+    frame's length and its first bytes; with 1-in-4 sampling about a quarter."""
+    import struct
+
+    from pyxdp.chain import CAPTURE_MAP, Capture, capture_map_spec
+
+    ring = backend.create_map(capture_map_spec(1 << 20))
+    try:
+        st = make(stages_obj, ["stage_pass", "stage_drop"])
+        with build(backend, st, capture=Capture(CAPTURE_MAP, snaplen=32), ring=ring) as gen:
+            f = frame()
+            assert gen.root_program.run_packet(f, ingress_ifindex=1).verdict == XdpAction.DROP
+            (rec,) = ring.drain()
+            verdict, ifindex, length, caplen = struct.unpack_from("<IIII", rec)
+            assert (verdict, ifindex, length, caplen) == (1, 1, len(f), 32)
+            assert rec[24:56] == f[:32]
+        with build(backend, make(stages_obj, ["stage_pass"]),
+                   capture=Capture(CAPTURE_MAP, snaplen=16, sample=4), ring=ring) as gen:
+            for _ in range(800):
+                gen.root_program.run_packet(frame())
+            n = len(ring.drain())
+            assert 120 <= n <= 280, n          # 200 expected; binomial sd ~12
+        with pytest.raises(ChainError, match="power of two"):
+            Capture(CAPTURE_MAP, sample=3)
+    finally:
+        close = getattr(ring, "close", None)
+        if close:
+            close()

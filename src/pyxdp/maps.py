@@ -337,6 +337,11 @@ class MapBase(ABC):
         raw = self._lookup(self.encode_key(key))
         return default if raw is None else self.decode_value(raw)
 
+    def lookup_raw(self, key: Any) -> bytes | None:
+        """The value's bytes as the map holds them (per-CPU maps: every CPU's, padded to 8
+        bytes each), or None when ``key`` is missing; no value codec involved."""
+        return self._lookup(self.encode_key(key))
+
     def update(self, key: Any, value: Any, flags: int = UpdateFlags.ANY) -> None:
         self._update(self.encode_key(key), self.encode_value(value), int(flags))
 

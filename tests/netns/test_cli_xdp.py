@@ -243,3 +243,60 @@ def test_generic_detach_refuses_an_apps_link(bed, tmp_path) -> None:
         pyxdp("filter", "detach", "veth1", "--force", *app)
         import shutil
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_status_reads_a_libxdp_dispatcher(bed) -> None:
+    """A libxdp v2 dispatcher (Debian's xdp-dispatcher.o, configured as xdp-loader would
+    for two programs) on the interface, its components pinned where libxdp pins them:
+    `pyxdp status` shows the run priorities, the chain-call actions and the components.
+    (Attaching components needs freplace, which this kernel's policy may refuse, so the
+    components are pinned beside it rather than freplace-attached.)"""
+    import secrets
+    import shutil
+    import struct
+
+    from pyxdp.elf import load_object, set_variable
+    from pyxdp.kernel import load_collection
+    from pyxdp.xdp._libxdp import CONFIG, DISPATCHER_MAGIC
+
+    path = "/usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o"
+    if not os.path.exists(path):
+        pytest.fail(f"{path} missing: scripts/install.sh installs xdp-tools (libxdp1)")
+    spec = load_object(path)
+    pass_mask = 1 << 2
+    conf = CONFIG.pack(DISPATCHER_MAGIC, 2, 2, 0, *([pass_mask, pass_mask] + [0] * 8),
+                       *([10, 20] + [0] * 8), *([0] * 10))
+    set_variable(spec, "conf", conf)
+    root = f"/sys/fs/bpf/pyxdpt-{secrets.token_hex(4)}/xdp"
+    stages = load_object(os.path.join(DROP_OBJ, "chain_stages.o"))
+
+    def run() -> dict:
+        with load_collection(spec) as disp, load_collection(stages) as comps:
+            att = xdp.attach("veth1", disp.programs["xdp_dispatcher"], "generic",
+                             use_link=False)
+            try:
+                ifindex = xdp.ifindex_of("veth1")
+                pin_dir = os.path.join(root, f"dispatch-{ifindex}-"
+                                       f"{disp.programs['xdp_dispatcher'].id}")
+                os.makedirs(pin_dir)
+                comps.programs["stage_pass"].pin(os.path.join(pin_dir, "prog0-prog"))
+                comps.programs["stage_drop"].pin(os.path.join(pin_dir, "prog1-prog"))
+                r = pyxdp("status", "veth1", "--json", "--libxdp-root", root)
+                assert r.returncode == 0, r.stderr
+                text = pyxdp("status", "veth1", "--libxdp-root", root).stdout
+                return {"doc": json.loads(r.stdout), "text": text}
+            finally:
+                att.detach()
+
+    try:
+        got = bed.call("sink", run)
+    finally:
+        shutil.rmtree(os.path.dirname(root), ignore_errors=True)
+    (row,) = got["doc"]
+    (a,) = row["attachments"]
+    assert a["dispatcher"] and a["libxdp"]["version"] == 2
+    comps = a["libxdp"]["components"]
+    assert [(c["slot"], c["run_prio"], c["prog_name"]) for c in comps] == [
+        (0, 10, "stage_pass"), (1, 20, "stage_drop")]
+    assert all(c["chain_call_actions"] == ["pass"] for c in comps)
+    assert "prio 10: stage_pass (continues on pass)" in got["text"]

@@ -59,9 +59,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         out = []
         for name in names:
             st = xdp.status(name)
+            atts = []
+            for a in st.attachments:
+                d = _attachment_dict(a)
+                if a.is_dispatcher:
+                    ds = xdp.dispatcher_state(st.ifindex, a.prog_id, args.libxdp_root)
+                    d["libxdp"] = ds.as_dict() if ds is not None else None
+                atts.append(d)
             out.append({
                 "ifname": st.ifname, "ifindex": st.ifindex, "mtu": st.mtu, "kind": st.kind,
-                "attachments": [_attachment_dict(a) for a in st.attachments],
+                "attachments": atts,
                 "warnings": [w for a in st.attachments for w in xdp.redirect_warnings(a)],
             })
         return out
@@ -82,6 +89,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             held = f"link {a['link_id']}" if a["link_id"] else "netlink"
             name = a["prog_name"] + (" [libxdp dispatcher]" if a["dispatcher"] else "")
             lines.append([*head, a["mode"], name, a["prog_id"], held])
+            for c in (a.get("libxdp") or {}).get("components", []):
+                lines.append(["", "", "", "", "", f"  └ prio {c['run_prio']}:"
+                              f" {c['prog_name'] or '?'} (continues on"
+                              f" {','.join(c['chain_call_actions']) or 'nothing'})",
+                              c["prog_id"] or "-", f"slot {c['slot']}"])
     table(["interface", "ifindex", "kind", "mtu", "mode", "program", "id", "held by"], lines,
           right={"ifindex", "mtu", "id"})
     for r in rows:
@@ -119,5 +131,6 @@ def register(sub: Any) -> None:
     p = sub.add_parser("status")
     p.add_argument("iface", nargs="?")
     p.add_argument("--netns", default=None, help="act inside this `ip netns` namespace")
+    p.add_argument("--libxdp-root", default=xdp.LIBXDP_ROOT, help=argparse.SUPPRESS)
     add_json(p)
     p.set_defaults(func=cmd_status)

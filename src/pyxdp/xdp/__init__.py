@@ -420,6 +420,11 @@ def detach(iface: str | int, mode: str | AttachMode | None = None) -> list[Attac
     return done
 
 
+from pyxdp.xdp._libxdp import (  # noqa: E402
+    LIBXDP_ROOT,
+    DispatcherState,
+    dispatcher_state,
+)
 from pyxdp.xdp._pinned import (  # noqa: E402  (needs the names above)
     PIN_ROOT,
     PinnedAttachment,
@@ -429,7 +434,8 @@ from pyxdp.xdp._pinned import (  # noqa: E402  (needs the names above)
     pin_dir,
 )
 
-__all__ = ["AMBIGUOUS_LINK", "PIN_ROOT", "AttachMode", "Attachment", "PinnedAttachment",
+__all__ = ["AMBIGUOUS_LINK", "LIBXDP_ROOT", "PIN_ROOT", "DispatcherState",
+           "dispatcher_state", "AttachMode", "Attachment", "PinnedAttachment",
            "XdpAttachment", "XdpError", "XdpStatus", "app_owner", "attach", "attach_pinned",
            "detach", "detach_pinned", "ifindex_of", "in_netns", "pin_dir", "redirect_warnings",
            "status"]

@@ -253,7 +253,6 @@ def test_status_reads_a_libxdp_dispatcher(bed) -> None:
     components are pinned beside it rather than freplace-attached.)"""
     import secrets
     import shutil
-    import struct
 
     from pyxdp.elf import load_object, set_variable
     from pyxdp.kernel import load_collection

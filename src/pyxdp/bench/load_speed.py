@@ -7,6 +7,10 @@ Run as root: ``python -m pyxdp.bench.load_speed [--rounds N]``.  For every xdp-t
   timed from parsing to the last program loaded; the collection is closed after each run.
 * **pyxdp cold**: the same in a fresh ``python -c`` subprocess, wall time including
   interpreter start-up and imports: what a one-shot tool pays.
+* **CO-RE rows** (``tests/data/obj/core.o``, 5 relocations, and ``core_many.o``, 40):
+  cold processes only, since each must read the kernel's BTF: bpftool, pyxdp with its BTF
+  index cache warm, pyxdp with the cache off, and the bare interpreter start-up with the
+  imports, which is subtracted from each pyxdp run of the same round.
 * **bpftool**: ``bpftool prog loadall OBJ DIR [type xdp] pinmaps DIR`` as a subprocess,
   wall time (process start, libbpf's feature probes, parse, load, pin); its pins are
   removed after every run, so each run creates fresh maps like pyxdp does.
@@ -119,10 +123,91 @@ def time_pyxdp(path: str) -> float:
     return dt
 
 
-def time_cold(path: str) -> float:
+def time_cold(path: str, env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", COLD, path], check=True)
+    subprocess.run([sys.executable, "-c", COLD, path], check=True,
+                   env=None if env is None else {**os.environ, **env})
     return time.perf_counter() - t0
+
+
+STARTUP = "from pyxdp.elf import load_object; from pyxdp.kernel import load_collection"
+
+
+def time_startup() -> float:
+    """Interpreter start-up plus the imports a load needs, and nothing else."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", STARTUP], check=True)
+    return time.perf_counter() - t0
+
+
+CORE_OBJECTS = ("core.o", "core_many.o")
+
+
+def core_objects() -> list[str]:
+    """The CO-RE test objects of the checkout (relocations against vmlinux BTF)."""
+    root = Path(__file__).resolve().parents[3] / "tests" / "data" / "obj"
+    return [str(root / n) for n in CORE_OBJECTS if (root / n).exists()]
+
+
+def measure_core(r: Report, rounds: int, log: Callable[[str], None]) -> None:
+    """CO-RE rows: cold processes only (each parses the kernel's BTF afresh), bpftool vs
+    pyxdp with its BTF index cache warm and with the cache off, and the bare start-up."""
+    import tempfile
+
+    from pyxdp.elf import load_object as _lo
+
+    objs = core_objects()
+    if not objs:
+        r.notes.append("CO-RE rows: tests/data/obj/core*.o not found (run from a checkout)")
+        return
+    cache = tempfile.mkdtemp(prefix="pyxdp-btf-cache-")
+    rows = []
+    try:
+        for path in objs:
+            name = Path(path).name
+            relos = sum(len(p.core_relos) for p in _lo(path).programs.values())
+            cmd = bpftool_cmd(path)
+            time_bpftool(cmd)
+            time_cold(path, {"PYXDP_CACHE_DIR": cache})       # fills the cache
+            got = alternate({
+                "bpftool": partial(ms, time_bpftool, cmd),
+                "cached": partial(ms, lambda p: time_cold(p, {"PYXDP_CACHE_DIR": cache}),
+                                  path),
+                "uncached": partial(ms, lambda p: time_cold(p, {"PYXDP_CACHE_DIR": "off"}),
+                                    path),
+                "startup": partial(ms, lambda _p: time_startup(), path)}, rounds, warmup=1)
+            bt = r.side(f"{name} CO-RE bpftool", got["bpftool"], "ms", LOWER)
+            su = r.side(f"{name} CO-RE python start-up", got["startup"], "ms", LOWER)
+            net = {}
+            for side in ("cached", "uncached"):
+                r.side(f"{name} CO-RE pyxdp cold {side}", got[side], "ms", LOWER)
+                # excluding start-up: per round, this run minus the same round's start-up
+                ex = [a - b for a, b in zip(got[side], got["startup"], strict=True)]
+                net[side] = r.side(f"{name} CO-RE pyxdp {side} excl. start-up", ex, "ms",
+                                   LOWER)
+                r.compare(f"{name} (CO-RE, {relos} relocations), {side}, excl. start-up",
+                          f"{name} CO-RE pyxdp {side} excl. start-up", f"{name} CO-RE bpftool",
+                          a_label=f"pyxdp {side}", b_label="bpftool")
+            c = net["cached"].median / bt.median
+            u = net["uncached"].median / bt.median
+            rows.append([f"{name} ({relos})", f"{bt.median:.1f} ({bt.min:.1f}-{bt.max:.1f})",
+                         f"{su.median:.0f}",
+                         f"{net['cached'].median:.1f} ({net['cached'].min:.1f}-"
+                         f"{net['cached'].max:.1f})", f"{c:.2f}",
+                         f"{net['uncached'].median:.1f}", f"{u:.2f}"])
+            log(f"{name:26s} CO-RE bpftool {bt.median:.1f} ms, pyxdp cached"
+                f" {net['cached'].median:.1f} ms (x{c:.2f}), uncached"
+                f" {net['uncached'].median:.1f} ms (x{u:.2f}),"
+                f" start-up {su.median:.0f} ms")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    r.table("CO-RE objects, cold processes (ms, median (min-max))",
+            ["object (relocations)", "bpftool", "python start-up + imports",
+             "pyxdp, BTF index cached (excl. start-up)", "cached/bpftool",
+             "pyxdp, no cache (excl. start-up)", "no cache/bpftool"], rows,
+            "Every pyxdp run is a fresh process that reads /sys/kernel/btf/vmlinux; its"
+            " start-up (interpreter and imports, measured alone in the same rounds) is"
+            " subtracted round by round.  Aim: <= 3x bpftool.")
 
 
 def ms(fn: Callable[[Any], float], arg: Any) -> float:
@@ -178,6 +263,8 @@ def measure(rounds: int, log: Callable[[str], None] = stderr_log) -> Report:
                      f"{cold.median:.1f}", f"{cc.ratio:.2f}"])
         log(f"{name:26s} bpftool {bt.median:7.2f} ms   pyxdp {py.median:7.2f} ms"
             f" (x{c.ratio:.2f}, {c.short()})   cold {cold.median:7.1f} ms (x{cc.ratio:.2f})")
+    clean_bpffs()
+    measure_core(r, rounds, log)
     clean_bpffs()
     summary = {"geomean_ratio_median": geomean(ratios),
                "geomean_ratio_best": geomean(best_ratios),

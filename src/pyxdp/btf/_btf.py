@@ -57,6 +57,7 @@ class Btf:
         own = types or []
         self.types: list[BtfType] = (list(base.types) if base else [VOID]) + own
         self._by_name: dict[str, list[int]] | None = None
+        self._flavours: dict[str, list[int]] | None = None
 
     # -- parsing -----------------------------------------------------------------------------
     @classmethod
@@ -135,6 +136,21 @@ class Btf:
     def invalidate(self) -> None:
         """Forget the name index (call after renaming or adding types)."""
         self._by_name = None
+        self._flavours = None
+
+    def flavours(self, name: str) -> list[int]:
+        """Ids of the types named ``name___<flavour>`` (CO-RE's flavoured names)."""
+        if getattr(self, "_flavours", None) is None:
+            idx: dict[str, list[int]] = {}
+            for n, ids in self._names().items():
+                cut = n.find("___")
+                if cut > 0:
+                    idx.setdefault(n[:cut], []).extend(ids)
+            for ids in idx.values():
+                ids.sort()
+            self._flavours = idx
+        assert self._flavours is not None
+        return self._flavours.get(name, [])
 
     def find(self, name: str, kind: Kind | None = None) -> list[int]:
         """Ids of types called ``name`` (of ``kind`` when given)."""
@@ -151,7 +167,7 @@ class Btf:
     def add(self, t: BtfType) -> int:
         """Append a type, returning its id."""
         self.types.append(t)
-        self._by_name = None
+        self.invalidate()
         return len(self.types) - 1
 
     def skip_modifiers(self, type_id: int, typedefs: bool = True) -> int:
@@ -231,76 +247,101 @@ class Btf:
         return f"<Btf {len(self.types) - self.start_id} types" + (" split>" if self.base else ">")
 
 
+class _Layouts:
+    """The struct layouts one byte order needs, made once per parse."""
+
+    def __init__(self, e: str) -> None:
+        self.hdr = struct.Struct(e + "III")
+        self.u32 = struct.Struct(e + "I")
+        self.three = struct.Struct(e + "III")
+        self.two = struct.Struct(e + "II")
+
+
 def _parse_types(raw: bytes, e: str, strings: StringTable) -> Iterator[BtfType]:
     pos, n = 0, len(raw)
-    hdr = struct.Struct(e + "III")
-    u32 = struct.Struct(e + "I")
-    three = struct.Struct(e + "III")
-    two = struct.Struct(e + "II")
+    lay = _Layouts(e)
     while pos < n:
-        if pos + 12 > n:
-            raise BtfError(f"type at byte {pos} truncated")
-        name_off, info, size_type = hdr.unpack_from(raw, pos)
-        start = pos
-        pos += 12
-        vlen = info & 0xFFFF
-        try:
-            kind = Kind((info >> 24) & 0x1F)
-        except ValueError:
-            raise BtfError(f"type at byte {start} has unknown kind {(info >> 24) & 0x1F}") from None
-        if kind == Kind.UNKN:
-            raise BtfError(f"type at byte {start} has kind 0 (UNKN)")
-        need = _EXTRA.get(kind, 0) + _PER_VLEN.get(kind, 0) * vlen
-        if pos + need > n:
-            raise BtfError(f"{kind.name} type at byte {start} needs {need} more bytes"
-                           f" (vlen {vlen}) but only {n - pos} remain")
-        t = BtfType(kind, strings.get(name_off), kind_flag=bool(info >> 31), name_off=name_off)
-        if kind in SIZED:
-            t.size = size_type
-        else:
-            t.type = size_type
-        if kind == Kind.INT:
-            (v,) = u32.unpack_from(raw, pos)
-            t.encoding, t.int_offset, t.bits = (v >> 24) & 0xF, (v >> 16) & 0xFF, v & 0xFF
-        elif kind == Kind.ARRAY:
-            t.elem_type, t.index_type, t.nelems = three.unpack_from(raw, pos)
-        elif kind in (Kind.STRUCT, Kind.UNION):
-            for i in range(vlen):
-                mn, mt, mo = three.unpack_from(raw, pos + 12 * i)
-                if t.kind_flag:
-                    t.members.append(Member(strings.get(mn), mt, mo & 0xFFFFFF, mo >> 24))
-                else:
-                    t.members.append(Member(strings.get(mn), mt, mo))
-        elif kind == Kind.ENUM:
-            for i in range(vlen):
-                vn, vv = two.unpack_from(raw, pos + 8 * i)
-                if t.kind_flag and vv >= 1 << 31:
-                    vv -= 1 << 32
-                t.values.append(EnumValue(strings.get(vn), vv))
-        elif kind == Kind.ENUM64:
-            for i in range(vlen):
-                vn, lo, hi = three.unpack_from(raw, pos + 12 * i)
-                vv = lo | hi << 32
-                if t.kind_flag and vv >= 1 << 63:
-                    vv -= 1 << 64
-                t.values.append(EnumValue(strings.get(vn), vv))
-        elif kind == Kind.FUNC_PROTO:
-            for i in range(vlen):
-                pn, pt = two.unpack_from(raw, pos + 8 * i)
-                t.params.append(Param(strings.get(pn), pt))
-        elif kind == Kind.DATASEC:
-            t.secinfos = [VarSecinfo(*three.unpack_from(raw, pos + 12 * i)) for i in range(vlen)]
-        elif kind == Kind.VAR:
-            (t.linkage,) = u32.unpack_from(raw, pos)
-        elif kind == Kind.DECL_TAG:
-            (ci,) = u32.unpack_from(raw, pos)
-            t.component_idx = ci - (1 << 32) if ci >= 1 << 31 else ci
-        elif kind == Kind.FUNC:
-            t.linkage = vlen
-        elif vlen:
-            raise BtfError(f"{kind.name} type at byte {start} has vlen {vlen}, expected 0")
-        pos += need
+        t, pos = _parse_one(raw, pos, lay, strings)
         yield t
+
+
+def _type_len(raw: bytes, pos: int, lay: _Layouts) -> tuple[int, int, int]:
+    """``(kind, name_off, length in bytes)`` of the type at ``pos``, checked against the
+    bytes that remain."""
+    n = len(raw)
+    if pos + 12 > n:
+        raise BtfError(f"type at byte {pos} truncated")
+    name_off, info, _ = lay.hdr.unpack_from(raw, pos)
+    k = (info >> 24) & 0x1F
+    try:
+        kind = Kind(k)
+    except ValueError:
+        raise BtfError(f"type at byte {pos} has unknown kind {k}") from None
+    if kind == Kind.UNKN:
+        raise BtfError(f"type at byte {pos} has kind 0 (UNKN)")
+    need = _EXTRA.get(kind, 0) + _PER_VLEN.get(kind, 0) * (info & 0xFFFF)
+    if pos + 12 + need > n:
+        raise BtfError(f"{kind.name} type at byte {pos} needs {need} more bytes"
+                       f" (vlen {info & 0xFFFF}) but only {n - pos - 12} remain")
+    return k, name_off, 12 + need
+
+
+def _parse_one(raw: bytes, pos: int, lay: _Layouts, strings: StringTable
+               ) -> tuple[BtfType, int]:
+    """The type at byte ``pos`` and the position after it."""
+    _, _, length = _type_len(raw, pos, lay)
+    name_off, info, size_type = lay.hdr.unpack_from(raw, pos)
+    start = pos
+    pos += 12
+    vlen = info & 0xFFFF
+    kind = Kind((info >> 24) & 0x1F)
+    three, two, u32 = lay.three, lay.two, lay.u32
+    t = BtfType(kind, strings.get(name_off), kind_flag=bool(info >> 31), name_off=name_off)
+    if kind in SIZED:
+        t.size = size_type
+    else:
+        t.type = size_type
+    if kind == Kind.INT:
+        (v,) = u32.unpack_from(raw, pos)
+        t.encoding, t.int_offset, t.bits = (v >> 24) & 0xF, (v >> 16) & 0xFF, v & 0xFF
+    elif kind == Kind.ARRAY:
+        t.elem_type, t.index_type, t.nelems = three.unpack_from(raw, pos)
+    elif kind in (Kind.STRUCT, Kind.UNION):
+        for i in range(vlen):
+            mn, mt, mo = three.unpack_from(raw, pos + 12 * i)
+            if t.kind_flag:
+                t.members.append(Member(strings.get(mn), mt, mo & 0xFFFFFF, mo >> 24))
+            else:
+                t.members.append(Member(strings.get(mn), mt, mo))
+    elif kind == Kind.ENUM:
+        for i in range(vlen):
+            vn, vv = two.unpack_from(raw, pos + 8 * i)
+            if t.kind_flag and vv >= 1 << 31:
+                vv -= 1 << 32
+            t.values.append(EnumValue(strings.get(vn), vv))
+    elif kind == Kind.ENUM64:
+        for i in range(vlen):
+            vn, lo, hi = three.unpack_from(raw, pos + 12 * i)
+            vv = lo | hi << 32
+            if t.kind_flag and vv >= 1 << 63:
+                vv -= 1 << 64
+            t.values.append(EnumValue(strings.get(vn), vv))
+    elif kind == Kind.FUNC_PROTO:
+        for i in range(vlen):
+            pn, pt = two.unpack_from(raw, pos + 8 * i)
+            t.params.append(Param(strings.get(pn), pt))
+    elif kind == Kind.DATASEC:
+        t.secinfos = [VarSecinfo(*three.unpack_from(raw, pos + 12 * i)) for i in range(vlen)]
+    elif kind == Kind.VAR:
+        (t.linkage,) = u32.unpack_from(raw, pos)
+    elif kind == Kind.DECL_TAG:
+        (ci,) = u32.unpack_from(raw, pos)
+        t.component_idx = ci - (1 << 32) if ci >= 1 << 31 else ci
+    elif kind == Kind.FUNC:
+        t.linkage = vlen
+    elif vlen:
+        raise BtfError(f"{kind.name} type at byte {start} has vlen {vlen}, expected 0")
+    return t, start + length
 
 
 def _encode_type(t: BtfType, e: str, s: StringTable) -> bytes:

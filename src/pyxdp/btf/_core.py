@@ -271,8 +271,8 @@ class CoreResolver:
             for cid in self.target.find(name):
                 if _kinds_compat(self.target.types[cid].kind, lt.kind):
                     ids.append(cid)
-            for tid, t in enumerate(self.target.types):   # flavoured target names are rare
-                if t.name.startswith(name + "___") and _kinds_compat(t.kind, lt.kind):
+            for tid in self.target.flavours(name):      # name___flavour in the target
+                if _kinds_compat(self.target.types[tid].kind, lt.kind):
                     ids.append(tid)
             self._cands[local_id] = ids
         return self._cands[local_id]

@@ -53,7 +53,7 @@ class Ring:
     views of the shared indexes.
     """
 
-    def __init__(self, fd: int, pgoff: int, offsets: tuple[int, int, int, int], size: int,
+    def __init__(self, fd: int, pgoff: int, offsets: tuple[int, ...], size: int,
                  entry: int, name: str) -> None:
         prod, cons, desc, flags = offsets
         self.name = name
@@ -68,7 +68,8 @@ class Ring:
         self.flags = mv[flags:flags + 4].cast("I")
         self.raw = mv[desc:desc + size * entry]
         self.words = self.raw.cast("Q")
-        self._views = (mv, self.producer, self.consumer, self.flags, self.raw, self.words)
+        self._views: tuple[memoryview, ...] = (mv, self.producer, self.consumer, self.flags,
+                                                self.raw, self.words)
 
     @property
     def need_wakeup(self) -> bool:

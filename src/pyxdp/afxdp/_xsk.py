@@ -81,13 +81,13 @@ def _new_socket() -> socket.socket:
                        ) from e
 
 
-def _offsets(sock: socket.socket) -> dict[str, tuple[int, int, int, int]]:
+def _offsets(sock: socket.socket) -> dict[str, tuple[int, ...]]:
     raw = sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, 128)
     if len(raw) < 128:
         raise XskError(f"XDP_MMAP_OFFSETS returned {len(raw)} bytes: kernel too old (< 5.4,"
                        " no flags word)")
     w = struct.unpack("=16Q", raw)
-    return {"rx": w[0:4], "tx": w[4:8], "fill": w[8:12], "comp": w[12:16]}  # type: ignore
+    return {"rx": w[0:4], "tx": w[4:8], "fill": w[8:12], "comp": w[12:16]}
 
 
 def _ring_size(sock: socket.socket, opt: int, size: int, name: str) -> None:
@@ -174,9 +174,14 @@ class Umem:
         return got
 
     def _release_area(self) -> None:
-        self.buf.release()
+        # Frames (memoryview slices, numpy views) may outlive the UMEM in user code: then
+        # the mapping goes when the last of them does, instead of failing the close.
         del self._anchor
-        self.area.close()
+        try:
+            self.buf.release()
+            self.area.close()
+        except BufferError:
+            pass
 
     def close(self) -> None:
         """Close every socket on this UMEM, then the area."""
@@ -271,8 +276,16 @@ class XskSocket:
             assert u.sock is not None
             sock = u.sock
         else:
+            # a socket sharing a UMEM takes mode and need_wakeup from the UMEM's first
+            # socket: the kernel refuses XDP_COPY/ZEROCOPY/USE_NEED_WAKEUP with SHARED_UMEM
+            assert u.owner is not None
+            if mode != "auto" and mode != u.owner.mode:
+                raise XskError(f"this UMEM is in {u.owner.mode} mode (its first socket,"
+                               f" {u.owner.iface} queue {u.owner.queue}); a socket sharing it"
+                               f" cannot be {mode}")
+            self.need_wakeup_bound = u.owner.need_wakeup_bound
             sock = _new_socket()
-            flags |= XDP_SHARED_UMEM
+            flags = XDP_SHARED_UMEM
             shared_fd = u.fd
         self.sock = sock
         self._own_fill = False
@@ -394,13 +407,20 @@ class XskSocket:
 
     # -- waking the kernel ----------------------------------------------------------------
     def kick_tx(self) -> None:
-        """sendto(): the kernel transmits what the tx ring holds (copy mode needs it always)."""
-        try:
-            self.sock.send(b"", socket.MSG_DONTWAIT)
-        except OSError as e:
-            if e.errno not in _KICK_OK:
-                raise XskError(f"TX kick on {self.iface} queue {self.queue}: {e.strerror}",
-                               e.errno or errno.EIO) from e
+        """sendto() until the kernel has taken what the tx ring holds: in copy mode each call
+        transmits at most 32 frames (TX_BATCH_SIZE in net/xdp/xsk.c)."""
+        tx = self.tx
+        for _ in range(tx.pending() // 32 + 1):
+            try:
+                self.sock.send(b"", socket.MSG_DONTWAIT)
+            except OSError as e:
+                if e.errno not in _KICK_OK:
+                    raise XskError(f"TX kick on {self.iface} queue {self.queue}: {e.strerror}",
+                                   e.errno or errno.EIO) from e
+                if e.errno not in (errno.EAGAIN, errno.EBUSY):  # EAGAIN: 32 sent, go on
+                    return
+            if not tx.pending():
+                return
 
     def wait(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds for received frames (None: forever)."""
@@ -482,9 +502,8 @@ class XskSocket:
             copy_descs(tx, tprod, rx, cons, n)
             tx.producer[0] = (tprod + n) & MASK32
             rx.consumer[0] = (cons + n) & MASK32
-        if n or tx.pending():
-            if not out.need_wakeup_bound or tx.need_wakeup:
-                out.kick_tx()
+        if (n or tx.pending()) and (not out.need_wakeup_bound or tx.need_wakeup):
+            out.kick_tx()
         self._wake_fill()
         return n
 
@@ -572,7 +591,7 @@ class XskSocket:
             tx.words[slot + 1] = len(fr)
             n += 1
         tx.producer[0] = (tprod + n) & MASK32
-        if n:
+        if tx.pending():
             self.kick_tx()
         return n
 

@@ -10,6 +10,7 @@ import os
 import select
 import socket
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ PAGE = mmap.PAGESIZE
 _libc = ctypes.CDLL(None, use_errno=True)
 _KICK_OK = (errno.EAGAIN, errno.EBUSY, errno.ENOBUFS, errno.ENETDOWN)
 MODES = ("auto", "copy", "zerocopy")
+BUSY_RETRY_SECONDS = 1.0
 
 
 def _pow2(n: int, what: str, lo: int = 1, hi: int = 1 << 20) -> int:
@@ -334,9 +336,16 @@ class XskSocket:
 
     def _bind(self, flags: int, shared_fd: int, mode: str) -> None:
         addr = struct.pack(SOCKADDR_XDP_FMT, AF_XDP, flags, self.ifindex, self.queue, shared_fd)
-        if _libc.bind(self.sock.fileno(), addr, len(addr)) == 0:
-            return
-        err = ctypes.get_errno()
+        # A closed socket's UMEM leaves its queue from a kernel work item (xp_release_deferred),
+        # so a bind right after a close may see EBUSY for a moment: retry for up to a second.
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        while True:
+            if _libc.bind(self.sock.fileno(), addr, len(addr)) == 0:
+                return
+            err = ctypes.get_errno()
+            if err != errno.EBUSY or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
         where = f"{self.iface} queue {self.queue}"
         if err == errno.EOPNOTSUPP and mode == "zerocopy":
             msg = (f"zero-copy AF_XDP is not supported on {where}: the driver has no zero-copy"

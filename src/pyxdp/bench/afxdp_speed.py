@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pyxdp.bench import harness
 from pyxdp.bench.harness import Report, alternate, fmt, stderr_log
@@ -150,6 +151,9 @@ class Bench:
         frames, secs = int(frames_s), float(secs_s)
         return frames / (gen_seconds or secs) / 1e6
 
+    def _side(self, key: str, argv: list[str], mode: str) -> Callable[[], float]:
+        return lambda: self.sample(key, argv, mode)
+
     def run(self) -> Report:
         from pyxdp.afxdp import XskRedirect
         from pyxdp.isa import XdpAction
@@ -176,11 +180,10 @@ class Bench:
             try:
                 py = [sys.executable, "-m", "pyxdp.bench.afxdp_speed", "--worker"]
                 for mode in MODES:
-                    sides: dict[str, Callable[[], float]] = {}
-                    sides[f"pyxdp {mode}"] = (lambda m=mode: self.sample(f"pyxdp {m}", py, m))
+                    sides: dict[str, Callable[[], float]] = {
+                        f"pyxdp {mode}": self._side(f"pyxdp {mode}", py, mode)}
                     if c_bin:
-                        sides[f"C {mode}"] = (lambda m=mode, b=c_bin:
-                                              self.sample(f"C {m}", [b], m))
+                        sides[f"C {mode}"] = self._side(f"C {mode}", [c_bin], mode)
                     self.log(f"{mode}: {self.rounds} alternating rounds of {self.seconds:g} s")
                     rows.update(alternate(sides, self.rounds, log=self.log))
             finally:
@@ -189,8 +192,9 @@ class Bench:
                 self.tb = None
         return self.report(rows, missing)
 
-    tb = None
-    gen = None
+    tb: Any = None
+    gen: Any = None
+    redirect: Any = None
 
     def report(self, rows: dict[str, list[float]], missing: str) -> Report:
         r = Report(NAME, TITLE, rounds=self.rounds,

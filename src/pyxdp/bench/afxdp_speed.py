@@ -28,6 +28,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,22 +69,17 @@ def worker(mode: str, ifname: str, map_fd: int) -> int:
     if mode == "txonly":
         s.tx_setup(TX_FRAME, 2048)
     print("ready", flush=True)
-    frames = 0
+    frames = polls = idle = 0
     t0 = time.monotonic()
-    if mode == "rxdrop":
-        drop = s.drop
-        while running[0]:
-            frames += drop(BATCH)
-    elif mode == "l2fwd":
-        fwd = s.forward
-        while running[0]:
-            frames += fwd(BATCH)
-    else:
-        burst = s.tx_burst
-        while running[0]:
-            frames += burst(BATCH)
+    step = s.drop if mode == "rxdrop" else s.forward if mode == "l2fwd" else s.tx_burst
+    while running[0]:
+        n = step(BATCH)
+        frames += n
+        polls += 1
+        if not n:
+            idle += 1
     t1 = time.monotonic()
-    print(f"{frames} {t1 - t0:.6f}", flush=True)
+    print(f"{frames} {t1 - t0:.6f} {polls} {idle}", flush=True)
     m.close()
     s.close()
     return 0
@@ -98,7 +94,8 @@ class Bench:
         cpus = sorted(os.sched_getaffinity(0))
         self.gen_cpu, self.app_cpu = cpus[0], cpus[-1]
         self.offered: dict[str, list[float]] = {}
-        self.lost: dict[str, list[int]] = {}
+        self.idle: dict[str, list[float]] = {}      # share of loop turns that found nothing
+        self.per_poll: dict[str, list[float]] = {}  # frames per busy loop turn
 
     def build(self, workdir: str) -> str | None:
         if shutil.which("cc") is None or not C_SRC.exists():
@@ -147,8 +144,10 @@ class Bench:
             raise
         if proc.returncode != 0:
             raise RuntimeError(f"{key} worker failed ({proc.returncode}): {err.strip()}")
-        frames_s, secs_s = out.split()[-2:]
-        frames, secs = int(frames_s), float(secs_s)
+        frames_s, secs_s, polls_s, idle_s = out.split()[-4:]
+        frames, secs, polls, idle = int(frames_s), float(secs_s), int(polls_s), int(idle_s)
+        self.idle.setdefault(key, []).append(idle / polls if polls else 0.0)
+        self.per_poll.setdefault(key, []).append(frames / max(polls - idle, 1))
         return frames / (gen_seconds or secs) / 1e6
 
     def _side(self, key: str, argv: list[str], mode: str) -> Callable[[], float]:
@@ -221,12 +220,26 @@ class Bench:
                 cell_c = f"{fmt(sb.median)} ({fmt(sb.min)}-{fmt(sb.max)})"
                 ratio = f"{sa.median / sb.median:.2f} ({lo:.2f}-{hi:.2f})"
             off = [x for k in (a, b) for x in self.offered.get(k, [])]
+            def med(d: dict[str, list[float]], k: str, pct: bool = False) -> str:
+                v = d.get(k)
+                if not v:
+                    return "-"
+                m = statistics.median(v)
+                return f"{100 * m:.0f}%" if pct else f"{m:.1f}"
             table.append([mode, f"{fmt(sa.median)} ({fmt(sa.min)}-{fmt(sa.max)})", cell_c,
-                          ratio, fmt(sorted(off)[len(off) // 2]) if off else "-"])
+                          ratio, fmt(statistics.median(off)) if off else "-",
+                          f"{med(self.idle, a, True)} / {med(self.idle, b, True)}",
+                          f"{med(self.per_poll, a)} / {med(self.per_poll, b)}"])
         r.table("AF_XDP Mpps, 60 B frames, copy mode on veth",
                 ["mode", "pyxdp Mpps median (min-max)", "C libxdp Mpps median (min-max)",
-                 "pyxdp / C (range)", "generator offered Mpps (median)"], table)
-        r.extra = {"offered_mpps": self.offered, "not_measured": missing}
+                 "pyxdp / C (range)", "generator offered Mpps (median)",
+                 "idle loop turns pyxdp / C", "frames per busy turn pyxdp / C"], table,
+                "Idle loop turns: the share of the worker's loop iterations that found no"
+                " work (high = the worker waits for the kernel, i.e. it is not the"
+                " bottleneck); frames per busy turn near the batch size (64) means the worker"
+                " falls behind and always finds a full batch.")
+        r.extra = {"offered_mpps": self.offered, "idle_share": self.idle,
+                   "frames_per_busy_turn": self.per_poll, "not_measured": missing}
         r.notes += [
             "veth has no zero-copy AF_XDP: both sides run in copy mode, so the kernel copies"
             " every frame into the UMEM (RX) or into an skb (TX, at most 32 frames per"

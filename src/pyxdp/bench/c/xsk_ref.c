@@ -7,7 +7,8 @@
  *   xsk_ref MODE IFNAME XSKMAP_FD [FRAME_LEN]     MODE: rxdrop | txonly | l2fwd
  *
  * Prints "ready" once bound and registered, runs until SIGINT/SIGTERM, then prints
- * "<frames> <seconds>" (frames received, sent or forwarded) and exits.
+ * "<frames> <seconds> <loop turns> <idle turns>" (frames received, sent or forwarded) and
+ * exits.
  */
 #include <errno.h>
 #include <signal.h>
@@ -51,7 +52,7 @@ int main(int argc, char **argv)
 	struct xsk_ring_cons cq, rx;
 	struct xsk_umem *umem;
 	struct xsk_socket *xsk;
-	unsigned long long frames = 0;
+	unsigned long long frames = 0, polls = 0, idle = 0, before = 0;
 	unsigned int frame_len = argc > 4 ? atoi(argv[4]) : 60;
 	__u32 idx;
 	int mode, map_fd, ret;
@@ -118,6 +119,10 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	double t0 = now();
 	while (running) {
+		if (polls && frames == before)
+			idle++; /* the previous loop turn moved no frame */
+		before = frames;
+		polls++;
 		__u32 n, idx_rx = 0, idx_fq = 0, idx_tx = 0, idx_cq = 0;
 
 		if (mode == 1) { /* txonly */
@@ -192,7 +197,7 @@ int main(int argc, char **argv)
 		frames += n;
 	}
 	double t1 = now();
-	printf("%llu %.6f\n", frames, t1 - t0);
+	printf("%llu %.6f %llu %llu\n", frames, t1 - t0, polls, idle);
 	xsk_socket__delete(xsk);
 	xsk_umem__delete(umem);
 	munmap(area, (size_t)NFRAMES * FSIZE);

@@ -385,8 +385,13 @@ def test_bad_umem(kw: dict, match: str) -> None:
 def test_umem_too_small_for_its_rings(bed) -> None:
     umem = bed.call("sink", Umem, 8)
     try:
-        with pytest.raises(XskError, match="UMEM has 8 free frames, 32 wanted"):
-            bed.call("sink", XskSocket, "veth1", 0, umem=umem, fill_frames=32)
+        with pytest.raises(XskError, match="UMEM has 8 free frames, 16 wanted"):
+            bed.call("sink", XskSocket, "veth1", 0, umem=umem, fill_frames=16)
+        assert umem.owner is None and len(umem.free) == 8  # refused before anything bound
+        with pytest.raises(XskError, match="must be 0..2048"):
+            bed.call("sink", XskSocket, "veth1", 0, umem=umem, fill_frames=4096)
+        s = bed.call("sink", XskSocket, "veth1", 0, umem=umem, fill_frames=8)
+        assert s.fill.pending() == 8 and umem.free == []
     finally:
         umem.close()
 
@@ -408,6 +413,17 @@ def test_kernel_agrees_an_unaligned_chunk_is_refused() -> None:
     finally:
         del anchor
         area.close()
+
+
+def test_umem_whose_first_bind_failed_is_refused_afterwards(bed) -> None:
+    umem = bed.call("sink", Umem, 64)
+    try:
+        with pytest.raises(XskError, match="zero-copy"):
+            bed.call("sink", XskSocket, "veth1", 0, umem=umem, mode="zerocopy")
+        with pytest.raises(XskError, match="first socket failed to bind"):
+            bed.call("sink", XskSocket, "veth1", 0, umem=umem, mode="copy")
+    finally:
+        umem.close()
 
 
 def test_bad_mode_and_ring_size(bed) -> None:

@@ -150,6 +150,7 @@ class Umem:
             self._release_area()
             raise
         self.owner: XskSocket | None = None
+        self.broken = ""
         self.sockets: list[XskSocket] = []
         self.closed = False
 
@@ -272,7 +273,23 @@ class XskSocket:
         if need_wakeup:
             flags |= XDP_USE_NEED_WAKEUP
         u = self.umem
+        if u.closed or u.broken:
+            raise XskError(f"this UMEM cannot take a socket: {u.broken or 'it is closed'}",
+                           errno.EBADF)
         first = u.owner is None
+        same_queue = first or (u.owner is not None and u.owner.ifindex == self.ifindex
+                               and u.owner.queue == queue)
+        # frames for the fill ring, checked before anything is bound
+        n_fill = 0
+        if first or not same_queue:
+            size = u.fill_size
+            n_fill = fill_frames if fill_frames is not None else min(size, len(u.free) // 2)
+            if not 0 <= n_fill <= size:
+                raise XskError(f"fill_frames {n_fill} must be 0..{size} (the fill ring size)")
+            if n_fill > len(u.free):
+                raise XskError(f"UMEM has {len(u.free)} free frames, {n_fill} wanted for the"
+                               " fill ring: make the UMEM larger or fill_frames smaller",
+                               errno.ENOMEM)
         shared_fd = 0
         if first:
             assert u.sock is not None
@@ -294,8 +311,6 @@ class XskSocket:
         try:
             _ring_size(sock, XDP_RX_RING, rx_size, "rx")
             _ring_size(sock, XDP_TX_RING, tx_size, "tx")
-            same_queue = first or (u.owner is not None and u.owner.ifindex == self.ifindex
-                                   and u.owner.queue == queue)
             if same_queue:
                 self.fill, self.comp = u.fill, u.comp
             else:
@@ -316,6 +331,9 @@ class XskSocket:
                 self.comp.close()
             if not first:
                 sock.close()
+            elif not own_umem:
+                # its registration socket now has rings set: it cannot be bound again
+                u.broken = "its first socket failed to bind; make a new Umem"
             if own_umem:
                 u.close()
             raise
@@ -329,10 +347,8 @@ class XskSocket:
         self._tx_frames: list[int] = []
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
-        if self.fill is u.fill and not first:
-            return  # the first socket on this queue filled the shared ring
-        n = fill_frames if fill_frames is not None else min(self.fill.size, len(u.free) // 2)
-        self.fill_frames(u.take(n))
+        if n_fill:
+            self.fill_frames(u.take(n_fill))
 
     def _bind(self, flags: int, shared_fd: int, mode: str) -> None:
         addr = struct.pack(SOCKADDR_XDP_FMT, AF_XDP, flags, self.ifindex, self.queue, shared_fd)

@@ -17,6 +17,11 @@ busy polling, and register in the same XSKMAP (inherited fd).
 * TX-only: no generator; the worker sends one 60-byte frame (reusing completed frames) for
   ``--seconds``.  Rate = frames queued for TX / the worker's own time.
 
+Beside them, the Python loop alone: ``XskSocket.drop``/``forward`` over rings in plain
+memory with the kernel's side simulated (a few index stores per batch), in a process pinned
+to the same CPU: the most the pure-Python batch loop can move, to say where Python is the
+bottleneck and where the kernel is.
+
 Sides alternate per round (pyxdp, C, then C, pyxdp ...), :func:`pyxdp.bench.harness.
 alternate`.  Run as root: ``python -m pyxdp.bench.afxdp_speed``; results in
 ``bench/results/afxdp_speed.{json,md}``.
@@ -85,6 +90,50 @@ def worker(mode: str, ifname: str, map_fd: int) -> int:
     return 0
 
 
+# -- the Python loop alone: rings over plain memory, the "kernel" a few index stores -----------
+def _fake_ring(size: int, entry: int) -> Any:
+    from pyxdp.afxdp import Ring
+
+    r = Ring.__new__(Ring)
+    mem = memoryview(bytearray(192 + size * entry))
+    r.name, r.size, r.mask, r.entry = "fake", size, size - 1, entry
+    r.producer, r.consumer, r.flags = (mem[0:4].cast("I"), mem[64:68].cast("I"),
+                                       mem[128:132].cast("I"))
+    r.raw = mem[192:]
+    r.words = r.raw.cast("Q")
+    return r
+
+
+def loop_ceiling(mode: str, batches: int = 200_000) -> float:
+    """Mpps of the batch call alone (``drop`` or ``forward``, batches of 64) with no kernel:
+    the "kernel" side is two or three index stores per batch, no syscall (need_wakeup
+    clear), so this is the most the Python loop could move on one core."""
+    from pyxdp.afxdp import XskSocket
+
+    s = XskSocket.__new__(XskSocket)
+    s.rx, s.fill = _fake_ring(2048, 16), _fake_ring(2048, 8)
+    s.tx, s.comp = _fake_ring(2048, 16), _fake_ring(2048, 8)
+    s.umem = None  # type: ignore[assignment]
+    s.need_wakeup_bound = True
+    rx, fill, tx, comp = s.rx, s.fill, s.tx, s.comp
+    fill.producer[0] = 2048 if mode == "rxdrop" else 1024
+    m = 0xFFFFFFFF
+    step = s.drop if mode == "rxdrop" else s.forward
+    moved = 0
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        rx.producer[0] = (rx.producer[0] + BATCH) & m     # the kernel received 64
+        fill.consumer[0] = (fill.consumer[0] + BATCH) & m  # ... taking 64 fill entries
+        if mode == "l2fwd":
+            tx.consumer[0] = tx.producer[0]                # ... sent what was queued
+            comp.producer[0] = (comp.producer[0] + BATCH) & m  # ... and completed 64
+        moved += step(BATCH)
+    secs = time.perf_counter() - t0
+    if moved != batches * BATCH:
+        raise RuntimeError(f"loop_ceiling({mode}): moved {moved} of {batches * BATCH} frames")
+    return moved / secs / 1e6
+
+
 # -- the bench --------------------------------------------------------------------------------
 class Bench:
     def __init__(self, seconds: float, rounds: int, log: Callable[[str], None]) -> None:
@@ -94,6 +143,7 @@ class Bench:
         cpus = sorted(os.sched_getaffinity(0))
         self.gen_cpu, self.app_cpu = cpus[0], cpus[-1]
         self.offered: dict[str, list[float]] = {}
+        self.ceiling: dict[str, list[float]] = {}
         self.idle: dict[str, list[float]] = {}      # share of loop turns that found nothing
         self.per_poll: dict[str, list[float]] = {}  # frames per busy loop turn
 
@@ -150,6 +200,14 @@ class Bench:
         self.per_poll.setdefault(key, []).append(frames / max(polls - idle, 1))
         return frames / (gen_seconds or secs) / 1e6
 
+    def _ceiling(self, mode: str) -> Callable[[], float]:
+        def call() -> float:
+            p = subprocess.run(["taskset", "-c", str(self.app_cpu), sys.executable, "-m",
+                                "pyxdp.bench.afxdp_speed", "--ceiling", mode],
+                               capture_output=True, text=True, check=True)
+            return float(p.stdout.split()[-1])
+        return call
+
     def _side(self, key: str, argv: list[str], mode: str) -> Callable[[], float]:
         return lambda: self.sample(key, argv, mode)
 
@@ -185,6 +243,9 @@ class Bench:
                         sides[f"C {mode}"] = self._side(f"C {mode}", [c_bin], mode)
                     self.log(f"{mode}: {self.rounds} alternating rounds of {self.seconds:g} s")
                     rows.update(alternate(sides, self.rounds, log=self.log))
+                self.log("Python loop alone (no kernel): 5 alternating rounds")
+                self.ceiling = alternate({m: self._ceiling(m) for m in ("rxdrop", "l2fwd")},
+                                         self.rounds, log=self.log)
             finally:
                 self.gen.close()
                 tb.call("sink", self.redirect.close)
@@ -238,8 +299,20 @@ class Bench:
                 " work (high = the worker waits for the kernel, i.e. it is not the"
                 " bottleneck); frames per busy turn near the batch size (64) means the worker"
                 " falls behind and always finds a full batch.")
-        r.extra = {"offered_mpps": self.offered, "idle_share": self.idle,
-                   "frames_per_busy_turn": self.per_poll, "not_measured": missing}
+        if self.ceiling:
+            rows_c = []
+            for m, v in self.ceiling.items():
+                sc = harness.summarize(v)
+                rows_c.append([m, f"{fmt(sc.median)} ({fmt(sc.min)}-{fmt(sc.max)})",
+                               f"{1e3 * BATCH / sc.median:.0f}"])
+            r.table("The Python loop alone (no kernel, no syscall), one pinned core",
+                    ["batch call", "Mpps median (min-max)", "ns per 64-frame batch"], rows_c,
+                    "XskSocket.drop / forward over rings in plain memory, the kernel's side"
+                    " simulated by a few index stores per batch: the most the pure-Python"
+                    " batch loop can move, before any kernel work or wakeup syscall.")
+        r.extra = {"python_loop_ceiling_mpps": self.ceiling, "offered_mpps": self.offered,
+                   "idle_share": self.idle, "frames_per_busy_turn": self.per_poll,
+                   "not_measured": missing}
         r.notes += [
             "veth has no zero-copy AF_XDP: both sides run in copy mode, so the kernel copies"
             " every frame into the UMEM (RX) or into an skb (TX, at most 32 frames per"
@@ -255,6 +328,9 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--ceiling"]:
+        print(f"{loop_ceiling(argv[1]):.4f}")
+        return 0
     if argv[:1] == ["--worker"]:
         mode, ifname, fd = argv[1], argv[2], int(argv[3])
         return worker(mode, ifname, fd)

@@ -431,3 +431,59 @@ def test_bad_mode_and_ring_size(bed) -> None:
         bed.call("sink", XskSocket, "veth1", 0, mode="fast")
     with pytest.raises(XskError, match="rx ring size must be a power of two"):
         bed.call("sink", XskSocket, "veth1", 0, rx_size=100)
+
+
+# -- ring arithmetic over plain memory (no kernel): wrap-around, order, index updates ----------
+def _sock_on_fake_rings(size: int) -> XskSocket:
+    from pyxdp.bench.afxdp_speed import _fake_ring
+
+    s = XskSocket.__new__(XskSocket)
+    s.rx, s.tx = _fake_ring(size, 16), _fake_ring(size, 16)
+    s.fill, s.comp = _fake_ring(size, 8), _fake_ring(size, 8)
+    s.need_wakeup_bound = True  # flags word 0: no wakeup syscall
+    s.umem = Umem.__new__(Umem)
+    return s
+
+
+@pytest.mark.parametrize("start", [0, 3, 6, 0xFFFFFFFE])
+def test_drop_moves_addresses_in_order_across_the_wrap(start: int) -> None:
+    s = _sock_on_fake_rings(8)
+    rx, fill = s.rx, s.fill
+    rx.producer[0] = rx.consumer[0] = start
+    fill.producer[0] = fill.consumer[0] = (start + 5) & 0xFFFFFFFF
+    addrs = [0x1000 * (i + 1) + 256 for i in range(6)]
+    for i, a in enumerate(addrs):
+        slot = (start + i) & rx.mask
+        rx.words[2 * slot], rx.words[2 * slot + 1] = a, 60 + i
+    rx.producer[0] = (start + 6) & 0xFFFFFFFF
+    assert s.drop(5) == 5
+    assert rx.consumer[0] == (start + 5) & 0xFFFFFFFF
+    f0 = (start + 5) & 0xFFFFFFFF
+    assert fill.producer[0] == (f0 + 5) & 0xFFFFFFFF
+    assert [fill.words[(f0 + i) & fill.mask] for i in range(5)] == addrs[:5]
+    assert s.drop(64) == 1 and rx.pending() == 0
+
+
+def test_forward_copies_whole_descriptors_and_recycles_completions() -> None:
+    s = _sock_on_fake_rings(8)
+    rx, tx, comp, fill = s.rx, s.tx, s.comp, s.fill
+    s.umem.free = []
+    start = 5
+    for r in (rx, tx, comp, fill):
+        r.producer[0] = r.consumer[0] = start
+    for i in range(7):
+        slot = (start + i) & rx.mask
+        rx.words[2 * slot], rx.words[2 * slot + 1] = 0x2000 * (i + 1), (7 << 32) | (64 + i)
+    rx.producer[0] = start + 7
+    comp.words[start & comp.mask], comp.words[(start + 1) & comp.mask] = 0x9000, 0xA000
+    comp.producer[0] = start + 2
+    assert s.forward(64) == 7
+    got = [(tx.words[2 * ((start + i) & 7)], tx.words[2 * ((start + i) & 7) + 1])
+           for i in range(7)]
+    assert got == [(0x2000 * (i + 1), (7 << 32) | (64 + i)) for i in range(7)]
+    assert tx.producer[0] == start + 7 and rx.consumer[0] == start + 7
+    assert comp.consumer[0] == start + 2 and fill.producer[0] == start + 2
+    assert [fill.words[start & 7], fill.words[(start + 1) & 7]] == [0x9000, 0xA000]
+    # a full tx ring takes only what fits; the rest stays in the rx ring
+    rx.producer[0] = start + 7 + 3
+    assert s.forward(64) == 1 and rx.pending() == 2

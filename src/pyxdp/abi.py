@@ -564,3 +564,50 @@ __all__ = [
     "XdpAction",
     "XdpMd",
 ]
+
+
+# -- AF_XDP sockets (linux/if_xdp.h, linux/socket.h) ----------------------------------------
+AF_XDP = 44
+SOL_XDP = 283
+# setsockopt/getsockopt names at SOL_XDP
+XDP_MMAP_OFFSETS = 1
+XDP_RX_RING = 2
+XDP_TX_RING = 3
+XDP_UMEM_REG = 4
+XDP_UMEM_FILL_RING = 5
+XDP_UMEM_COMPLETION_RING = 6
+XDP_STATISTICS = 7
+XDP_OPTIONS = 8
+# struct sockaddr_xdp.sxdp_flags
+XDP_SHARED_UMEM = 1 << 0
+XDP_COPY = 1 << 1
+XDP_ZEROCOPY = 1 << 2
+XDP_USE_NEED_WAKEUP = 1 << 3
+# struct xdp_umem_reg.flags
+XDP_UMEM_UNALIGNED_CHUNK_FLAG = 1 << 0
+# struct xdp_ring_offset.flags word
+XDP_RING_NEED_WAKEUP = 1 << 0
+# struct xdp_options.flags
+XDP_OPTIONS_ZEROCOPY = 1 << 0
+# mmap page offsets of the four rings
+XDP_PGOFF_RX_RING = 0
+XDP_PGOFF_TX_RING = 0x80000000
+XDP_UMEM_PGOFF_FILL_RING = 0x100000000
+XDP_UMEM_PGOFF_COMPLETION_RING = 0x180000000
+XDP_UMEM_MIN_CHUNK_SIZE = 2048  # net/xdp/xdp_umem.c (not in the uapi header)
+XDP_DESC_SIZE = 16              # struct xdp_desc {u64 addr; u32 len; u32 options}
+XDP_RING_OFFSET_SIZE = 32       # struct xdp_ring_offset: four u64
+SOCKADDR_XDP_FMT = "=HHIII"     # family, flags, ifindex, queue_id, shared_umem_fd
+XDP_UMEM_REG_FMT = "=QQIIII"    # addr, len, chunk_size, headroom, flags, tx_metadata_len
+XDP_STATISTICS_FIELDS = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs", "rx_ring_full",
+                         "rx_fill_ring_empty_descs", "tx_ring_empty_descs")
+
+__all__ += [
+    "AF_XDP", "SOCKADDR_XDP_FMT", "SOL_XDP", "XDP_COPY", "XDP_DESC_SIZE", "XDP_MMAP_OFFSETS",
+    "XDP_OPTIONS", "XDP_OPTIONS_ZEROCOPY", "XDP_PGOFF_RX_RING", "XDP_PGOFF_TX_RING",
+    "XDP_RING_NEED_WAKEUP", "XDP_RING_OFFSET_SIZE", "XDP_RX_RING", "XDP_SHARED_UMEM",
+    "XDP_STATISTICS", "XDP_STATISTICS_FIELDS", "XDP_TX_RING", "XDP_UMEM_COMPLETION_RING",
+    "XDP_UMEM_FILL_RING", "XDP_UMEM_MIN_CHUNK_SIZE", "XDP_UMEM_PGOFF_COMPLETION_RING",
+    "XDP_UMEM_PGOFF_FILL_RING", "XDP_UMEM_REG", "XDP_UMEM_REG_FMT",
+    "XDP_UMEM_UNALIGNED_CHUNK_FLAG", "XDP_USE_NEED_WAKEUP", "XDP_ZEROCOPY",
+]

@@ -23,11 +23,11 @@ PURE = ["pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf", "pyxdp.emu", "pyxdp.
         "pyxdp.abi", "pyxdp.backend", "pyxdp.asm.programs"]
 # what a pure module may never import, at module level or inside a function
 NOT_PURE = ("pyxdp.kernel", "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "pyxdp.cli",
-            "pyxdp.apps", "pyxdp.bench")
+            "pyxdp.apps", "pyxdp.bench", "pyxdp.afxdp")
 PUBLIC = ["pyxdp.abi", "pyxdp.backend", "pyxdp.isa", "pyxdp.asm", "pyxdp.btf", "pyxdp.elf",
           "pyxdp.emu", "pyxdp.maps", "pyxdp.spec", "pyxdp.compiler", "pyxdp.kernel",
           "pyxdp.xdp", "pyxdp.testbed", "pyxdp.trafficgen", "pyxdp.errors", "pyxdp.apps.filter",
-          "pyxdp.chain", "pyxdp.cbpf"]
+          "pyxdp.chain", "pyxdp.cbpf", "pyxdp.afxdp"]
 SNAPSHOT = Path(__file__).parent / "data" / "public_api.txt"
 SRC = Path(__file__).parent.parent.parent / "src"
 

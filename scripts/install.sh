@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq clang llvm libbpf-dev bpftool xdp-tools iproute2 nftables libpcap0.8 \
+  apt-get install -y -qq clang llvm libbpf-dev libxdp-dev bpftool xdp-tools iproute2 nftables \
+    libpcap0.8 \
     >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'

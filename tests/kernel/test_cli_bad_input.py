@@ -31,6 +31,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (d / name).write_bytes(junk)
     (d / "empty.s").write_text("")
     (d / "dir").mkdir()
+    (d / "deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    (d / "list.toml").write_text("rule = [1, 2]\n")
+    (d / "bigint.toml").write_text("[filter]\nx = " + "9" * 5000 + "\n")
+    (d / "dotted.toml").write_text(".".join(["a"] * 8000) + " = 1\n")
+    (d / "uniport.toml").write_text('[[rule]]\nname = "u"\ndport = "٥٣"\n')
+    (d / "offbool.toml").write_text('[[rule]]\nname = "o"\npattern = {offset = true,'
+                                     ' bytes = "ab"}\n')
+    (d / "scoped.toml").write_text('[[rule]]\nname = "s"\nsrc = "fe80::1%eth0"\n')
+    (d / "mapped.toml").write_text('[[rule]]\nname = "m"\nsrc = "::ffff:198.18.0.1"\n')
+    (d / "mapped.list").write_text("198.18.0.0/24\n::ffff:198.18.0.1\n")
     (d / "dir.py").mkdir()
     return d
 
@@ -110,6 +120,31 @@ CASES = [
      "has no chain"),
     ("top-interval", ["top", "--interval", "0"], False, 2, "--interval"),
     ("top-count", ["top", "--count", "-1"], False, 2, "--count"),
+    # rule files: each refused with the reason, before anything is attached
+    ("rules-deep", ["filter", "attach", "lo", "--rules", "{d}/deep.toml", "--dry-run"], False,
+     1, "nesting"),
+    ("rules-not-tables", ["filter", "attach", "lo", "--rules", "{d}/list.toml", "--dry-run"],
+     False, 1, "not a [[rule]] table"),
+    ("rules-bigint", ["filter", "attach", "lo", "--rules", "{d}/bigint.toml", "--dry-run"],
+     False, 1, "TOML value refused"),
+    ("rules-dotted", ["filter", "attach", "lo", "--rules", "{d}/dotted.toml", "--dry-run"],
+     False, 1, "dotted parts"),
+    ("rules-binary", ["filter", "attach", "lo", "--rules", "{d}/junk.bin", "--dry-run"], False,
+     1, "not text"),
+    ("rules-dir", ["filter", "attach", "lo", "--rules", "{d}/dir", "--dry-run"], False, 1,
+     "directory"),
+    ("rules-unicode-port", ["filter", "attach", "lo", "--rules", "{d}/uniport.toml",
+                            "--dry-run"], False, 1, "expected a port"),
+    ("rules-offset-bool", ["filter", "attach", "lo", "--rules", "{d}/offbool.toml",
+                           "--dry-run"], False, 1, "offset"),
+    ("rules-scoped", ["filter", "attach", "lo", "--rules", "{d}/scoped.toml", "--dry-run"],
+     False, 1, "scope"),
+    ("rules-mapped", ["filter", "attach", "lo", "--rules", "{d}/mapped.toml", "--dry-run"],
+     False, 1, "write 198.18.0.1 instead"),
+    ("import-binary", ["filter", "import", "lo", "{d}/junk.bin", "--state-root", "{d}/st"],
+     False, 1, "not text"),
+    ("import-mapped", ["filter", "import", "lo", "{d}/mapped.list", "--state-root", "{d}/st"],
+     False, 1, "IPv4-mapped"),
     ("no-command", ["frobnicate"], False, 2, "frobnicate"),
 ]
 

@@ -123,13 +123,10 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from pyxdp.apps.filter import Action, RuleError, parse_address_list
+    from pyxdp.apps.filter import Action, parse_address_list
+    from pyxdp.apps.filter.rules import read_text_file
 
-    try:
-        with open(args.list) as fh:
-            text = fh.read()
-    except OSError as e:
-        raise RuleError(f"cannot read address list: {e.strerror}", args.list) from None
+    text = read_text_file(args.list, "address list", limit=None)
     rule = parse_address_list(text, args.list, name=args.name or "list",
                               action=Action.ALLOW if args.allow else Action.DENY,
                               direction="dst" if args.dst else "src")

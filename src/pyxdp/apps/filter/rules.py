@@ -150,12 +150,31 @@ class RuleSet:
 
 
 # -- parsing of single fields ----------------------------------------------------------------
+def _address_sanity(text: str, what: str, where: str, rule: str) -> None:
+    """Refuse addresses that parse but cannot mean what they say in a filter."""
+    if "%" in text:
+        raise RuleError(f"{what}: {text!r} has a scope (%zone): a zone is not part of a"
+                        " packet's address; write the address without it", where, rule)
+    addr = text.split("/", 1)[0]
+    if ":" in addr:
+        try:
+            mapped = ipaddress.IPv6Address(addr).ipv4_mapped
+        except ValueError:
+            return
+        if mapped is not None:
+            raise RuleError(f"{what}: {text!r} is an IPv4-mapped IPv6 address, which never"
+                            f" matches IPv4 traffic at XDP; write {mapped} instead",
+                            where, rule)
+
+
+
 def _networks(value: Any, where: str, rule: str, what: str) -> tuple[Network, ...]:
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
         if not isinstance(item, str):
             raise RuleError(f"{what}: expected a prefix string, got {item!r}", where, rule)
+        _address_sanity(item.strip(), what, where, rule)
         try:
             net = ipaddress.ip_network(item.strip(), strict=True)
         except ValueError as e:
@@ -177,7 +196,7 @@ def _ports(value: Any, where: str, rule: str, what: str) -> tuple[PortRange, ...
     out = []
     for item in items:
         text = str(item).strip()
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", text)
+        m = re.fullmatch(r"([0-9]{1,5})(?:\s*-\s*([0-9]{1,5}))?", text)
         if not m or isinstance(item, bool):
             raise RuleError(f"{what}: expected a port or 'lo-hi', got {item!r}", where, rule)
         lo = int(m.group(1))
@@ -259,7 +278,8 @@ def _pattern(value: Any, where: str, rule: str) -> Pattern:
     if base not in ("l3", "l4", "payload"):
         raise RuleError(f"pattern.base: expected l3, l4 or payload, got {base!r}", where, rule)
     offset = value.get("offset", 0)
-    if not isinstance(offset, int) or not 0 <= offset <= MAX_PATTERN_OFFSET:
+    if not isinstance(offset, int) or isinstance(offset, bool) \
+            or not 0 <= offset <= MAX_PATTERN_OFFSET:
         raise RuleError(f"pattern.offset: expected 0..{MAX_PATTERN_OFFSET}, got {offset!r}",
                         where, rule)
     data = _hex(value.get("bytes"), where, rule, "bytes")
@@ -393,10 +413,15 @@ def _rule_lines(text: str) -> list[int]:
 
 def parse_rules_text(text: str, filename: str = "<rules>") -> RuleSet:
     """Parse and validate a TOML rule file's text."""
+    _check_toml_shape(text, filename)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RuleError(f"TOML syntax: {e}", filename) from None
+    except RecursionError:
+        raise RuleError("TOML nested too deeply", filename) from None
+    except ValueError as e:          # e.g. an integer with more digits than Python takes
+        raise RuleError(f"TOML value refused: {e}", filename) from None
     unknown = set(doc) - {"filter", "rule"}
     if unknown:
         raise RuleError(f"unknown table(s) {', '.join(sorted(unknown))}: use [filter] and"
@@ -419,17 +444,53 @@ def parse_rules_text(text: str, filename: str = "<rules>") -> RuleSet:
     rules = []
     for i, table in enumerate(raw):
         where = f"{filename}:{lines[i]}" if i < len(lines) else filename
+        if not isinstance(table, dict):
+            raise RuleError(f"rule #{i + 1} is {table!r}, not a [[rule]] table", where)
         rules.append(parse_rule(table, where, i + 1))
     return RuleSet(rules, default, dry).validate()
 
 
-def load_rules(path: str | Path) -> RuleSet:
+#: a rule file larger than this is refused before parsing (address lists of any size go
+#: through ``filter import``, which streams them)
+MAX_RULE_FILE = 64 << 20
+MAX_KEY_PARTS = 16
+MAX_NESTING = 32
+
+
+def _check_toml_shape(text: str, filename: str) -> None:
+    """Bound what makes TOML parsing slow or deep before parsing: dotted keys with many
+    parts (quadratic in tomllib) and deeply nested arrays or tables."""
+    for i, line in enumerate(text.splitlines(), 1):
+        stripped = line.lstrip()
+        if not stripped or stripped[0] == "#":
+            continue
+        head = stripped.split("=", 1)[0] if not stripped.startswith("[") else stripped
+        if head.count(".") >= MAX_KEY_PARTS:
+            raise RuleError(f"a key with {head.count('.') + 1} dotted parts (at most"
+                            f" {MAX_KEY_PARTS})", f"{filename}:{i}")
+        depth = max(stripped.count("["), stripped.count("{"))
+        if depth > MAX_NESTING:
+            raise RuleError(f"nesting {depth} deep (at most {MAX_NESTING})", f"{filename}:{i}")
+
+
+def read_text_file(path: str | Path, what: str, limit: int | None = MAX_RULE_FILE) -> str:
+    """A UTF-8 text file's contents, with one clear error for what it cannot be."""
     p = Path(path)
     try:
-        text = p.read_text()
+        if p.is_dir():
+            raise RuleError(f"cannot read {what}: it is a directory", str(p))
+        if limit is not None and p.stat().st_size > limit:
+            raise RuleError(f"{what} of {p.stat().st_size:,} bytes: at most {limit:,}",
+                            str(p))
+        return p.read_text()
+    except UnicodeDecodeError as e:
+        raise RuleError(f"{what} is not text (not UTF-8 at byte {e.start})", str(p)) from None
     except OSError as e:
-        raise RuleError(f"cannot read rule file: {e.strerror}", str(p)) from None
-    return parse_rules_text(text, str(p))
+        raise RuleError(f"cannot read {what}: {e.strerror}", str(p)) from None
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    return parse_rules_text(read_text_file(path, "rule file"), str(path))
 
 
 def parse_address_list(text: str, filename: str = "<list>", *, name: str = "list",
@@ -445,6 +506,7 @@ def parse_address_list(text: str, filename: str = "<list>", *, name: str = "list
         entry = re.split(r"[#;]", line, maxsplit=1)[0].strip()
         if not entry:
             continue
+        _address_sanity(entry, "entry", f"{filename}:{i}", name)
         try:
             nets.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:

@@ -538,3 +538,34 @@ def test_a_slot_freed_in_the_same_apply_is_reset_only_after_the_swap(bed, filter
     assert f.slots()["c"] == b_slot                       # the table is full: reused
     assert events == ["swap", f"reset [{b_slot}]"], events
     assert bed.call("sink", f.stats)["c"] == (0, 0)
+
+
+def test_apply_with_an_expected_generation_loses_no_update(bed, filters, roots) -> None:
+    """Two control planes read the rules, each adds its own rule and applies with the
+    generation it read: the second is refused (StaleGeneration, nothing changed), rereads
+    and applies again, and both rules are in force: no update is lost."""
+    from pyxdp.apps.filter import StaleGeneration
+
+    f = filters(RULES)
+    other = bed.call("sink", Filter.open, "veth1", **roots)
+    try:
+        mine, g1 = bed.call("sink", f.snapshot)
+        theirs, g2 = bed.call("sink", other.snapshot)
+        assert g1 == g2
+        mine.rules.append(parse_rule({"name": "mine", "src": "198.19.1.0/24"}))
+        theirs.rules.append(parse_rule({"name": "theirs", "src": "198.19.2.0/24"}))
+        bed.call("sink", lambda: f.apply(mine, expected_generation=g1))
+        with pytest.raises(StaleGeneration, match="changed since generation"):
+            bed.call("sink", lambda: other.apply(theirs, expected_generation=g2))
+        names = [r.name for r in bed.call("sink", other.rules).rules]
+        assert "mine" in names and "theirs" not in names
+        again, g3 = bed.call("sink", other.snapshot)
+        assert g3 == g1 + 1
+        again.rules.append(parse_rule({"name": "theirs", "src": "198.19.2.0/24"}))
+        bed.call("sink", lambda: other.apply(again, expected_generation=g3))
+        names = [r.name for r in bed.call("sink", f.rules).rules]
+        assert "mine" in names and "theirs" in names
+        # the generation also moves without expected_generation (plain apply: last wins)
+        assert bed.call("sink", lambda: f.generation) == g3 + 1
+    finally:
+        other.close()

@@ -7,7 +7,14 @@
 * :mod:`.control` — :class:`Filter`: attach, atomic rule changes, counters, restarts.
 """
 
-from pyxdp.apps.filter.control import PIN_ROOT, STATE_ROOT, Filter, FilterError, NoSuchRule
+from pyxdp.apps.filter.control import (
+    PIN_ROOT,
+    STATE_ROOT,
+    Filter,
+    FilterError,
+    NoSuchRule,
+    StaleGeneration,
+)
 from pyxdp.apps.filter.rules import (
     Action,
     Pattern,
@@ -25,6 +32,7 @@ from pyxdp.apps.filter.rules import (
 from pyxdp.apps.filter.tables import Sizes, TableFullError
 
 __all__ = ["PIN_ROOT", "STATE_ROOT", "Action", "Filter", "FilterError", "NoSuchRule",
+           "StaleGeneration",
            "Pattern", "PortRange", "RateLimit", "Rule", "RuleError", "RuleSet", "Sizes",
            "TableFullError", "load_rules", "parse_address_list", "parse_rule",
            "parse_rule_words", "parse_rules_text"]

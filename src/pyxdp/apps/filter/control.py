@@ -56,6 +56,15 @@ class FilterError(PyxdpError):
     """The filter cannot do what was asked (no filter there, one already attached...)."""
 
 
+class StaleGeneration(FilterError):
+    """An :meth:`Filter.apply` with an ``expected_generation`` that is no longer current
+    (another control plane changed the rules): nothing was changed."""
+
+    def __init__(self, message: str, current: int) -> None:
+        super().__init__(message)
+        self.current = current
+
+
 class NoSuchRule(RuleError, KeyError):
     """``delete`` of a rule name the filter does not have."""
 
@@ -257,12 +266,27 @@ class Filter:
         rs = self._state.ruleset
         return RuleSet(list(rs.rules), rs.default, rs.dry_run)
 
-    def apply(self, ruleset: RuleSet) -> None:
+    def snapshot(self) -> tuple[RuleSet, int]:
+        """The rule set in force and its generation, read together: hand the generation
+        to :meth:`apply` as ``expected_generation`` for a read-modify-write that cannot
+        overwrite another control plane's change."""
+        self._refresh()
+        return self._ruleset(), self._state.generation
+
+    def apply(self, ruleset: RuleSet, *, expected_generation: int | None = None) -> None:
         """Replace the whole rule set atomically (validated whole first; on any error the
-        old set stays in force and nothing is left behind)."""
+        old set stays in force and nothing is left behind).  With
+        ``expected_generation`` (from :meth:`snapshot`) the change is made only if no
+        other control plane changed the rules since: else :class:`StaleGeneration`."""
         ruleset = normalise_ruleset(ruleset, "Filter.apply")
         with self._locked():
             self._reload_state()
+            if expected_generation is not None and \
+                    self._state.generation != expected_generation:
+                raise StaleGeneration(
+                    f"{self.iface}: the rules changed since generation {expected_generation}"
+                    f" (now {self._state.generation}); read them again (snapshot()) and"
+                    " reapply your change", self._state.generation)
             self._apply(ruleset)
 
     def add(self, rule: Rule, position: int | None = None) -> None:
@@ -504,4 +528,5 @@ def _clear_pins(pin_dir: str) -> None:
             os.unlink(os.path.join(pin_dir, f))
 
 
-__all__ = ["PIN_ROOT", "STATE_ROOT", "Filter", "FilterError", "NoSuchRule", "instance_name"]
+__all__ = ["PIN_ROOT", "STATE_ROOT", "Filter", "FilterError", "NoSuchRule", "StaleGeneration",
+           "instance_name"]

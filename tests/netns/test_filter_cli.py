@@ -200,8 +200,14 @@ def test_detach_force_recovers_corrupt_state_and_import_replaces(env) -> None:
     (state,) = [d for d in (tmp / "state").iterdir()]
     assert str(state).startswith(state_root)
     (state / "state.json").write_text("{broken")
+    # a torn state file is rebuilt from the spare copy of the running program's state
+    rows = json.loads(pyxdp("filter", "list", "veth1", "--json", *roots).stdout)["rules"]
+    assert [r["name"] for r in rows] == ["bad-net", "web-syn", "blk"]
+    # every saved copy broken: only --force gets out, and says so
+    for name in ("state.json", "state.bak.json", "state.prev.json"):
+        (state / name).write_text("{broken")
     r = pyxdp("filter", "detach", "veth1", *roots, check=False)
-    assert r.returncode == 1 and "corrupt" in r.stderr
+    assert r.returncode == 1 and "unreadable" in r.stderr and "--force" in r.stderr
     r = pyxdp("filter", "detach", "veth1", "--force", *roots)
     assert "filter detached from veth1 (forced)" in r.stdout, r.stdout
     assert not state.exists()

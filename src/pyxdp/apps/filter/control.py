@@ -132,7 +132,9 @@ class Filter:
                     raise FilterError(f"{iface}: attached without a bpf_link; the filter"
                                       " needs one for atomic rule changes")
                 att.link.pin(os.path.join(pin_dir, "link"))
-                write_atomic(os.path.join(state_dir, "state.json"), state.to_json())
+                prog: Any = gen.programs[PROGRAM]
+                write_atomic(os.path.join(state_dir, "state.json"),
+                             state.to_json(prog_id=prog.id))
             except BaseException:
                 if att is not None:
                     att.detach()
@@ -161,14 +163,27 @@ class Filter:
             with open(path) as fh:
                 text = fh.read()
         except FileNotFoundError:
-            raise FilterError(f"{iface} has no pyxdp filter (no {path})") from None
-        state = FilterState.from_json(text, path)
+            if not os.path.exists(_prev_path(state_dir)):
+                raise FilterError(f"{iface} has no pyxdp filter (no {path})") from None
+            text = ""                    # a crash between renames: _recover decides
+        except (OSError, UnicodeDecodeError):
+            text = ""
         try:
             link = Link.from_pin(os.path.join(pin_dir, "link"))
         except OSError as e:
             raise FilterError(f"{iface}: filter state exists but its link pin is gone"
                               f" ({e}); use Filter.force_detach (pyxdp filter detach"
                               " --force) and attach again") from None
+        try:
+            with _lock(state_dir, create=False):
+                text = _recover(state_dir, link, text)
+        except FileNotFoundError:
+            link.close()
+            raise FilterError(f"{iface} has no pyxdp filter (no {path})") from None
+        except BaseException:
+            link.close()
+            raise
+        state = FilterState.from_json(text, path)
         f = cls(state, pin_dir, state_dir, link)
         f._state_id = _file_id(path)
         return f
@@ -332,7 +347,6 @@ class Filter:
         tables = compile_tables(rs, slots, st.sizes)
         new = replace(st, ruleset=rs, slots=slots, generation=st.generation + 1)
         path = os.path.join(self.state_dir, "state.json")
-        text = new.to_json()
         fresh = {s for n, s in slots.items() if st.slots.get(n) != s}
         # a slot another rule of the old set still counts into (only reused when the
         # table is full) is zeroed after the swap, never while the old program writes it
@@ -340,21 +354,35 @@ class Filter:
         if fresh - reused:
             self._reset_slots(fresh - reused)
         gen = load_generation(tables, st.sizes, KernelBackend(), self.pin_dir)
+        # crash consistency: the new state is written (as state.next.json, naming its
+        # program) before the swap and committed by one rename after it; the state in
+        # force is kept as state.prev.json.  Whatever moment a crash hits, the next open
+        # finds the state whose program the link runs (see _recover).
+        next_path, prev_path = _next_path(self.state_dir), _prev_path(self.state_dir)
         with contextlib.ExitStack() as stack:
             try:
                 old_prog = self._gen.programs[PROGRAM] if self._gen is not None else None
                 if old_prog is None:
                     old_prog = stack.enter_context(Program.from_id(self._link.info().prog_id))
+                new_prog: Any = gen.programs[PROGRAM]
+                new_text = new.to_json(prog_id=new_prog.id)
+                write_atomic(prev_path, st.to_json(prog_id=old_prog.id))
+                write_atomic(next_path, new_text)
                 self._link.update(gen.programs[PROGRAM], old_prog=old_prog)
             except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(next_path)
                 gen.close()
                 raise
             try:
-                write_atomic(path, text)
+                os.replace(next_path, path)
+                write_atomic(_bak_path(self.state_dir), new_text)   # a spare of the current
             except BaseException:
                 # the saved state must describe the program in force: put the old one back
                 with contextlib.suppress(OSError):
                     self._link.update(old_prog, old_prog=gen.programs[PROGRAM])
+                with contextlib.suppress(OSError):
+                    os.unlink(next_path)
                 gen.close()
                 raise
         if reused:
@@ -474,6 +502,14 @@ class Filter:
             raise FilterError(f"{self.iface}: this Filter was closed")
         try:
             with _lock(self.state_dir, create=False):
+                if os.path.exists(_next_path(self.state_dir)):   # a crashed change
+                    path = os.path.join(self.state_dir, "state.json")
+                    try:
+                        with open(path) as fh:
+                            text = fh.read()
+                    except (OSError, UnicodeDecodeError):
+                        text = ""
+                    _recover(self.state_dir, self._link, text)
                 yield
         except FileNotFoundError:
             raise FilterError(f"{self.iface}: the filter was detached") from None
@@ -520,6 +556,93 @@ def _lock(state_dir: str, *, create: bool) -> Iterator[None]:
                 raise FileNotFoundError(path)
         finally:
             os.close(fd)
+
+
+def _next_path(state_dir: str) -> str:
+    return os.path.join(state_dir, "state.next.json")
+
+
+def _prev_path(state_dir: str) -> str:
+    return os.path.join(state_dir, "state.prev.json")
+
+
+def _bak_path(state_dir: str) -> str:
+    return os.path.join(state_dir, "state.bak.json")
+
+
+def _prog_id_of(text: str) -> int | None:
+    try:
+        d = json.loads(text)
+    except ValueError:
+        return None
+    v = d.get("prog_id") if isinstance(d, dict) else None
+    return v if isinstance(v, int) else None
+
+
+def _recover(state_dir: str, link: Any, text: str) -> str:
+    """Under the state lock: finish or undo a change a crash interrupted, and return the
+    state text that describes the program the link runs.
+
+    * ``state.next.json`` left behind: committed if its program is the one running (the
+      crash came after the swap), else dropped (it came before);
+    * ``state.json`` unreadable (torn, emptied): rebuilt from whichever of the previous,
+      next and current states names the running program;
+    * temporary files of dead processes are removed."""
+    import glob
+
+    from pyxdp.apps.filter.state import write_atomic as _write
+
+    for tmp in glob.glob(os.path.join(state_dir, "state*.json.tmp*")):
+        pid = tmp.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    try:
+        running = link.info().prog_id
+    except OSError:
+        return text
+    path = os.path.join(state_dir, "state.json")
+    candidates = []
+    for p in (_next_path(state_dir), path, _bak_path(state_dir), _prev_path(state_dir)):
+        try:
+            with open(p) as fh:
+                candidates.append((p, fh.read()))
+        except (OSError, UnicodeDecodeError):
+            continue
+    nxt = dict(candidates).get(_next_path(state_dir))
+    if nxt is not None:
+        if _prog_id_of(nxt) == running:
+            os.replace(_next_path(state_dir), path)
+            return nxt
+        with contextlib.suppress(OSError):
+            os.unlink(_next_path(state_dir))
+    try:
+        json.loads(text)
+        ok = True
+    except ValueError:
+        ok = False
+    if ok and _prog_id_of(text) in (None, running):
+        return text
+    for _p, t in candidates:
+        if _prog_id_of(t) == running:
+            _write(path, t)
+            return t
+    if ok:
+        return text
+    raise FilterError(f"{path}: the filter state is unreadable and no saved state"
+                      f" (state.bak.json, state.prev.json, state.next.json) names the"
+                      f" running program"
+                      f" {running}; use Filter.force_detach (pyxdp filter detach --force)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _clear_pins(pin_dir: str) -> None:

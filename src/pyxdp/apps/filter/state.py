@@ -10,6 +10,7 @@ atomic (temporary file + rename): a crash leaves the old or the new state, never
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -116,11 +117,13 @@ class FilterState:
     slots: dict[str, int] = field(default_factory=dict)
     generation: int = 0
 
-    def to_json(self) -> str:
+    def to_json(self, prog_id: int | None = None) -> str:
+        """The state as saved; ``prog_id`` names the program it describes (crash
+        recovery compares it with the program the link runs)."""
         return json.dumps({"version": VERSION, "iface": self.iface, "ifindex": self.ifindex,
                            "netns": self.netns, "mode": self.mode, "sizes": asdict(self.sizes),
                            "ruleset": ruleset_to_dict(self.ruleset), "slots": self.slots,
-                           "generation": self.generation})
+                           "generation": self.generation, "prog_id": prog_id})
 
     @classmethod
     def from_json(cls, text: str, where: str) -> FilterState:
@@ -147,12 +150,19 @@ class FilterState:
 
 
 def write_atomic(path: str, text: str) -> None:
+    """Replace ``path`` atomically; the temporary file never outlives an error (a crash
+    may leave one: the next open removes it)."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 __all__ = ["FilterState", "normalise_ruleset", "rule_to_dict", "ruleset_from_dict",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -214,3 +215,32 @@ def test_detach_force_recovers_corrupt_state_and_import_replaces(env) -> None:
     r = pyxdp("filter", "list", "veth1", *roots, check=False)
     assert r.returncode == 1 and "has no pyxdp filter" in r.stderr
     pyxdp("filter", "attach", "veth1", *roots)           # and it can be attached again
+
+
+def test_recreated_interface_and_severed_link_say_what_to_do(env) -> None:
+    """The interface deleted and re-created, or the filter's link detached from outside:
+    every filter command says the filter no longer runs and how to get it back;
+    `attach` refuses unless --replace, which clears the stale state and attaches anew."""
+    tb, roots, tmp = env
+    ns = tb.ns_name("sink")
+    pyxdp("filter", "attach", "veth1", "--rules", str(tmp / "rules.toml"), *roots)
+    subprocess.run(["ip", "-n", ns, "link", "del", "veth1"], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "add", "veth1", "type", "veth", "peer", "name",
+                    "veth9"], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "veth1", "up"], check=True)
+    r = pyxdp("filter", "list", "veth1", *roots, check=False)
+    assert r.returncode == 1 and "no longer holds the interface" in r.stderr, r.stderr
+    assert "attach --replace" in r.stderr
+    r = pyxdp("filter", "attach", "veth1", *roots, check=False)
+    assert r.returncode == 1 and "no longer runs" in r.stderr and "--replace" in r.stderr
+    pyxdp("filter", "attach", "veth1", "--rules", str(tmp / "rules.toml"), "--replace", *roots)
+    rows = json.loads(pyxdp("filter", "list", "veth1", "--json", *roots).stdout)["rules"]
+    assert [x["name"] for x in rows] == ["bad-net", "web-syn"]
+    # a generic forced detach severs the filter's link: the same message, the same way back
+    pin_root = roots[roots.index("--pin-root") + 1]
+    generic = os.path.join(os.path.dirname(pin_root), "pyxdp")
+    pyxdp("detach", "veth1", "--netns", ns, "--pin-root", generic, "--force")
+    r = pyxdp("filter", "stats", "veth1", *roots, check=False)
+    assert r.returncode == 1 and "no longer holds the interface" in r.stderr, r.stderr
+    pyxdp("filter", "attach", "veth1", "--replace", *roots)
+    pyxdp("filter", "list", "veth1", *roots)

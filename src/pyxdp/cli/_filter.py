@@ -64,7 +64,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
         rs.dry_run = True
 
     def run() -> int:
-        f = Filter.attach(args.iface, args.mode, rs, **_roots(args))
+        f = Filter.attach(args.iface, args.mode, rs, **_roots(args),
+                          replace_stale=args.replace)
         try:
             return f.program_id()
         finally:
@@ -315,6 +316,9 @@ def register(sub: Any) -> None:
     p.add_argument("--rules", help="TOML rule file")
     p.add_argument("--default", choices=["allow", "deny"], help="default policy")
     p.add_argument("--dry-run", action="store_true", help="count, drop nothing")
+    p.add_argument("--replace", action="store_true",
+                   help="clear the state of a filter that no longer runs (its interface was"
+                        " re-created, or its link detached) and attach anew")
     p = add("detach", cmd_detach, "detach the filter and remove its state")
     p.add_argument("--force", action="store_true",
                    help="recover a filter whose link pin or state is lost or corrupt")

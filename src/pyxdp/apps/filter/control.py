@@ -98,8 +98,13 @@ class Filter:
     @classmethod
     def attach(cls, iface: str, mode: str | None = None, rules: RuleSet | None = None,
                pin_root: str = PIN_ROOT, *, state_root: str = STATE_ROOT,
-               sizes: Sizes | None = None) -> Filter:
-        """Attach a filter with ``rules`` (default: an empty allow-all set) to ``iface``."""
+               sizes: Sizes | None = None, replace_stale: bool = False) -> Filter:
+        """Attach a filter with ``rules`` (default: an empty allow-all set) to ``iface``.
+
+        A filter state whose link no longer holds the interface (the interface was
+        deleted and re-created, or someone detached the link) is *stale*: refused with
+        the reason unless ``replace_stale``, which clears it first (``attach --replace``).
+        """
 
         rs = normalise_ruleset(rules if rules is not None else RuleSet(), "Filter.attach")
         sizes = sizes or Sizes()
@@ -114,6 +119,14 @@ class Filter:
             raise FilterError(f"pin_root {pin_root} is not on a bpf filesystem")
         # the check for an existing filter and everything after it run under the lock, so
         # two concurrent attaches cannot both pass the check (and one undo the other)
+        if os.path.exists(os.path.join(state_dir, "state.json")):
+            why = _stale_reason(pin_dir, ifindex)
+            if why is not None and replace_stale:
+                cls.force_detach(iface, pin_root, state_root=state_root)
+            elif why is not None:
+                raise FilterError(f"{iface} has the state of a filter that no longer runs"
+                                  f" ({why}): `pyxdp filter attach --replace` clears it and"
+                                  " attaches anew")
         with _lock(state_dir, create=True):
             if os.path.exists(os.path.join(state_dir, "state.json")):
                 raise FilterError(f"{iface} already has a pyxdp filter ({state_dir}): use"
@@ -174,6 +187,16 @@ class Filter:
             raise FilterError(f"{iface}: filter state exists but its link pin is gone"
                               f" ({e}); use Filter.force_detach (pyxdp filter detach"
                               " --force) and attach again") from None
+        try:
+            severed = link.info().ifindex == 0
+        except OSError:
+            severed = True
+        if severed:
+            link.close()
+            raise FilterError(f"{iface}: the filter's link no longer holds the interface (the"
+                              " interface was deleted, or the link was detached from"
+                              " outside): `pyxdp filter attach --replace` attaches it anew"
+                              " (or `pyxdp filter detach --force` removes it)")
         try:
             with _lock(state_dir, create=False):
                 text = _recover(state_dir, link, text)
@@ -556,6 +579,20 @@ def _lock(state_dir: str, *, create: bool) -> Iterator[None]:
                 raise FileNotFoundError(path)
         finally:
             os.close(fd)
+
+
+def _stale_reason(pin_dir: str, ifindex: int) -> str | None:
+    """Why the filter state next to ``pin_dir`` describes no running filter, or None."""
+    try:
+        with Link.from_pin(os.path.join(pin_dir, "link")) as link:
+            info = link.info()
+    except OSError:
+        return "its link pin is gone"
+    if info.ifindex == 0:
+        return "its link was severed: the interface was deleted or the link detached"
+    if info.ifindex != ifindex:
+        return f"its link holds ifindex {info.ifindex}, the interface is now {ifindex}"
+    return None
 
 
 def _next_path(state_dir: str) -> str:

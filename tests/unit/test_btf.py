@@ -225,3 +225,38 @@ def test_vmlinux_and_split_btf() -> None:
         mod = load_split(mods[0])
         assert mod.start_id == len(vm.types)
         assert mod.encode() == Path(mods[0]).read_bytes()
+
+
+def test_member_search_through_self_referencing_anonymous_members_is_linear() -> None:
+    """Crafted BTF: a struct whose two anonymous members are the struct itself.  Searching
+    it used to branch twice per level (2^64 visits); a type searched without success is
+    not searched again, so a miss costs a few visits (counted, not timed)."""
+    from pyxdp.btf._types import BtfType, Member
+
+    i = BtfType(Kind.INT, "int", size=4)
+    i.bits = 32
+    s = BtfType(Kind.STRUCT, "s", size=8)
+    b = Btf([i, s])
+    s.members = [Member("", 2, 0), Member("", 2, 0), Member("x", 1, 32)]
+    calls = []
+    real = b._find_member
+
+    def counting(*a, **k):
+        calls.append(a[0])
+        return real(*a, **k)
+
+    b._find_member = counting       # the recursion goes through the instance attribute
+    with pytest.raises(KeyError, match="no member 'y'"):
+        b.member_offset(2, "y")
+    assert len(calls) <= 4, len(calls)
+    assert b.member_offset(2, "x") == (32, 0)
+
+
+def test_encode_refuses_values_that_do_not_fit_instead_of_truncating() -> None:
+    from pyxdp.btf._types import BtfType
+
+    i = BtfType(Kind.INT, "int", size=4)
+    i.bits = 32
+    s = BtfType(Kind.STRUCT, "huge", size=1 << 40)
+    with pytest.raises(BtfError, match="'huge': a value does not fit"):
+        Btf([i, s]).encode()

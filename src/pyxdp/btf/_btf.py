@@ -217,15 +217,25 @@ class Btf:
             type_id = m.type
         return total, last
 
-    def _find_member(self, type_id: int, name: str, depth: int = 0) -> tuple[int, Member] | None:
+    def _find_member(self, type_id: int, name: str, depth: int = 0,
+                     misses: set[int] | None = None) -> tuple[int, Member] | None:
+        """Search ``name`` through ``type_id`` and its anonymous members.  A type is
+        searched once per lookup (``misses``): a crafted struct whose anonymous members are
+        itself would otherwise take exponential time."""
+        misses = set() if misses is None else misses
+        if type_id in misses:
+            return None
         t = self[type_id]
         if t.kind not in (Kind.STRUCT, Kind.UNION) or depth > _MAX_DEPTH:
             return None
+        # marked on entry: a type cannot contain itself by value, so meeting it again
+        # below is a crafted loop, and a finished search of it found nothing
+        misses.add(type_id)
         for m in t.members:
             if m.name == name:
                 return m.bit_offset, m
             if not m.name:
-                sub = self._find_member(self.skip_modifiers(m.type), name, depth + 1)
+                sub = self._find_member(self.skip_modifiers(m.type), name, depth + 1, misses)
                 if sub is not None:
                     return m.bit_offset + sub[0], sub[1]
         return None
@@ -345,13 +355,21 @@ def _parse_one(raw: bytes, pos: int, lay: _Layouts, strings: StringTable
 
 
 def _encode_type(t: BtfType, e: str, s: StringTable) -> bytes:
+    try:
+        return _encode_type_checked(t, e, s)
+    except struct.error as err:
+        raise BtfError(f"{t.kind.name} {t.name!r}: a value does not fit its BTF field"
+                       f" ({err})") from None
+
+
+def _encode_type_checked(t: BtfType, e: str, s: StringTable) -> bytes:
     name_off = s.offset_of(t.name, t.name_off)
     vlen = t.vlen
     if vlen > 0xFFFF:
         raise BtfError(f"{t.kind.name} {t.name!r} has {vlen} entries, more than BTF allows")
     info = (int(t.kind) << 24) | vlen | (0x80000000 if t.kind_flag else 0)
     third = t.size if t.kind in SIZED else t.type
-    out = [struct.pack(e + "III", name_off, info, third & 0xFFFFFFFF)]
+    out = [struct.pack(e + "III", name_off, info, third)]
     k = t.kind
     if k == Kind.INT:
         out.append(struct.pack(e + "I", (t.encoding << 24) | (t.int_offset << 16) | t.bits))

@@ -28,6 +28,12 @@ Known limitations:
   the same token count and all pass: in the worst case a limit lets through up to
   N_CPU times its rate and burst.  A single flow is steered to one queue (RSS), so the
   overshoot needs one source spread over many queues (many ports, or per-prefix limits).
+* Sources beyond the bucket table (``Sizes.sources``; LRU) do not escape the limit: a
+  source without a bucket is counted in a count-min sketch (``SKETCH_ROWS`` x
+  ``SKETCH_WIDTH`` cells, one-second windows) and is over while its smallest cell exceeds
+  pps + burst for the window.  The sketch only overestimates, so a source that shares all
+  its cells with heavy ones can be limited early; byte-rate (bps) limits are not counted
+  in it, only packet rates.
 * At most ``MAX_RATED`` rate-limited rules are metered for one packet: a fifth
   overlapping rate-limited candidate (lower priority than four that all passed) is not.
 * IPv6: ``MAX_EXT`` extension headers are walked; a longer chain is malformed.
@@ -84,6 +90,10 @@ MAX_GENERIC = 32        # rules without prefix or MAC
 MAX_PORT_RANGES = 8     # per port field of a rule
 PATTERN_LEN = 16
 MAX_RATED = 4           # rate-limited candidates metered per packet (Pkt.r0..r3)
+SKETCH_ROWS = 2         # count-min sketch behind the rate buckets (see over_rate)
+SKETCH_WIDTH = 1 << 16
+SKETCH_SHIFT = 48       # 64 - log2(SKETCH_WIDTH)
+SKETCH_WINDOW = 1000000000   # ns
 MAX_EXT = 6             # IPv6 extension headers walked (more: the packet is malformed)
 IPPROTO_AH = 51
 NO_RULE = 0xFFFFFFFF
@@ -194,6 +204,7 @@ class Limit(Struct):
     mask6_hi: u64     # as the native u64 of the first 8 address bytes
     mask6_lo: u64
     byte_cost: u64    # tokens per byte: 8e9 nano-bits >> k, coarser above ~4.6 Gbit/s
+    win_allow: u64    # packets a source may send per sketch window (pps + burst); 0: none
 
 
 class BucketKey(Struct):
@@ -284,6 +295,10 @@ stats = PerCpuArray[u32, Counter](max_entries=65536 + 3)
 buckets = LruHashMap[BucketKey, Bucket](max_entries=65536)
 talkers = LruHashMap[AddrKey, u64](max_entries=16384)
 clock = ArrayMap[u32, u64](max_entries=1)
+# the rate limits' memory beyond the bucket table: a count-min sketch of packets per source
+# and one-second window (SKETCH_ROWS rows of SKETCH_WIDTH cells: window << 32 | count),
+# consulted when a source has no bucket (new, or evicted by LRU churn)
+sketch = ArrayMap[u32, u64](max_entries=SKETCH_ROWS * SKETCH_WIDTH)
 # per-CPU scratch for the packet facts: the BPF stack (512 bytes) is too small for them
 # next to the spills of the inlined rule check
 scratch = PerCpuArray[u32, Pkt](max_entries=1)
@@ -349,6 +364,27 @@ def now_ns():
     return ktime_get_ns()
 
 
+def sketch_over(key, allow, now):
+    """Count the packet in the count-min sketch for ``key``'s source and window; True when
+    the smallest of its cells (the least overestimated count) exceeds ``allow``."""
+    window: u64 = now // SKETCH_WINDOW
+    h: u64 = (key.lo * 0x9E3779B97F4A7C15) ^ (key.hi * 0xC2B2AE3D27D4EB4F) ^ (
+        u64(key.slot) * 0x165667B19E3779F9) ^ u64(key.fam)
+    least: u64 = 0xFFFFFFFF
+    for row in range(SKETCH_ROWS):
+        mixed: u64 = (h ^ (u64(row) * 0xD6E8FEB86659FD93)) * 0xFF51AFD7ED558CCD
+        idx: u32 = u32(mixed >> SKETCH_SHIFT) + u32(row) * SKETCH_WIDTH
+        cell = sketch.lookup(idx)
+        if cell:
+            n: u64 = 1
+            if cell.value >> 32 == window & 0xFFFFFFFF:
+                n = (cell.value & 0xFFFFFFFF) + 1
+            cell.value = ((window & 0xFFFFFFFF) << 32) | (n & 0xFFFFFFFF)
+            if n < least:
+                least = n
+    return least > allow
+
+
 def over_rate(p, slot, li):
     """Meter the packet against the rule's token bucket for its source (or prefix):
     True when it is above the rate."""
@@ -364,7 +400,13 @@ def over_rate(p, slot, li):
     now = now_ns()
     b = buckets.lookup(key)
     if not b:
-        # a new (or evicted) source starts with a full bucket
+        # no bucket: a new source, or one evicted because more sources send than the table
+        # holds.  Those must not all start with a full bucket (an attacker with more
+        # sources than the table would pass them all): the sketch counts each source's
+        # packets per window, and a source above pps + burst in this window is over.
+        if lim.win_allow and sketch_over(key, lim.win_allow, now):
+            return 1
+        # otherwise a new source starts with a full bucket
         buckets.update(key, Bucket(pkt_tokens=lim.pkt_cap, bit_tokens=lim.bit_cap, last=now),
                        BPF_NOEXIST)
         b = buckets.lookup(key)

@@ -21,7 +21,7 @@ from pyxdp.elf import set_variable
 from pyxdp.spec import ObjectSpec
 
 PROGRAM = "xdp_filter"
-SHARED = ("stats", "buckets", "talkers", "clock")
+SHARED = ("stats", "buckets", "talkers", "clock", "sketch")
 
 
 @functools.cache

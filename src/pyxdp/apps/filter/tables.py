@@ -245,6 +245,7 @@ def _limit(rule: Rule) -> Any:
     bps = r.bps >> shift
     m6 = (int(ipaddress.IPv6Network((0, r.prefix6)).netmask)).to_bytes(16, "big")
     return dp.Limit(pps=r.pps, bps=bps, pkt_cap=pkt_cap, bit_cap=bit_cap, byte_cost=byte_cost,
+                    win_allow=r.pps + r.burst if r.pps else 0,
                     pkt_fill=-(-pkt_cap // r.pps) if r.pps else 0,
                     bit_fill=-(-bit_cap // bps) if bps else 0,
                     mask4=int(ipaddress.IPv4Network((0, r.prefix4)).netmask),

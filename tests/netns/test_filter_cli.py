@@ -244,3 +244,19 @@ def test_recreated_interface_and_severed_link_say_what_to_do(env) -> None:
     assert r.returncode == 1 and "no longer holds the interface" in r.stderr, r.stderr
     pyxdp("filter", "attach", "veth1", "--replace", *roots)
     pyxdp("filter", "list", "veth1", *roots)
+
+
+def test_filter_attach_under_ip_netns_exec_is_refused(env) -> None:
+    """`ip netns exec NS pyxdp filter attach` would pin the link in a bpffs that dies with
+    the command (and the filter with it): refused with the supported way."""
+    tb, roots, tmp = env
+    ns = tb.ns_name("sink")
+    own = [a for i, a in enumerate(roots) if a != "--netns" and (i == 0 or roots[i - 1]
+                                                                  != "--netns")]
+    r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "pyxdp", "filter",
+                        "attach", "veth1", *own], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "private to this process's mount namespace" in r.stderr and "--netns" in r.stderr
+    from pyxdp import xdp
+
+    assert not tb.call("sink", xdp.status, "veth1").attachments

@@ -163,8 +163,21 @@ class Chain:
     @classmethod
     def open(cls, iface: str, pin_root: str = PIN_ROOT, state_root: str = STATE_ROOT
              ) -> Chain:
+        """Reopen the chain on ``iface``; a chain whose link no longer holds the interface
+        (deleted and re-created, or detached from outside) says so and how to recover."""
+        from pyxdp.kernel import Link
+
         ch = cls(iface, pin_root, state_root)
         ch._load()
+        try:
+            with Link.from_pin(os.path.join(ch.pin_dir, "link")) as link:
+                severed = link.info().ifindex == 0
+        except OSError:
+            severed = True
+        if severed:
+            raise ChainError(f"{iface}: the chain's link no longer holds the interface (the"
+                             " interface was deleted, or the link detached from outside):"
+                             " `pyxdp chain detach` removes its state, then attach again")
         return ch
 
     def detach(self) -> None:

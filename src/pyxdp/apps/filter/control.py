@@ -127,6 +127,13 @@ class Filter:
                 raise FilterError(f"{iface} has the state of a filter that no longer runs"
                                   f" ({why}): `pyxdp filter attach --replace` clears it and"
                                   " attaches anew")
+        from pyxdp.kernel._pin import private_bpffs_reason
+
+        why_private = private_bpffs_reason(pin_root)
+        if why_private is not None:
+            raise FilterError(f"refusing to attach the filter to {iface}: {why_private};"
+                              " run `pyxdp filter attach --netns NS ...` from the host"
+                              " namespace instead")
         with _lock(state_dir, create=True):
             if os.path.exists(os.path.join(state_dir, "state.json")):
                 raise FilterError(f"{iface} already has a pyxdp filter ({state_dir}): use"

@@ -249,7 +249,7 @@ def test_recreated_interface_and_severed_link_say_what_to_do(env) -> None:
 def test_filter_attach_under_ip_netns_exec_is_refused(env) -> None:
     """`ip netns exec NS pyxdp filter attach` would pin the link in a bpffs that dies with
     the command (and the filter with it): refused with the supported way."""
-    tb, roots, tmp = env
+    tb, roots, _tmp = env
     ns = tb.ns_name("sink")
     own = [a for i, a in enumerate(roots) if a != "--netns" and (i == 0 or roots[i - 1]
                                                                   != "--netns")]

@@ -13,6 +13,8 @@ verdicts, results writer).  Results go to ``bench/results/<name>.json`` and ``.m
 ``compiler_quality``          the compiler's code vs clang -O2 on the same programs
 ``filter_speed``              the filter app vs ``xdp-filter``
 ``chain_speed``               chains of 1/2/4 stages vs the programs alone; capture on/off
+``faults``                    the filter under kill -9, reloads, restart, bucket exhaustion
+``afxdp_speed``               AF_XDP rxdrop/txonly/l2fwd vs a C program on libxdp
 ============================  ===========================================================
 
 The C references are in ``c/`` beside these modules (shipped with the package).

@@ -78,6 +78,14 @@ CASES = [
     ("filter-position", ["filter", "add", "lo", "r1", "src=198.18.0.1", "--position", "-99"],
      False, 2, "--position"),
     ("filter-watch", ["filter", "stats", "lo", "--watch", "-3"], False, 2, "--watch"),
+    # empty values
+    ("empty-count", ["trafficgen", "lo", "--count", ""], False, 2, "--count"),
+    ("empty-compile", ["compile", ""], False, 2, "no such file"),
+    ("empty-asm", ["asm", ""], False, 1, "error"),
+    ("empty-rule-name", ["filter", "add", "lo", "", "src=198.19.0.0/16", "--state-root",
+                         "{d}/st"], False, 1, "name"),
+    ("empty-iface", ["status", ""], True, 1, "interface"),
+    ("empty-map", ["map", "dump", ""], True, 1, "map"),
     # files: missing, a directory, binary, empty, source text instead of a file
     ("compile-source-text", ["compile", 'print("x")'], False, 2, "no such file"),
     ("compile-missing", ["compile", "{d}/nope.py"], False, 2, "no such file"),
@@ -239,6 +247,25 @@ class _Fixed:
 
     def error(self, msg):
         self.parser.error(msg)
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_pure_commands_work_without_privilege(files: Path) -> None:
+    """asm, disasm, compile and emu need no privileges at all."""
+    src = files / "p.s"
+    src.write_text("r0 = 2\nexit\n")
+    r = pyxdp(["asm", str(src), "-o", str(files / "p.bin")], prefix=NOCAP)
+    assert r.returncode == 0, r.stderr
+    r = pyxdp(["disasm", str(files / "p.bin")], prefix=NOCAP)
+    assert r.returncode == 0 and "r0 = 2" in r.stdout, r.stdout + r.stderr
+    r = pyxdp(["emu", str(src), "--packets", "3", "--json"], prefix=NOCAP)
+    assert r.returncode == 0 and "XDP_PASS" in r.stdout, r.stdout + r.stderr
+    prog = files / "drop.py"
+    prog.write_text("from pyxdp.compiler.lang import *\n\n@xdp\ndef d(ctx):\n"
+                    "    return XDP_DROP\n")
+    r = pyxdp(["compile", str(prog), "-o", str(files / "drop.o")], prefix=NOCAP)
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.kernel

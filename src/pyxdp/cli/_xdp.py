@@ -55,7 +55,7 @@ def cmd_detach(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     def run() -> list[dict[str, Any]]:
-        names = [args.iface] if args.iface else [n for _, n in socket.if_nameindex()]
+        names = [args.iface] if args.iface is not None else [n for _, n in socket.if_nameindex()]
         out = []
         for name in names:
             st = xdp.status(name)

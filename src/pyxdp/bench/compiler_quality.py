@@ -49,6 +49,7 @@ PACKETS: dict[str, bytes] = {
     "decap": ethernet(ipv4(INNER, proto=4, src=SRC, dst=DST)),
     "devmap_redirect": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST),
                                 dst="02:00:00:00:00:02"),
+    "ipip_lb": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST)),
     "icmp_echo": ethernet(ipv4(icmp(b"pingpayload", ident=7, seq=1),
                                src=SRC, dst=DST)),
 }
@@ -63,6 +64,10 @@ def setup(name: str, coll: Any) -> None:
         m._update(key, bytes(8), 0)
     if name == "devmap_redirect":
         coll.maps["tx_ports"]._update((2).to_bytes(4, "little"), (1).to_bytes(4, "little"), 0)
+    if name == "ipip_lb":                  # backends 198.18.3.1 .. 198.18.3.4 (host order)
+        for i in range(4):
+            coll.maps["backends"]._update(i.to_bytes(4, "little"),
+                                          (0xC6120301 + i).to_bytes(4, "little"), 0)
 
 
 def clang_object(name: str) -> bytes:

@@ -1,3 +1,4 @@
+# mypy: ignore-errors
 """ICMP echo responder (pyxdp.bench.compiler_quality): IPv4 echo request -> reply, XDP_TX."""
 
 from pyxdp.compiler.lang import (  # type: ignore[attr-defined]  # builtins are set at import

@@ -1,3 +1,4 @@
+# mypy: ignore-errors
 """IPIP load balancer (pyxdp.bench.compiler_quality): pick a backend by a flow hash of the
 IPv4 addresses, push an outer IPv4 header towards it, XDP_TX."""
 

@@ -50,6 +50,7 @@ PACKETS: dict[str, bytes] = {
     "devmap_redirect": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST),
                                 dst="02:00:00:00:00:02"),
     "ipip_lb": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST)),
+    "fib_fwd": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST)),
     "icmp_echo": ethernet(ipv4(icmp(b"pingpayload", ident=7, seq=1),
                                src=SRC, dst=DST)),
 }

@@ -51,6 +51,7 @@ PACKETS: dict[str, bytes] = {
                                 dst="02:00:00:00:00:02"),
     "ipip_lb": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST)),
     "fib_fwd": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST)),
+    "vlan_pop": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST), vlan=42),
     "icmp_echo": ethernet(ipv4(icmp(b"pingpayload", ident=7, seq=1),
                                src=SRC, dst=DST)),
 }

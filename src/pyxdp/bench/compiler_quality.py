@@ -52,6 +52,7 @@ PACKETS: dict[str, bytes] = {
     "ipip_lb": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST)),
     "fib_fwd": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST)),
     "vlan_pop": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST), vlan=42),
+    "flow_count": ethernet(ipv4(udp(b"x" * 18), src=SRC, dst=DST)),
     "icmp_echo": ethernet(ipv4(icmp(b"pingpayload", ident=7, seq=1),
                                src=SRC, dst=DST)),
 }

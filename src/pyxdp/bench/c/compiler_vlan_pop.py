@@ -3,9 +3,9 @@
 
 from pyxdp.compiler.lang import (
     ETH_P_8021Q,
+    VLAN,
     XDP_ABORTED,
     XDP_PASS,
-    VLAN,
     Ethernet,
     xdp,
 )

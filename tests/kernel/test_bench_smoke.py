@@ -61,7 +61,7 @@ def test_compiler_quality_twins_agree_on_verdict_and_output_bytes() -> None:
         assert row["same_output"], row["program"]
         assert row["insns_ours"] > 0 and row["insns_clang"] > 0
         assert len(r.sides[f"{row['program']} ns ours"]["samples"]) == 5
-    assert len(r.sides["bare program ns"]["samples"]) == 5
+        assert len(r.sides[f"{row['program']} ns bare"]["samples"]) == 5
 
 
 def test_compiler_quality_icmp_echo_answers_with_a_correct_checksum() -> None:

@@ -283,7 +283,7 @@ def measure(repeat: int, rounds: int, veth_count: int, examples: Path,
             " >= 0.97).  Instruction counts are exact (no spread).")
     r.notes += ["Each repeat=1 BPF_PROG_TEST_RUN duration is whole nanoseconds and includes"
                 " the kernel's timer overhead; the bare program's figure (same method, same"
-                " rounds) is subtracted sample by sample, so cheap programs sit near 0 ns and"
+                " rounds) is subtracted round by round, so cheap programs sit near 0 ns and"
                 " their ratios are noise.  same output: both flavours give identical output"
                 " bytes on the benchmark frame.  The machine is a shared 2-vCPU VM (other jobs ran"
                 " at the same time): read the spreads, not one number."]

@@ -5,15 +5,27 @@
   with a reason, but ``PYXDP_REQUIRE_KERNEL=1`` (set by ``.ci/run``) turns that skip into a
   failure, so CI can never go green by skipping the kernel.
 * Every test is checked for leaked file descriptors.
+* The kernel-BTF index cache goes to a directory of the run's own (removed at the end), so
+  tests never leave a cache in the system's ``/var/cache/pyxdp``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 REQUIRE_KERNEL = os.environ.get("PYXDP_REQUIRE_KERNEL") == "1"
+_CACHE = None
+if "PYXDP_CACHE_DIR" not in os.environ:
+    _CACHE = os.environ["PYXDP_CACHE_DIR"] = tempfile.mkdtemp(prefix="pyxdp-test-cache-")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _CACHE is not None:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def _kernel_problem() -> str | None:

@@ -191,6 +191,9 @@ class Chain:
                     link.detach()
             shutil.rmtree(self.pin_dir, ignore_errors=True)
             shutil.rmtree(self.state_dir, ignore_errors=True)
+            for root in (os.path.dirname(self.pin_dir), os.path.dirname(self.state_dir)):
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)          # only when empty: other interfaces keep theirs
 
     # -- changes ------------------------------------------------------------------------
     def add(self, name: str, object_path: str, program: str | None = None, *,

@@ -93,8 +93,11 @@ def lower_builtin(cl: CallLower, e: ast.Call, name: str) -> ir.Value:
             w = b.load(cl.gep(base, 2 * i), typ=ir.IntType(16), align=2)
             total = b.add(total, b.zext(w, I64))
         ref = fl.t(args[0])
+        var = fl.res(e)[2]
+        ft = fl.frame.types
+        pushed = var is not None and var in ft.header_vars and var not in ft.other_ref_vars
         if isinstance(ref, RefType) and ref.space == "pkt" and isinstance(
-                ref.target, StructType) and "ihl" in ref.target.bits:
+                ref.target, StructType) and "ihl" in ref.target.bits and not pushed:
             total = _ipv4_options(cl, base, ref.target, total)
         folded = b.trunc(_not16(cl, _fold16(cl, total, 2)), ir.IntType(16))
         return b.bswap(folded)     # the sum was over network-order words

@@ -189,7 +189,18 @@ class CallLower:
         slot = self.fl.alloca(ir.ArrayType(I8, st.size), st.name, zero=False)
         slot.align = max(st.align, 8)
         p = self.ptr(slot)
-        self.b.store(ir.Constant(ir.ArrayType(I8, st.size), None), slot)
+        # zero each 8-byte word that a given field does not cover in full (a key built
+        # from all its fields needs no zeroing; padding and unnamed fields read as 0)
+        covered = bytearray(st.size)
+        for k in e.keywords:
+            off, ft = st.fields[k.arg]  # type: ignore[index]
+            covered[off:off + ft.size] = b"\1" * ft.size
+        for w in range(0, st.size, 8):
+            n = min(8, st.size - w)
+            if not all(covered[w:w + n]):
+                zt = ir.IntType(8 * n) if n in (1, 2, 4, 8) else ir.ArrayType(I8, n)
+                self.b.store(ir.Constant(zt, 0 if n in (1, 2, 4, 8) else None),
+                             self.gep(p, w))
         for k in e.keywords:
             off, ft = st.fields[k.arg]  # type: ignore[index]
             fp = self.gep(p, off)

@@ -106,6 +106,8 @@ class FnLower:
         ab = self.alloca_builder
         ab.debug_metadata = self.b.debug_metadata
         slot = ab.alloca(ty, name=name)
+        if isinstance(ty, ir.ArrayType | ir.LiteralStructType | ir.IdentifiedStructType):
+            slot.align = 8         # aggregates: zeroed and copied in 8-byte words, as clang does
         if zero:
             ab.store(ir.Constant(ty, None), slot)
         return slot

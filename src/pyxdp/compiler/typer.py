@@ -55,6 +55,10 @@ class FnTypes:
     locals: dict[str, Type] = field(default_factory=dict)
     ret: Type | None = None
     inlined: dict[int, FnTypes] = field(default_factory=dict)
+    # names ever bound to c.header(...) / to any other ref: ipv4_csum of a name only ever
+    # bound by header() sums exactly its 20 bytes (a pushed header has no option words)
+    header_vars: set[str] = field(default_factory=set)
+    other_ref_vars: set[str] = field(default_factory=set)
 
     def type_of(self, node: ast.AST) -> Type:
         return self.types[id(node)]
@@ -302,6 +306,12 @@ class Typer:
         self.record(target, cur)
         self.var_gen[name] = self.gen
         if isinstance(cur, RefType):
+            v = node
+            if (isinstance(v, ast.Call) and isinstance(v.func, ast.Attribute)
+                    and v.func.attr == "header"):
+                self.out.header_vars.add(name)
+            else:
+                self.out.other_ref_vars.add(name)
             if self.is_nonnull(node, t):
                 self.flow.nonnull.add(name)
             else:

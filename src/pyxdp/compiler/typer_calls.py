@@ -242,6 +242,7 @@ class CallTyper:
                 ref.target.name != "IPv4" and ref.target.size != 20):
             raise self.err(ip, "ipv4_csum takes an IPv4 header ref (or any 20-byte struct"
                            " laid out like one)", "ipv4_csum(ip) with ip = c.parse(IPv4)")
+        self.res(e, ("builtin", "ipv4_csum", ip.id if isinstance(ip, ast.Name) else None))
         return u16
 
     def b_csum_diff(self, e: ast.Call) -> Type:

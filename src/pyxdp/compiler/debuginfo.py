@@ -97,24 +97,44 @@ class DebugInfo:
         gv.set_metadata("dbg", gve)
         self.globals.append(gve)
 
-    def subprogram(self, fn: ir.Function, name: str, line: int) -> Any:
+    def subprogram(self, fn: ir.Function, name: str, line: int,
+                   params: list[tuple[str, str]] | None = None, ret: str = "int",
+                   kind: str = "xdp") -> Any:
+        """A DISubprogram for ``fn``: a program (``params`` None: ``int f(struct xdp_md
+        *ctx)``) or a subprogram whose parameters are ``(name, kind)`` with kind "ctx",
+        "ptr" (void *) or "long", returning ``ret`` ("int" or "long").
+
+        The context struct is complete (its size, no members): the verifier recognises a
+        subprogram's ctx argument by the struct's name, and refuses a forward declaration
+        ("size cannot be determined")."""
+        cname, csize = ("xdp_md", 24) if kind == "xdp" else ("__sk_buff", 192)
         ctx = self.m.add_debug_info("DICompositeType", {
-            "tag": ir.DIToken("DW_TAG_structure_type"), "name": "xdp_md", "file": self.file,
-            "flags": ir.DIToken("DIFlagFwdDecl")})
-        ptr = self.m.add_debug_info("DIDerivedType", {
-            "tag": ir.DIToken("DW_TAG_pointer_type"), "baseType": ctx, "size": 64})
+            "tag": ir.DIToken("DW_TAG_structure_type"), "name": cname, "file": self.file,
+            "size": csize * 8, "elements": self.m.add_metadata([])})
+        kinds = {"ctx": self.m.add_debug_info("DIDerivedType", {
+                     "tag": ir.DIToken("DW_TAG_pointer_type"), "baseType": ctx,
+                     "size": 64}),
+                 "long": self.basic("long", 64, True)}
+        if params is None:
+            params = [("ctx", "ctx")]
+        if any(k == "ptr" for _, k in params):
+            kinds["ptr"] = self.m.add_debug_info("DIDerivedType", {
+                "tag": ir.DIToken("DW_TAG_pointer_type"), "baseType": None, "size": 64})
+        rty = self.int if ret == "int" else kinds["long"]
         sty = self.m.add_debug_info("DISubroutineType", {
-            "types": self.m.add_metadata([self.int, ptr])})
+            "types": self.m.add_metadata([rty, *(kinds[k] for _, k in params)])})
         sp = self.m.add_debug_info("DISubprogram", {
             "name": name, "scope": self.file, "file": self.file, "line": line, "type": sty,
-            "scopeLine": line, "spFlags": ir.DIToken("DISPFlagDefinition | DISPFlagOptimized"),
-            "unit": self.cu}, is_distinct=True)
+            "scopeLine": line, "spFlags": ir.DIToken(
+                "DISPFlagDefinition | DISPFlagOptimized" + (
+                    "" if ret == "int" else " | DISPFlagLocalToUnit")),  # static: BTF
+            "unit": self.cu}, is_distinct=True)        # FUNC linkage, checked in call context
         # the kernel wants named parameters in the FUNC_PROTO: BTF takes them from the
         # subprogram's retained argument variables (a metadata cycle, patched in after)
-        arg = self.m.add_debug_info("DILocalVariable", {
-            "name": "ctx", "arg": 1, "scope": sp, "file": self.file, "line": line,
-            "type": ptr})
-        sp.operands = (*sp.operands, ("retainedNodes", self.m.add_metadata([arg])))
+        args = [self.m.add_debug_info("DILocalVariable", {
+            "name": pname, "arg": i + 1, "scope": sp, "file": self.file, "line": line,
+            "type": kinds[k]}) for i, (pname, k) in enumerate(params)]
+        sp.operands = (*sp.operands, ("retainedNodes", self.m.add_metadata(args)))
         sp.__class__ = _DistinctDI     # llvmlite hashes metadata by structure: break the cycle
         fn.set_metadata("dbg", sp)
         return sp

@@ -15,7 +15,7 @@ import types as _pytypes
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyxdp.compiler.lang import Const, MapDecl, ProgramDecl
+from pyxdp.compiler.lang import Const, MapDecl, ProgramDecl, SubprogDecl
 from pyxdp.errors import CompileError
 
 _COUNTER = itertools.count()
@@ -33,6 +33,7 @@ class ModuleInfo:
     programs: dict[str, ProgramDecl] = field(default_factory=dict)
     maps: dict[str, MapDecl] = field(default_factory=dict)
     configs: dict[str, Const] = field(default_factory=dict)
+    subprogs: set[str] = field(default_factory=set)     # functions marked @subprog
 
     def error(self, node: ast.AST | None, message: str, hint: str | None = None
               ) -> CompileError:
@@ -104,6 +105,8 @@ def parse_module(path_or_source: str | os.PathLike[str], env: dict[str, Any] | N
             info.configs[name] = value
         elif isinstance(value, ProgramDecl) and value.name in info.functions:
             info.programs[value.name] = value
+        elif isinstance(value, SubprogDecl) and value.name == name and name in info.functions:
+            info.subprogs.add(name)
     return info
 
 

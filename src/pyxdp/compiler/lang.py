@@ -185,6 +185,28 @@ def tc(fn: Callable[..., Any] | None = None, *, section: str = "tc") -> Any:
     return ProgramDecl(fn, "tc", section)
 
 
+class SubprogDecl:
+    """A module function marked ``@subprog``: compiled once per argument signature as a
+    BPF-to-BPF call (``call`` of a ``.text`` function) instead of inlined at each call."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    def __call__(self, *args: Any) -> Any:
+        raise RuntimeError(f"{self.name} is a BPF subprogram: call it from a program")
+
+
+def subprog(fn: Callable[..., Any]) -> SubprogDecl:
+    """Mark a helper function as a real BPF subprogram (a bpf-to-bpf call, not inlined):
+    one copy of its code however many places call it.  Up to 4 arguments besides ``ctx``
+    (integers, bools, refs, a cursor); it returns an integer (or nothing)."""
+    return SubprogDecl(fn)
+
+
 # -- helpers and builtins (only meaningful inside programs) ----------------------------------
 def _stub(name: str) -> Callable[..., Any]:
     def f(*args: Any, **kw: Any) -> Any:
@@ -219,7 +241,8 @@ __all__ = [
     "UDP", "VLAN", "XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_REDIRECT", "XDP_TX",
     "ArrayMap", "Const", "CpuMap", "DevMap", "Ethernet", "FibParams", "HashMap", "ICMPv6",
     "IPv4", "IPv6", "IPv6Ext", "LpmKey4", "LpmKey6", "LpmTrie", "LruHashMap", "MapDecl",
-    "PerCpuArray", "PerCpuHash", "ProgArray", "ProgramDecl", "RingBuf", "Struct", "XskMap",
-    "be16", "be32", "be64", "i8", "i16", "i32", "i64", "tc", "u8", "u16", "u32", "u64", "xdp",
+    "PerCpuArray", "PerCpuHash", "ProgArray", "ProgramDecl", "RingBuf", "Struct",
+    "SubprogDecl", "XskMap",
+    "be16", "be32", "be64", "i8", "i16", "i32", "i64", "subprog", "tc", "u8", "u16", "u32", "u64", "xdp",
     *BUILTINS,
 ]

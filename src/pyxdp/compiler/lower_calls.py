@@ -10,7 +10,10 @@ import llvmlite.ir as ir
 
 from pyxdp.compiler.lower_fn import I8, I32, I64, NULL, PTR, Frame, ir_type, natural_align
 from pyxdp.compiler.types import (
+    BOOL,
+    CTX,
     NONE,
+    VOID,
     ArrayType,
     BitField,
     IntType,
@@ -167,6 +170,8 @@ class CallLower:
             return lower_map_method(self, e, r[1], r[2])
         if kind == "inline":
             return self.inline(e)
+        if kind == "subprog":
+            return self.subprog_call(e, r[2])
         if kind == "minmax":
             return self.minmax(e, r[1], r[2])
         raise AssertionError(r)
@@ -350,6 +355,41 @@ class CallLower:
         if frame.ret_slot is not None:
             return self.b.load(frame.ret_slot)
         return ir.Constant(I64, 0)
+
+
+    # -- @subprog functions: bpf-to-bpf calls ------------------------------------------
+    def subprog_call(self, e: ast.Call, key: tuple[object, ...]) -> ir.Value:
+        fl, b = self.fl, self.b
+        typed = fl.frame.types.inlined[id(e)]
+        fn = fl.ml.subprog((fl.kind, *key), typed, fl.kind)
+        args: list[ir.Value] = [fl.ctx]
+        for (_, ptype), a in zip(typed.params, e.args):
+            if ptype is CTX:
+                continue
+            args.append(to_abi(b, fl.coerce(fl.expr_value(a), fl.t(a), ptype), ptype))
+        r = b.call(fn, args)
+        ret = typed.ret
+        if ret is None or ret is VOID or ret is NONE:
+            return ir.Constant(I64, 0)
+        rt = ir_type(ret)
+        return b.trunc(r, rt) if rt.width < 64 else r  # type: ignore[attr-defined]
+
+
+def to_abi(b: ir.IRBuilder, v: ir.Value, t: Type) -> ir.Value:
+    """A value as a BPF argument/return register: integers widened to 64 bits."""
+    if isinstance(t, IntType) and t.bits < 64:
+        return b.sext(v, I64) if t.host.signed else b.zext(v, I64)
+    if t is BOOL:
+        return b.zext(v, I64)
+    return v
+
+
+def from_abi(b: ir.IRBuilder, v: ir.Value, t: Type) -> ir.Value:
+    if isinstance(t, IntType) and t.bits < 64:
+        return b.trunc(v, ir.IntType(t.bits))
+    if t is BOOL:
+        return b.trunc(v, ir.IntType(1))
+    return v
 
 
 def _target(t: Type) -> Type:

@@ -456,3 +456,41 @@ def _range(bounds: list[int]) -> tuple[int, int, int]:
 
 
 __all__ = ["CURSOR", "FnLower", "Frame", "RefType", "ir_type"]
+
+
+def abi_kind(t: Type) -> str:
+    """How a @subprog parameter travels: "ctx" (the hidden first argument), "ptr", "long"."""
+    from pyxdp.compiler.types import CTX
+    if t is CTX:
+        return "ctx"
+    if is_int(t) or t is BOOL or isinstance(t, LitType):
+        return "long"
+    return "ptr"
+
+
+class SubprogLower(FnLower):
+    """Lowers an ``@subprog`` body into its own function: ctx is argument 0, the other
+    parameters follow (integers as 64-bit registers), the result is returned as i64."""
+
+    def run(self) -> None:
+        from pyxdp.compiler.lower_calls import from_abi, to_abi
+        from pyxdp.compiler.types import CTX, NONE, VOID
+        fr, typed = self.frame, self.frame.types
+        self.at(typed.fn)
+        fr.ret_block = self.new_block("ret")
+        ret = typed.ret
+        if ret is not None and ret is not VOID and ret is not NONE:
+            fr.ret_slot = self.alloca(ir_type(ret), "ret")
+        args = iter(self.fn.args[1:])
+        for pname, ptype in typed.params:
+            v = self.ctx if ptype is CTX else from_abi(self.b, next(args), ptype)
+            self.b.store(v, self.slot(pname))
+        self.block(typed.fn.body)
+        if not self.terminated():
+            self.b.branch(fr.ret_block)
+        self.b.position_at_end(fr.ret_block)
+        if fr.ret_slot is not None:
+            self.b.ret(to_abi(self.b, self.b.load(fr.ret_slot), ret))  # type: ignore[arg-type]
+        else:
+            self.b.ret(ir.Constant(I64, 0))
+        self.alloca_builder.branch(self.fn.blocks[1])

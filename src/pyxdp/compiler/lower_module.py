@@ -10,7 +10,7 @@ import llvmlite.ir as ir
 from pyxdp.abi import MapType
 from pyxdp.compiler.debuginfo import DebugInfo
 from pyxdp.compiler.frontend import ModuleInfo
-from pyxdp.compiler.lower_fn import I32, PTR, FnLower
+from pyxdp.compiler.lower_fn import I32, I64, PTR, FnLower
 from pyxdp.compiler.typer import FnTypes
 
 DATA_LAYOUT = "e-m:e-p:64:64-i64:64-i128:128-n32:64-S128"
@@ -34,6 +34,7 @@ class ModuleLower:
         self.di = DebugInfo(self.m, info.filename)
         self.maps: dict[str, ir.GlobalVariable] = {}
         self.configs: dict[str, ir.GlobalVariable] = {}
+        self.subprogs: dict[tuple[object, ...], ir.Function] = {}
 
     def _line(self, name: str) -> int:
         for node in self.info.tree.body:
@@ -94,9 +95,34 @@ class ModuleLower:
         b._insert(instr)
         return instr
 
+    def subprog(self, key: tuple[object, ...], typed: FnTypes, kind: str) -> ir.Function:
+        """The ``.text`` function of an ``@subprog`` for one argument signature (made on
+        first use): ``long f(ctx, args...)``, static and never inlined."""
+        fn = self.subprogs.get(key)
+        if fn is not None:
+            return fn
+        from pyxdp.compiler.lower_fn import SubprogLower, abi_kind
+        name = typed.fn.name
+        n = sum(1 for k in self.subprogs if k[1] == name)
+        fname = name if n == 0 else f"{name}__{n + 1}"
+        params = [("ctx", "ctx")] + [(p, abi_kind(t)) for p, t in typed.params
+                                     if abi_kind(t) != "ctx"]
+        fn = ir.Function(self.m, ir.FunctionType(I64, [
+            PTR if k in ("ctx", "ptr") else I64 for _, k in params]), fname)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.section = ".text"
+        for arg, (pname, _) in zip(fn.args, params):
+            arg.name = pname
+        self.subprogs[key] = fn
+        scope = self.di.subprogram(fn, fname, typed.fn.lineno, params, ret="long",
+                                   kind=kind)
+        SubprogLower(self, fn, typed, kind, scope).run()
+        return fn
+
     def program(self, name: str, typed: FnTypes, kind: str, section: str) -> None:
         fn = ir.Function(self.m, ir.FunctionType(I32, [PTR]), name)
         fn.section = section
         fn.args[0].name = "ctx"
-        scope = self.di.subprogram(fn, name, typed.fn.lineno)
+        scope = self.di.subprogram(fn, name, typed.fn.lineno, kind=kind)
         FnLower(self, fn, typed, kind, scope).run()

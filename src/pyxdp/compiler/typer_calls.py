@@ -115,6 +115,8 @@ class CallTyper:
         if name in BUILTINS and getattr(val, "__module__", "") in (
                 "pyxdp.compiler.lang",):
             return self.builtin(e, name)
+        if name in self.t.info.subprogs:
+            return self.subprog(e, name)
         if name in self.t.info.functions and callable(val):
             return self.inline(e, name)
         if name in ("min", "max", "abs") and val is None:   # Python's, not shadowed
@@ -419,6 +421,37 @@ class CallTyper:
             self.t.flow.nonnull = {n for n in self.t.flow.nonnull
                                    if not _is_pkt(self.t.out.locals.get(n))}
         return typed.ret or VOID
+
+
+    def subprog(self, e: ast.Call, name: str) -> Type:
+        """A call of an ``@subprog`` function: typed like an inlined helper (per call
+        site), lowered as a bpf-to-bpf call of one function per argument signature."""
+        fn = self.t.info.functions[name]
+        passed = 0
+        for p, a in zip(fn.args.args, e.args):
+            t = self.t.expr(a)
+            if t is CTX:
+                continue                    # ctx travels as the hidden first argument
+            passed += 1
+            if isinstance(t, ArrayType | StructType) or not (
+                    is_int(t) or t is BOOL or isinstance(t, RefType) or t is CURSOR):
+                raise self.err(a, f"a @subprog argument is an integer, a bool, a ref or a"
+                               f" cursor, not {t}", "pass a ref to the struct instead")
+        if passed > 4:
+            raise self.err(e, f"{name}() takes {passed} arguments besides ctx; a BPF"
+                           " subprogram has 5 argument registers, one of them for ctx",
+                           "pass a ref to a Struct that holds the values")
+        ret = self.inline(e, name)
+        typed = self.t.out.inlined[id(e)]
+        if not (ret is VOID or ret is NONE or is_int(ret) or ret is BOOL):
+            raise self.err(e, f"a @subprog returns an integer or bool, not {ret}",
+                           "return refs from a plain (inlined) helper function")
+        key = (name, tuple(t for _, t in typed.params),
+               frozenset(n for n, t in typed.params
+                         if isinstance(t, RefType) and self.t.is_nonnull(
+                             e.args[[q for q, _ in typed.params].index(n)], t)))
+        self.res(e, ("subprog", name, key))
+        return ret
 
 
 def _is_pkt(t: Type | None) -> bool:

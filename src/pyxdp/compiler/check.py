@@ -25,7 +25,6 @@ _REJECT: dict[type, tuple[str, str]] = {
     ast.Lambda: ("lambda", "define a helper function at module level"),
     ast.Try: ("try/except (exceptions)", "check values with if and return a verdict"),
     ast.Raise: ("raise (exceptions)", "return a verdict such as XDP_ABORTED"),
-    ast.With: ("with statements", "call the helpers directly"),
     ast.Yield: ("generators (yield)", "return a value"),
     ast.YieldFrom: ("generators (yield)", "return a value"),
     ast.Await: ("await", "programs are synchronous"),
@@ -56,7 +55,7 @@ UNSUPPORTED: list[tuple[str, str, str]] = [
     ("nested function", "def f(): pass", "nested functions"),
     ("try/except", "try:\n        pass\n    except Exception:\n        pass", "exceptions"),
     ("raise", "raise ValueError()", "exceptions"),
-    ("with", "with ctx:\n        pass", "with statements"),
+    ("with", "with ctx:\n        pass", "with statements take a SpinLock"),
     ("lambda", "f = lambda: 1", "lambda"),
     ("generator", "x = sum(i for i in range(3))", "generators"),
     ("comprehension", "x = [i for i in range(3)]", "comprehensions"),
@@ -112,6 +111,23 @@ class DialectChecker(ast.NodeVisitor):
                                   if bad[0].endswith("s") or "(" in bad[0]
                                   else f"{bad[0]} is not supported in programs", bad[1])
         super().generic_visit(node)
+
+    def visit_With(self, node: ast.With) -> None:
+        """``with v.lock:`` (a SpinLock field of a map value) is the only with statement:
+        one item, no ``as``, and a body that always reaches its end, so the unlock runs."""
+        if len(node.items) != 1 or node.items[0].optional_vars is not None:
+            raise self.info.error(node, "with statements take one SpinLock field of a map"
+                                  " value, without 'as'", "with v.lock:")
+        for sub in ast.walk(ast.Module(body=node.body, type_ignores=[])):
+            if isinstance(sub, ast.Return):
+                raise self.info.error(sub, "return inside a locked section (the lock must be"
+                                      " released first)", "set a variable, return after the"
+                                      " with block")
+            if isinstance(sub, ast.With):
+                raise self.info.error(sub, "nested with: a program holds one bpf_spin_lock"
+                                      " at a time", "take the locks one after another")
+        _check_loop_exits(self.info, node.body)
+        self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
         v = node.value
@@ -201,3 +217,18 @@ def bounded_while(node: ast.While) -> str | None:
 
 def check_function(info: ModuleInfo, fn: ast.FunctionDef) -> None:
     DialectChecker(info).check_function(fn)
+
+
+def _check_loop_exits(info: ModuleInfo, body: list[ast.stmt]) -> None:
+    """No break/continue in a locked section that would leave it (outside an inner loop)."""
+    for stmt in body:
+        if isinstance(stmt, ast.Break | ast.Continue):
+            raise info.error(stmt, f"{'break' if isinstance(stmt, ast.Break) else 'continue'}"
+                             " would leave a locked section without releasing the lock",
+                             "set a flag; leave the loop after the with block")
+        if isinstance(stmt, ast.For | ast.While):
+            continue                      # its own break/continue stay inside
+        for field in ("body", "orelse"):
+            inner = getattr(stmt, field, None)
+            if isinstance(inner, list):
+                _check_loop_exits(info, inner)

@@ -34,6 +34,7 @@ class DebugInfo:
         self.file = module.add_debug_info("DIFile", {
             "filename": os.path.basename(path), "directory": os.path.dirname(path) or "."})
         self.int = self.basic("int", 32, True)
+        self._types: dict[int, tuple[Any, Any]] = {}
         self.globals: list[Any] = []
         self._cu: Any = None
 
@@ -69,10 +70,50 @@ class DebugInfo:
             "tag": ir.DIToken("DW_TAG_member"), "name": name, "file": self.file,
             "baseType": ptr, "size": 64, "offset": offset})
 
+    def data_type(self, t: Any) -> Any:
+        """The DWARF (so BTF) type of a dialect data type: an integer, a byte or integer
+        array, a Struct (``SpinLock`` is ``struct bpf_spin_lock``, as the kernel wants)."""
+        from pyxdp.compiler.types import ArrayType, IntType, StructType
+        key = id(t)
+        got = self._types.get(key)
+        if got is not None:
+            return got[1]
+        if isinstance(t, IntType):
+            di = self.basic(t.name, t.bits, t.signed)
+        elif isinstance(t, ArrayType):
+            di = self.m.add_debug_info("DICompositeType", {
+                "tag": ir.DIToken("DW_TAG_array_type"), "baseType": self.data_type(t.elem),
+                "size": 8 * t.size, "elements": self.m.add_metadata([self.m.add_debug_info(
+                    "DISubrange", {"count": t.n})])})
+        elif isinstance(t, StructType):
+            members = [self.m.add_debug_info("DIDerivedType", {
+                "tag": ir.DIToken("DW_TAG_member"), "name": fname, "file": self.file,
+                "baseType": self.data_type(ft), "size": 8 * ft.size, "offset": 8 * off})
+                for fname, (off, ft) in t.fields.items()]
+            name = "bpf_spin_lock" if t.name == "SpinLock" and t.cls is not None and getattr(
+                t.cls, "_spin_lock_", False) else t.name
+            di = self.m.add_debug_info("DICompositeType", {
+                "tag": ir.DIToken("DW_TAG_structure_type"), "name": name, "file": self.file,
+                "size": 8 * t.size, "elements": self.m.add_metadata(members)})
+        else:
+            raise AssertionError(t)
+        self._types[key] = (t, di)          # t kept alive: the key is its id
+        return di
+
+    def _typed_member(self, name: str, t: Any, offset: int) -> Any:
+        ptr = self.m.add_debug_info("DIDerivedType", {
+            "tag": ir.DIToken("DW_TAG_pointer_type"), "baseType": self.data_type(t),
+            "size": 64})
+        return self.m.add_debug_info("DIDerivedType", {
+            "tag": ir.DIToken("DW_TAG_member"), "name": name, "file": self.file,
+            "baseType": ptr, "size": 64, "offset": offset})
+
     def map_global(self, gv: ir.GlobalVariable, name: str, line: int,
-                   fields: list[tuple[str, int]]) -> None:
-        """Attach the BTF map definition ``struct { __uint(f, v)... } name`` to ``gv``."""
-        members = [self._uint_member([], f, v, 64 * i) for i, (f, v) in enumerate(fields)]
+                   fields: list[tuple[str, Any]]) -> None:
+        """Attach the BTF map definition ``struct { __uint(f, v)... __type(key, K)... }
+        name`` to ``gv`` (a field whose value is a type becomes ``__type``)."""
+        members = [self._uint_member([], f, v, 64 * i) if isinstance(v, int) else
+                   self._typed_member(f, v, 64 * i) for i, (f, v) in enumerate(fields)]
         st = self.m.add_debug_info("DICompositeType", {
             "tag": ir.DIToken("DW_TAG_structure_type"), "file": self.file, "line": line,
             "size": 64 * len(fields), "elements": self.m.add_metadata(members)})

@@ -32,7 +32,7 @@ from pyxdp.compiler.headers import (
     IPv6,
     IPv6Ext,
 )
-from pyxdp.compiler.structs import FibParams, LpmKey4, LpmKey6, Struct
+from pyxdp.compiler.structs import FibParams, LpmKey4, LpmKey6, SpinLock, Struct
 from pyxdp.compiler.types import (
     IntType,
     Type,
@@ -241,7 +241,7 @@ __all__ = [
     "UDP", "VLAN", "XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_REDIRECT", "XDP_TX",
     "ArrayMap", "Const", "CpuMap", "DevMap", "Ethernet", "FibParams", "HashMap", "ICMPv6",
     "IPv4", "IPv6", "IPv6Ext", "LpmKey4", "LpmKey6", "LpmTrie", "LruHashMap", "MapDecl",
-    "PerCpuArray", "PerCpuHash", "ProgArray", "ProgramDecl", "RingBuf", "Struct",
+    "PerCpuArray", "PerCpuHash", "ProgArray", "ProgramDecl", "RingBuf", "SpinLock", "Struct",
     "SubprogDecl", "XskMap",
     "be16", "be32", "be64", "i8", "i16", "i32", "i64", "subprog", "tc", "u8", "u16", "u32", "u64", "xdp",
     *BUILTINS,

@@ -214,6 +214,14 @@ class FnLower:
             self.b.store(self.expr_as(s.value, fr.types.ret), fr.ret_slot)  # type: ignore[arg-type]
         self.b.branch(fr.ret_block)
 
+    def s_With(self, s: ast.With) -> None:
+        """``with v.lock:``: bpf_spin_lock, the body (which always falls through: the
+        checker refuses return/break/continue out of it), bpf_spin_unlock."""
+        lock = self.expr(s.items[0].context_expr)
+        self.calls.helper("spin_lock", I64, [lock])
+        self.block(s.body)
+        self.calls.helper("spin_unlock", I64, [lock])
+
     def s_Break(self, s: ast.Break) -> None:
         self.b.branch(self.frame.loops[-1][1])
 

@@ -17,6 +17,12 @@ DATA_LAYOUT = "e-m:e-p:64:64-i64:64-i128:128-n32:64-S128"
 TRIPLE = "bpfel-unknown-none"
 
 
+# maps whose BTF key/value types the kernel accepts (and needs, for a bpf_spin_lock in the
+# value); the others (prog arrays, devmaps, ring buffers...) refuse BTF key/value types
+_TYPED = {MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
+          MapType.LRU_HASH, MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE}
+
+
 class _VolatileLoad(ir.LoadInstr):
     """``load volatile``: configuration reads must not be folded to the default value."""
 
@@ -46,8 +52,10 @@ class ModuleLower:
 
     def declare_globals(self) -> None:
         for name, decl in self.info.maps.items():
-            fields = [("type", int(decl.map_type))]
-            if decl.map_type != MapType.RINGBUF:
+            fields: list[tuple[str, Any]] = [("type", int(decl.map_type))]
+            if decl.map_type in _TYPED:     # __type(key, K), __type(value, V): typed BTF
+                fields += [("key", decl.key_type()), ("value", decl.value_type())]
+            elif decl.map_type != MapType.RINGBUF:
                 fields += [("key_size", decl.key_type().size),
                            ("value_size", decl.value_type().size)]
             fields.append(("max_entries", decl.max_entries))

@@ -125,6 +125,14 @@ class LpmKey6(Struct):
     addr: u8[16]
 
 
+class SpinLock(Struct):
+    """``struct bpf_spin_lock``: a field of a map value, taken with ``with v.lock:``.
+    Programs never read or write it otherwise (the verifier forbids direct access)."""
+
+    _spin_lock_ = True
+    val: u32
+
+
 class FibParams(Struct):
     """``struct bpf_fib_lookup`` (64 bytes) for ``fib_lookup``."""
 

@@ -74,6 +74,16 @@ class Flow:
         return Flow(set(self.nonnull))
 
 
+# builtins that are kernel helper calls (refused while a bpf_spin_lock is held)
+_HELPER_BUILTINS = frozenset({"ktime_get_ns", "get_prandom_u32", "get_smp_processor_id",
+                              "redirect", "csum_diff", "fib_lookup", "trace_printk",
+                              "tail_call"})
+
+
+def is_spin_lock(t: Type) -> bool:
+    return isinstance(t, StructType) and getattr(t.cls, "_spin_lock_", False)
+
+
 class Typer:
     """Types one function body; ``stack`` holds the helpers being inlined (recursion)."""
 
@@ -90,6 +100,8 @@ class Typer:
         self.loops = 0
         # for-range loop variables in scope that the body never assigns: name -> (lo, hi)
         self.ranges: dict[str, tuple[int, int]] = {}
+        self.locked = False               # inside `with v.lock:` (no helper calls)
+        self.lock_header = False          # typing the `v.lock` of a with statement
         for name, t in params:
             self.out.locals[name] = t
             self.var_gen[name] = 0
@@ -124,6 +136,33 @@ class Typer:
 
     def s_Pass(self, s: ast.Pass) -> None:
         return None
+
+    def s_With(self, s: ast.With) -> bool:
+        item = s.items[0].context_expr
+        self.lock_header = True
+        try:
+            t = self.expr(item)
+        finally:
+            self.lock_header = False
+        holder = self.out.types.get(id(item.value)) if isinstance(item, ast.Attribute) else None
+        if not (isinstance(t, RefType) and is_spin_lock(t.target)):
+            raise self.err(item, f"with statements take a SpinLock field of a map value, not"
+                           f" {t}", "class Rec(Struct): lock: SpinLock ... with rec.lock:")
+        if not (t.space == "map" and isinstance(holder, RefType)
+                and isinstance(holder.target, StructType)):
+            raise self.err(item, "a SpinLock is taken in a map value (the kernel keeps"
+                           " bpf_spin_lock only there), not on the stack or in a packet",
+                           "v = m.lookup(k); with v.lock: ...")
+        locks = [f for f, (_, ft) in holder.target.fields.items() if is_spin_lock(ft)]
+        if len(locks) > 1:
+            raise self.err(item, f"{holder.target.name} has {len(locks)} SpinLock fields; the"
+                           " kernel allows one bpf_spin_lock per map value")
+        self.locked = True
+        try:
+            leaves = self.block(s.body)
+        finally:
+            self.locked = False
+        return leaves
 
     def s_Expr(self, s: ast.Expr) -> None:
         if isinstance(s.value, ast.Constant) and isinstance(s.value.value, str):
@@ -427,8 +466,14 @@ class Typer:
                                f"check it first: if not {e.value.id}: return ...")
             tgt = base.target
             if isinstance(tgt, StructType):
+                if is_spin_lock(tgt):
+                    raise self.err(e, "a SpinLock has no fields to read or write (the"
+                                   " verifier forbids direct access)", "with v.lock: ...")
                 if attr in tgt.fields:
                     off, ft = tgt.fields[attr]
+                    if is_spin_lock(ft) and not self.lock_header:
+                        raise self.err(e, f"the SpinLock {attr!r} is only used as"
+                                       f" `with {ast.unparse(e)}:`", "with v.lock: ...")
                     self.out.res[id(e)] = ("field", off, ft)
                     if isinstance(ft, StructType):
                         return RefType(ft, base.space)
@@ -480,7 +525,17 @@ class Typer:
         raise self.err(e, "tuples only appear in swaps: a, b = b, a")
 
     def e_Call(self, e: ast.Call) -> Type:
-        return self.calls.call(e)
+        t = self.calls.call(e)
+        if self.locked:
+            r = self.out.res.get(id(e), ("",))
+            helper = r[0] in ("map", "subprog") or (
+                r[0] == "ctx" and r[1] in ("adjust_head", "adjust_tail", "adjust_meta")) or (
+                r[0] == "builtin" and r[1] in _HELPER_BUILTINS)
+            if helper:
+                raise self.err(e, f"{ast.unparse(e.func)}() calls a kernel function while a"
+                               " bpf_spin_lock is held, which the verifier refuses",
+                               "call it before or after the with block")
+        return t
 
     def e_IfExp(self, e: ast.IfExp) -> Type:
         tf, ff = self.cond(e.test)

@@ -413,6 +413,7 @@ class CallTyper:
             params.append((p.arg, t))
         sub = Typer(self.t.info, fn, params, self.t.stack, nonnull, self.t.kind)
         sub.gen = 0
+        sub.locked = self.t.locked
         typed = sub.run()
         self.t.out.inlined[id(e)] = typed
         self.res(e, ("inline", name))

@@ -88,6 +88,24 @@ class Helpers:
         m = self._map(r1)
         return m.emu_delete(self.mem.read(r2, m.key_size)) & M64
 
+    # -- bpf_spin_lock ---------------------------------------------------------------------
+    def spin_lock(self, r1: int, *_: int) -> int:
+        """One CPU runs at a time here, so a lock is free when taken; a lock found held
+        means the program took it twice (the kernel's verifier refuses that)."""
+        if self.mem.read(r1, 4) != bytes(4):
+            raise EmulatorError("bpf_spin_lock on a lock already held: the kernel would"
+                                " spin forever (the verifier refuses this program)")
+        self.mem.write(r1, b"\1\0\0\0")
+        self.m.dirty = True
+        return 0
+
+    def spin_unlock(self, r1: int, *_: int) -> int:
+        if self.mem.read(r1, 4) == bytes(4):
+            raise EmulatorError("bpf_spin_unlock on a lock not held")
+        self.mem.write(r1, bytes(4))
+        self.m.dirty = True
+        return 0
+
     # -- misc ----------------------------------------------------------------------------
     def ktime_get_ns(self, *_: int) -> int:
         return self.m.clock() & M64
@@ -342,5 +360,5 @@ IMPLEMENTED: dict[int, str] = {
         "csum_diff", "tail_call", "loop", "for_each_map_elem", "ringbuf_output", "ringbuf_reserve",
         "ringbuf_submit", "ringbuf_discard", "xdp_adjust_head", "xdp_adjust_tail",
         "xdp_adjust_meta", "xdp_get_buff_len", "xdp_load_bytes", "xdp_store_bytes",
-        "redirect", "redirect_map", "fib_lookup")
+        "redirect", "redirect_map", "fib_lookup", "spin_lock", "spin_unlock")
 }

@@ -246,19 +246,35 @@ class FnLower:
         self.b.position_at_end(done)
 
     def s_For(self, s: ast.For) -> None:
-        start, stop, step = _range(self.res(s.iter)[1])
+        r = self.res(s.iter)
         t = self.t(s.iter)
         assert isinstance(s.target, ast.Name)
         var = self.slot(s.target.id)
         ty = ir.IntType(t.bits)  # type: ignore[attr-defined]
+        stop_v: ir.Value | None = None
+        if r[0] == "range_var":          # range(lo, n, step): n evaluated once, as Python
+            _, start, step, stop_t = r
+            stop_e = s.iter.args[0] if len(s.iter.args) == 1 else s.iter.args[1]  # type: ignore[attr-defined]
+            host = stop_t.host
+            stop_v = self.conv(self.expr(stop_e), stop_t, host)
+            if host.bits < 64:
+                stop_v = (self.b.sext if host.signed else self.b.zext)(stop_v, I64)
+            signed = host.signed
+        else:
+            start, stop, step = _range(r[1])
         self.b.store(ir.Constant(ty, start), var)
         head, body, latch, done = (self.new_block(n) for n in ("for", "body", "latch", "endfor"))
         self.b.branch(head)
         self.b.position_at_end(head)
         i = self.b.load(var)
-        op = "<" if step > 0 else ">"
-        cmp = self.b.icmp_signed if t.signed else self.b.icmp_unsigned  # type: ignore[attr-defined]
-        self.b.cbranch(cmp(op, i, ir.Constant(ty, stop)), body, done)
+        if stop_v is not None:           # i (u32, >= 0) < stop, compared as 64-bit values
+            wide = self.b.zext(i, I64)
+            cmp = self.b.icmp_signed if signed else self.b.icmp_unsigned
+            self.b.cbranch(cmp("<", wide, stop_v), body, done)
+        else:
+            op = "<" if step > 0 else ">"
+            cmp = self.b.icmp_signed if t.signed else self.b.icmp_unsigned  # type: ignore[attr-defined]
+            self.b.cbranch(cmp(op, i, ir.Constant(ty, stop)), body, done)
         self.b.position_at_end(body)
         self.frame.loops.append((latch, done))
         self.block(s.body)

@@ -256,19 +256,26 @@ class Typer:
         self.flow = entry
 
     def s_For(self, s: ast.For) -> None:
-        bounds = [self.const_int(a, "a range() bound") for a in s.iter.args]  # type: ignore[attr-defined]
-        r = range(*bounds)
-        if len(r) > 4096:
-            raise self.err(s.iter, f"range of {len(r)} iterations is too long for the verifier",
-                           "keep loops under 4096 iterations")
-        lo, hi = (min(r), max(r)) if len(r) else (0, 0)
-        t = u32 if lo >= 0 and hi < 1 << 31 else i64
-        self.record(s.iter, t, ("range", bounds))
+        args = s.iter.args  # type: ignore[attr-defined]
+        types = [self.expr(a) for a in args]
+        if all(isinstance(t, LitType) for t in types):
+            bounds = [t.value for t in types]  # type: ignore[attr-defined]
+            r = range(*bounds)
+            if len(r) > 4096:
+                raise self.err(s.iter, f"range of {len(r)} iterations is too long for the"
+                               " verifier", "keep loops under 4096 iterations")
+            lo, hi = (min(r), max(r)) if len(r) else (0, 0)
+            t = u32 if lo >= 0 and hi < 1 << 31 else i64
+            self.record(s.iter, t, ("range", bounds))
+            nonempty = len(r) > 0
+        else:
+            t, lo, hi = self._variable_range(s, args, types)
+            nonempty = hi >= lo
         self.bind(s.target, t, s)  # type: ignore[arg-type]
         var = s.target.id if isinstance(s.target, ast.Name) else None
         outer = self.ranges.get(var) if var is not None else None
         if var is not None:
-            if len(r) and var not in self._assigned(s.body):
+            if nonempty and var not in self._assigned(s.body):
                 self.ranges[var] = (lo, hi)
             else:
                 self.ranges.pop(var, None)
@@ -279,6 +286,45 @@ class Typer:
                 self.ranges.pop(var, None)
                 if outer is not None:
                     self.ranges[var] = outer
+
+    def _variable_range(self, s: ast.For, args: list[ast.expr], types: list[Type]
+                        ) -> tuple[Type, int, int]:
+        """``range(n)``, ``range(lo, n[, step])`` with a variable stop: a constant start and
+        step, and a stop whose largest value the compiler knows (``min(n, K)`` or a narrow
+        type), so the loop runs at most a known number of times, as the verifier needs.
+        Its values: ``(loop var type, lo, hi)``."""
+        stop_e, stop_t = (args[0], types[0]) if len(args) == 1 else (args[1], types[1])
+        lo_t = types[0] if len(args) > 1 else LitType(0)
+        step_t = types[2] if len(args) > 2 else LitType(1)
+        if not isinstance(lo_t, LitType) or not isinstance(step_t, LitType):
+            raise self.err(s.iter, "a range() with a variable stop needs a constant start"
+                           " and step", "for i in range(2, min(n, 16), 2): ...")
+        if step_t.value <= 0:
+            raise self.err(s.iter, "a range() with a variable stop counts up (step > 0)")
+        if not is_int(stop_t):
+            raise self.err(stop_e, f"range() takes integers, not {stop_t}")
+        cap = self._static_max(stop_e, stop_t)
+        lo = lo_t.value
+        if lo < 0:
+            raise self.err(s.iter, "a range() with a variable stop starts at 0 or above")
+        if cap is None or len(range(lo, cap, step_t.value)) > 4096:
+            raise self.err(stop_e, "the loop's bound is not known to the compiler: the"
+                           " verifier needs at most 4096 iterations",
+                           f"bound it: range(min({ast.unparse(stop_e)}, 64))")
+        self.record(s.iter, u32, ("range_var", lo, step_t.value, stop_t))
+        return u32, lo, max(lo, cap - 1)
+
+    def _static_max(self, e: ast.expr, t: Type) -> int | None:
+        """The largest value ``e`` can have, where the compiler knows one."""
+        r = self.out.res.get(id(e), ("",))
+        if r[0] == "minmax" and r[1] == "min" and isinstance(e, ast.Call):
+            consts = [self.out.types[id(a)] for a in e.args]
+            known = [c.value for c in consts if isinstance(c, LitType)]
+            if known:
+                return min(known)
+        if isinstance(t, IntType) and t.bits <= 12 and not t.signed:
+            return (1 << t.bits) - 1
+        return None
 
     def s_While(self, s: ast.While) -> None:
         counter = bounded_while(s)

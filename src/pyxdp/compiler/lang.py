@@ -127,9 +127,13 @@ class _MapKind:
                            pinning=_pinning(pinning))
         return declare
 
-    def __call__(self, max_entries: int, flags: int = 0, pinning: int = 0) -> MapDecl:
+    def __call__(self, max_entries: int = -1, flags: int = 0, pinning: int = 0) -> MapDecl:
         if self.fixed is None:
             raise TypeError(f"give key and value types: {self.kind}[key, value](max_entries=N)")
+        if max_entries < 0:
+            if self.map_type != MapType.PERF_EVENT_ARRAY:
+                raise TypeError(f"{self.kind}(max_entries): the size is required")
+            max_entries = 0                 # the loader makes it one slot per CPU
         key, value = self.fixed
         return MapDecl(self.kind, self.map_type, key, value, max_entries, flags or self.flags,
                        pinning=_pinning(pinning))
@@ -152,6 +156,7 @@ CpuMap = _MapKind("CpuMap", MapType.CPUMAP, (u32, u32))
 XskMap = _MapKind("XskMap", MapType.XSKMAP, (u32, u32))
 ProgArray = _MapKind("ProgArray", MapType.PROG_ARRAY, (u32, u32))
 RingBuf = _MapKind("RingBuf", MapType.RINGBUF, (None, None))
+PerfEventArray = _MapKind("PerfEventArray", MapType.PERF_EVENT_ARRAY, (u32, u32))
 
 
 # -- programs --------------------------------------------------------------------------------
@@ -241,7 +246,7 @@ __all__ = [
     "UDP", "VLAN", "XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_REDIRECT", "XDP_TX",
     "ArrayMap", "Const", "CpuMap", "DevMap", "Ethernet", "FibParams", "HashMap", "ICMPv6",
     "IPv4", "IPv6", "IPv6Ext", "LpmKey4", "LpmKey6", "LpmTrie", "LruHashMap", "MapDecl",
-    "PerCpuArray", "PerCpuHash", "ProgArray", "ProgramDecl", "RingBuf", "SpinLock", "Struct",
+    "PerCpuArray", "PerCpuHash", "PerfEventArray", "ProgArray", "ProgramDecl", "RingBuf", "SpinLock", "Struct",
     "SubprogDecl", "XskMap",
     "be16", "be32", "be64", "i8", "i16", "i32", "i64", "subprog", "tc", "u8", "u16", "u32", "u64", "xdp",
     *BUILTINS,

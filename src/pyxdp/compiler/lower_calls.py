@@ -264,6 +264,14 @@ class CallLower:
             end = self.b.ptrtoint(self.ctx_load("data_end", True), I64)
             start = self.b.ptrtoint(self.ctx_load("data", True), I64)
             return self.b.trunc(self.barrier(self.b.sub(end, start)), I32)
+        if name == "buff_len":
+            return self.helper("xdp_get_buff_len", I64, [self.ptr(fl.ctx)])
+        if name in ("load_bytes", "store_bytes"):
+            ref = fl.t(e.args[1])
+            assert isinstance(ref, RefType)
+            return self.helper("xdp_" + name, I64, [
+                self.ptr(fl.ctx), fl.expr_as(e.args[0], u64), self.ptr(fl.expr(e.args[1])),
+                ir.Constant(I64, ref.target.size)])
         if name == "load":
             tt = _target(fl.t(e))
             base = None

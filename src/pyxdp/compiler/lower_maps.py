@@ -30,6 +30,17 @@ def lower_map_method(cl: CallLower, e: ast.Call, decl: Any, name: str) -> ir.Val
     fl, b = cl.fl, cl.b
     m = fl.ml.map_ptr(decl)
     args = list(e.args) + [k.value for k in e.keywords]
+    if name == "output" and decl.map_type == MapType.PERF_EVENT_ARRAY:
+        # bpf_perf_event_output(ctx, map, flags, data, size) (XDP and tc programs' own
+        # flavour; bpf_xdp_output is the tracing programs'): this CPU's ring, the first
+        # `sample` bytes of the frame appended (flags bits 32..51)
+        ref = fl.t(args[1])
+        assert isinstance(ref, RefType)
+        flags: ir.Value = ir.Constant(I64, 0xFFFFFFFF)
+        if len(args) > 2:
+            flags = b.or_(flags, b.shl(fl.expr_as(args[2], u64), ir.Constant(I64, 32)))
+        return cl.helper("perf_event_output", I64, [cl.ptr(fl.ctx), m, flags, cl.ptr(fl.expr(args[1])),
+                                       ir.Constant(I64, ref.target.size)])
     if name == "output":
         ref = fl.t(args[0])
         assert isinstance(ref, RefType)

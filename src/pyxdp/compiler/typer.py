@@ -575,7 +575,8 @@ class Typer:
         if self.locked:
             r = self.out.res.get(id(e), ("",))
             helper = r[0] in ("map", "subprog") or (
-                r[0] == "ctx" and r[1] in ("adjust_head", "adjust_tail", "adjust_meta")) or (
+                r[0] == "ctx" and r[1] in ("adjust_head", "adjust_tail", "adjust_meta", "buff_len",
+                                           "load_bytes", "store_bytes")) or (
                 r[0] == "builtin" and r[1] in _HELPER_BUILTINS)
             if helper:
                 raise self.err(e, f"{ast.unparse(e.func)}() calls a kernel function while a"

@@ -299,6 +299,18 @@ class CallTyper:
         if name == "packet_len":
             self.args(e, 0, 0, "ctx.packet_len")
             return u32
+        if name == "buff_len":
+            self.args(e, 0, 0, "ctx.buff_len")
+            return u64
+        if name in ("load_bytes", "store_bytes"):
+            off, buf = self.args(e, 2, 2, f"ctx.{name}")
+            self.int_arg(off)
+            ref = self.ref_arg(buf, spaces="stack map")
+            if ref.target.size == 0 or ref.target.size > 0xFFFF:
+                raise self.err(buf, f"ctx.{name} copies 1..65535 bytes, not {ref.target.size}")
+            if name == "store_bytes":
+                self.t.gen += 1         # the frame's bytes changed under any packet ref
+            return i64
         if name in ("adjust_head", "adjust_tail", "adjust_meta"):
             (d,) = self.args(e, 1, 1, f"ctx.{name}")
             self.int_arg(d)
@@ -307,7 +319,9 @@ class CallTyper:
                                    if not _is_pkt(self.t.out.locals.get(n))}
             return i64
         raise self.err(e, f"ctx has no method {name!r}",
-                       "ctx.cursor(), ctx.load(T, off), ctx.packet_len(), ctx.adjust_head(n) ...")
+                       "ctx.cursor(), ctx.load(T, off), ctx.packet_len(), ctx.buff_len(),"
+                       " ctx.load_bytes(off, buf), ctx.store_bytes(off, buf),"
+                       " ctx.adjust_head(n) ...")
 
     def cursor_method(self, e: ast.Call, name: str, var: str) -> Type:
         self.res(e, ("cursor", name, var))
@@ -351,6 +365,19 @@ class CallTyper:
             self.ref_arg(args[0])
             for a in args[1:]:
                 self.int_arg(a)
+            return i64
+        if mt == MapType.PERF_EVENT_ARRAY:
+            if name != "output":
+                raise self.err(e, "a PerfEventArray only has output(ctx, struct_ref, sample=0)")
+            args = self.args(e, 2, 3, "output")
+            if self.t.expr(args[0]) is not CTX:
+                raise self.err(args[0], "output's first argument is the program's ctx",
+                               "events.output(ctx, ev, sample=64)")
+            self.ref_arg(args[1])
+            if len(args) > 2:
+                st = self.int_arg(args[2])
+                if isinstance(st, LitType) and not 0 <= st.value <= 0xFFFFF:
+                    raise self.err(args[2], f"sample={st.value}: at most 0xFFFFF packet bytes")
             return i64
         if name == "redirect":
             if mt not in _REDIRECT_MAPS:

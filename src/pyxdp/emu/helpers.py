@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from pyxdp.abi import MapType
 from pyxdp.emu.fib import AF_INET, AF_INET6, FIB_PARAMS_SIZE, FibResult
-from pyxdp.emu.maps import ArrayMap, EmuMap, HashMap, MapOfMaps, ProgArray, RingBuf, SlotMap
+from pyxdp.emu.maps import (
+    ArrayMap,
+    EmuMap,
+    HashMap,
+    MapOfMaps,
+    PerfEventArray,
+    ProgArray,
+    RingBuf,
+    SlotMap,
+)
 from pyxdp.emu.memory import M64
 from pyxdp.emu.printk import render
 from pyxdp.emu.xdp import Redirect
@@ -288,6 +297,28 @@ class Helpers:
         data = self.mem.read(r3, length) if length <= 0xFFFF else b"\0" * 0x10000
         return state.copy_in(r2 & 0xFFFFFFFF, data) & M64
 
+    def perf_event_output(self, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+        """``bpf_perf_event_output(ctx, map, flags, data, size)`` of an XDP program (the
+        kernel's XDP flavour, which ``bpf_xdp_output`` is for tracing programs): flags' low 32 bits pick the
+        CPU ring (``BPF_F_CURRENT_CPU``: this one), bits 32..51 how many packet bytes to
+        append (frags included); anything else, or more bytes than the frame: an error."""
+        m = self._map(r2)
+        if not isinstance(m, PerfEventArray):
+            raise EmulatorError("bpf_perf_event_output needs a PERF_EVENT_ARRAY map")
+        if r3 & ~(0xFFFFFFFF | (0xFFFFF << 32)):
+            return _neg(_errno.EINVAL)
+        index = r3 & 0xFFFFFFFF
+        index = self.m.cpu if index == 0xFFFFFFFF else index
+        ctx_len = (r3 >> 32) & 0xFFFFF
+        data = self.mem.read(r4, r5) if r5 else b""
+        if ctx_len:
+            got = self._xdp_state().copy_out(0, ctx_len)
+            if isinstance(got, int):
+                return _neg(_errno.EFAULT)
+            data += got
+        self.m.dirty = True
+        return m.output(index, data) & M64
+
     def redirect(self, r1: int, r2: int, *_: int) -> int:
         if r2:
             return XdpAction.ABORTED
@@ -360,5 +391,5 @@ IMPLEMENTED: dict[int, str] = {
         "csum_diff", "tail_call", "loop", "for_each_map_elem", "ringbuf_output", "ringbuf_reserve",
         "ringbuf_submit", "ringbuf_discard", "xdp_adjust_head", "xdp_adjust_tail",
         "xdp_adjust_meta", "xdp_get_buff_len", "xdp_load_bytes", "xdp_store_bytes",
-        "redirect", "redirect_map", "fib_lookup", "spin_lock", "spin_unlock")
+        "redirect", "redirect_map", "fib_lookup", "spin_lock", "spin_unlock", "perf_event_output")
 }

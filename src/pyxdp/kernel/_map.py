@@ -379,14 +379,40 @@ class Map(OwnedObject, MapBase):
         return self.update_batch_raw(self.encode_keys(keys), self.encode_values(values), flags)
 
     def close(self) -> None:
-        reader = self.__dict__.pop("_ringbuf", None)
-        if reader is not None:
-            reader.close()
+        for attr in ("_ringbuf", "_perf"):
+            reader = self.__dict__.pop(attr, None)
+            if reader is not None:
+                reader.close()
         super().close()
+
+    def subscribe(self, pages: int = 8) -> None:
+        """Open a perf ring per CPU for a PERF_EVENT_ARRAY map and store their fds in it;
+        samples the programs write from then on are read with :meth:`drain` (before, the
+        kernel has nowhere to put them: ``bpf_xdp_output`` returns -ENOENT)."""
+        if self.spec.type != MapType.PERF_EVENT_ARRAY:
+            raise MapError(f"map {self.name!r} is a {self.spec.type.name}, not a"
+                           " PERF_EVENT_ARRAY")
+        if getattr(self, "_perf", None) is None:
+            from pyxdp.kernel._perf import PerfReader
+            ncpu = min(self.spec.max_entries, os.cpu_count() or 1)
+            self._perf = PerfReader(self, list(range(ncpu)), pages)
+
+    @property
+    def lost(self) -> int:
+        """Perf samples the kernel dropped because a ring was full (PERF_RECORD_LOST)."""
+        reader = getattr(self, "_perf", None)
+        return 0 if reader is None else reader.lost
 
     def drain(self, limit: int | None = None) -> list[bytes]:
         """The submitted records of a ring buffer map, oldest first (consumed: the next
-        call returns what came after); the same call as the emulator's ring buffer."""
+        call returns what came after), or the samples of a subscribed perf event array
+        (CPU by CPU, each CPU's oldest first); the same call as the emulator's."""
+        if self.spec.type == MapType.PERF_EVENT_ARRAY:
+            perf = getattr(self, "_perf", None)
+            if perf is None:
+                raise MapError(f"perf event array {self.name!r}: call subscribe() first"
+                               " (samples only reach rings opened before they are written)")
+            return perf.drain(limit)
         if self.spec.type != MapType.RINGBUF:
             raise MapError(f"map {self.name!r} is a {self.spec.type.name}, not a RINGBUF")
         reader = getattr(self, "_ringbuf", None)

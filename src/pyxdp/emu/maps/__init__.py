@@ -12,7 +12,7 @@ from pyxdp.emu.maps.base import EmuMap, EmuMapError, is_readonly, readonly_data_
 from pyxdp.emu.maps.hash import HashMap
 from pyxdp.emu.maps.lpm import LpmTrie
 from pyxdp.emu.maps.mapinmap import MapOfMaps, inner_mismatch
-from pyxdp.emu.maps.special import ProgArray, RingBuf, SlotMap
+from pyxdp.emu.maps.special import PerfEventArray, ProgArray, RingBuf, SlotMap
 from pyxdp.maps import MapSpec
 
 _CLASSES: dict[MapType, type[EmuMap]] = {
@@ -22,6 +22,7 @@ _CLASSES: dict[MapType, type[EmuMap]] = {
     MapType.DEVMAP: SlotMap, MapType.DEVMAP_HASH: SlotMap, MapType.CPUMAP: SlotMap,
     MapType.XSKMAP: SlotMap, MapType.PROG_ARRAY: ProgArray, MapType.RINGBUF: RingBuf,
     MapType.ARRAY_OF_MAPS: MapOfMaps, MapType.HASH_OF_MAPS: MapOfMaps,
+    MapType.PERF_EVENT_ARRAY: PerfEventArray,
 }
 
 
@@ -66,6 +67,7 @@ def create_map(spec: MapSpec, key_type: Any = None, value_type: Any = None,
     return cls(spec, key_type, value_type, width)
 
 
-__all__ = ["ArrayMap", "EmuMap", "EmuMapError", "HashMap", "LpmTrie", "MapOfMaps", "ProgArray",
+__all__ = ["ArrayMap", "EmuMap", "EmuMapError", "HashMap", "LpmTrie", "MapOfMaps",
+           "PerfEventArray", "ProgArray",
            "RingBuf", "SlotMap", "create_map", "default_ncpus", "inner_mismatch", "is_readonly",
            "readonly_data_name"]

@@ -152,3 +152,73 @@ class RingBuf(EmuMap):
 
     def _next_key(self, key: bytes | None) -> bytes | None:
         return None
+
+
+class PerfEventArray(EmuMap):
+    """A perf event array: one sample ring per CPU index.  As in the kernel, a sample
+    only lands once userspace has opened a ring for that CPU (:meth:`subscribe`); before,
+    ``bpf_xdp_output`` returns -ENOENT.  Samples are padded to what the kernel's raw
+    record holds (8-byte aligned with its 4-byte size), and a full ring drops them and
+    counts them in :attr:`lost`."""
+
+    def __init__(self, spec: MapSpec, key_type: Any = None, value_type: Any = None,
+                 ncpus: int = 1) -> None:
+        super().__init__(spec, key_type, value_type, ncpus)
+        self.entries = spec.max_entries or ncpus        # 0: one per CPU, as libbpf does
+        self.rings: dict[int, deque[bytes]] = {}
+        self.capacity = 0
+        self.used: dict[int, int] = {}
+        self.lost = 0
+
+    def subscribe(self, pages: int = 8) -> None:
+        if pages <= 0 or pages & (pages - 1):
+            raise EmuMapError(_errno.EINVAL, f"perf ring pages must be a power of two,"
+                              f" not {pages}")
+        if not self.rings:
+            self.capacity = pages * 4096
+            for cpu in range(min(self.entries, self.ncpus)):
+                self.rings[cpu] = deque()
+                self.used[cpu] = 0
+
+    def output(self, index: int, data: bytes) -> int:
+        """Write a sample for CPU ring ``index``; 0 or a negative errno."""
+        ring = self.rings.get(index)
+        if ring is None:
+            return -_errno.ENOENT
+        raw = (len(data) + 4 + 7) // 8 * 8 - 4
+        cost = 8 + 4 + raw                                # perf header, size, data
+        if self.used[index] + cost > self.capacity:
+            self.lost += 1
+            return -_errno.ENOSPC
+        self.used[index] += cost
+        ring.append(bytes(data) + bytes(raw - len(data)))
+        return 0
+
+    def drain(self, limit: int | None = None) -> list[bytes]:
+        if not self.rings:
+            raise EmuMapError(_errno.EINVAL, f"perf event array {self.spec.name!r}: call"
+                              " subscribe() first (samples only reach rings opened before"
+                              " they are written)")
+        out: list[bytes] = []
+        for cpu, ring in self.rings.items():
+            while ring and (limit is None or len(out) < limit):
+                rec = ring.popleft()
+                self.used[cpu] -= 12 + len(rec)
+                out.append(rec)
+        return out
+
+    def _unsupported(self) -> Any:
+        raise EmuMapError(_errno.EOPNOTSUPP, "a perf event array holds perf event fds;"
+                          " in the emulator use subscribe() and drain()")
+
+    def _lookup(self, key: bytes) -> bytes | None:
+        return self._unsupported()
+
+    def _update(self, key: bytes, value: bytes, flags: int) -> None:
+        self._unsupported()
+
+    def _delete(self, key: bytes) -> bool:
+        return self._unsupported()
+
+    def _next_key(self, key: bytes | None) -> bytes | None:
+        return None

@@ -193,3 +193,31 @@ def test_subprog_refusals(body: str, message: str) -> None:
            f"    x = {call}\n    return XDP_PASS\n")
     with pytest.raises(CompileError, match=message):
         compile_module(src)
+
+
+@pytest.mark.kernel
+def test_a_tc_program_calls_a_subprogram_with_its_sk_buff() -> None:
+    """The hidden ctx argument is a ``struct __sk_buff *`` in a tc program (the verifier
+    matches the subprogram's BTF ctx type by name)."""
+    from pyxdp.kernel import KernelBackend
+    from pyxdp.packets import build
+
+    src = """
+from pyxdp.compiler.lang import *
+seen = ArrayMap[u32, u64](max_entries=2)
+
+@subprog
+def note(ctx, slot):
+    seen.update(slot, ctx.packet_len())
+    return 0
+
+@tc
+def tcprog(ctx):
+    note(ctx, 1)
+    return TC_ACT_OK
+"""
+    obj = compile_module(src)
+    udp = build.ethernet(build.ipv4(build.udp(b"x" * 10), src="198.18.0.9", dst="198.18.0.1"))
+    with KernelBackend().load(obj.spec) as coll:
+        assert coll.programs["tcprog"].run_packet(udp).retval == 0
+        assert obj.typed_maps(coll)["seen"][1] == len(udp)

@@ -108,16 +108,32 @@ class DebugInfo:
             "tag": ir.DIToken("DW_TAG_member"), "name": name, "file": self.file,
             "baseType": ptr, "size": 64, "offset": offset})
 
-    def map_global(self, gv: ir.GlobalVariable, name: str, line: int,
-                   fields: list[tuple[str, Any]]) -> None:
-        """Attach the BTF map definition ``struct { __uint(f, v)... __type(key, K)... }
-        name`` to ``gv`` (a field whose value is a type becomes ``__type``)."""
+    def _map_def(self, line: int, fields: list[tuple[str, Any]],
+                 inner: list[tuple[str, Any]] | None = None) -> Any:
         members = [self._uint_member([], f, v, 64 * i) if isinstance(v, int) else
                    self._typed_member(f, v, 64 * i) for i, (f, v) in enumerate(fields)]
-        st = self.m.add_debug_info("DICompositeType", {
+        if inner is not None:
+            ptr = self.m.add_debug_info("DIDerivedType", {
+                "tag": ir.DIToken("DW_TAG_pointer_type"), "baseType": self._map_def(line, inner),
+                "size": 64})
+            arr = self.m.add_debug_info("DICompositeType", {
+                "tag": ir.DIToken("DW_TAG_array_type"), "baseType": ptr,
+                "elements": self.m.add_metadata([self.m.add_debug_info(
+                    "DISubrange", {"count": -1})])})
+            members.append(self.m.add_debug_info("DIDerivedType", {
+                "tag": ir.DIToken("DW_TAG_member"), "name": "values", "file": self.file,
+                "baseType": arr, "offset": 64 * len(fields)}))
+        return self.m.add_debug_info("DICompositeType", {
             "tag": ir.DIToken("DW_TAG_structure_type"), "file": self.file, "line": line,
             "size": 64 * len(fields), "elements": self.m.add_metadata(members)})
-        self._global(gv, name, line, st)
+
+    def map_global(self, gv: ir.GlobalVariable, name: str, line: int,
+                   fields: list[tuple[str, Any]],
+                   inner: list[tuple[str, Any]] | None = None) -> None:
+        """Attach the BTF map definition ``struct { __uint(f, v)... __type(key, K)...
+        __array(values, struct {inner...}) } name`` to ``gv`` (a field whose value is a type
+        becomes ``__type``; ``inner`` the fields of a map-in-map's inner template)."""
+        self._global(gv, name, line, self._map_def(line, fields, inner))
 
     def config_global(self, gv: ir.GlobalVariable, name: str, line: int, bits: int,
                       signed: bool) -> None:

@@ -92,7 +92,14 @@ class MapDecl:
         return _as_type(self.key)
 
     def value_type(self) -> Type:
+        if self.map_type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
+            return u32                      # user space stores map fds, reads back ids
         return _as_type(self.value)
+
+    @property
+    def inner(self) -> MapDecl | None:
+        """The inner map template of an ArrayOfMaps/HashOfMaps."""
+        return self.value if isinstance(self.value, MapDecl) else None
 
     # runtime behaviour when a program module is imported normally
     def __set_name__(self, owner: Any, name: str) -> None:
@@ -121,6 +128,16 @@ class _MapKind:
         if not isinstance(kv, tuple) or len(kv) != 2:
             raise TypeError(f"{self.kind}[key_type, value_type]")
         key, value = kv
+        outer = self.map_type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
+        if outer != isinstance(value, MapDecl):
+            raise TypeError(f"{self.kind}[key, HashMap[K, V](N)]: the value is an inner map"
+                            " template" if outer else
+                            f"{self.kind}[key, value]: a map is a value only of ArrayOfMaps"
+                            " or HashOfMaps")
+        if outer and value.inner is not None:
+            raise TypeError(f"{self.kind}: an inner map cannot hold maps itself")
+        if outer and value.map_type in (MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY):
+            raise TypeError(f"{self.kind}: a {value.kind} cannot be an inner map")
 
         def declare(max_entries: int, flags: int = self.flags, pinning: int = 0) -> MapDecl:
             return MapDecl(self.kind, self.map_type, key, value, max_entries, flags,
@@ -157,6 +174,8 @@ XskMap = _MapKind("XskMap", MapType.XSKMAP, (u32, u32))
 ProgArray = _MapKind("ProgArray", MapType.PROG_ARRAY, (u32, u32))
 RingBuf = _MapKind("RingBuf", MapType.RINGBUF, (None, None))
 PerfEventArray = _MapKind("PerfEventArray", MapType.PERF_EVENT_ARRAY, (u32, u32))
+ArrayOfMaps = _MapKind("ArrayOfMaps", MapType.ARRAY_OF_MAPS)
+HashOfMaps = _MapKind("HashOfMaps", MapType.HASH_OF_MAPS)
 
 
 # -- programs --------------------------------------------------------------------------------
@@ -244,7 +263,7 @@ __all__ = [
     "IPPROTO_ROUTING", "IPPROTO_TCP", "IPPROTO_UDP", "TCP", "TC_ACT_OK", "TC_ACT_PIPE",
     "TC_ACT_RECLASSIFY", "TC_ACT_REDIRECT", "TC_ACT_SHOT", "TC_ACT_STOLEN", "TC_ACT_UNSPEC",
     "UDP", "VLAN", "XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_REDIRECT", "XDP_TX",
-    "ArrayMap", "Const", "CpuMap", "DevMap", "Ethernet", "FibParams", "HashMap", "ICMPv6",
+    "ArrayMap", "ArrayOfMaps", "Const", "CpuMap", "DevMap", "Ethernet", "FibParams", "HashMap", "HashOfMaps", "ICMPv6",
     "IPv4", "IPv6", "IPv6Ext", "LpmKey4", "LpmKey6", "LpmTrie", "LruHashMap", "MapDecl",
     "PerCpuArray", "PerCpuHash", "PerfEventArray", "ProgArray", "ProgramDecl", "RingBuf", "SpinLock", "Struct",
     "SubprogDecl", "XskMap",

@@ -28,7 +28,11 @@ def _arg_ptr(cl: CallLower, a: ast.expr, want: Type) -> ir.Value:
 
 def lower_map_method(cl: CallLower, e: ast.Call, decl: Any, name: str) -> ir.Value:
     fl, b = cl.fl, cl.b
-    m = fl.ml.map_ptr(decl)
+    r = fl.res(e)
+    if len(r) > 3 and r[3] == "inner":       # an inner map found in a map-in-map
+        m = fl.expr(e.func.value)  # type: ignore[attr-defined]
+    else:
+        m = fl.ml.map_ptr(decl)
     args = list(e.args) + [k.value for k in e.keywords]
     if name == "output" and decl.map_type == MapType.PERF_EVENT_ARRAY:
         # bpf_perf_event_output(ctx, map, flags, data, size) (XDP and tc programs' own

@@ -23,6 +23,24 @@ _TYPED = {MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY
           MapType.LRU_HASH, MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE}
 
 
+def _map_fields(decl: Any) -> list[tuple[str, Any]]:
+    """The ``__uint``/``__type`` fields of a map's BTF definition."""
+    fields: list[tuple[str, Any]] = [("type", int(decl.map_type))]
+    if decl.map_type in _TYPED:             # __type(key, K), __type(value, V): typed BTF
+        fields += [("key", decl.key_type()), ("value", decl.value_type())]
+    elif decl.inner is not None:            # the value is the inner map's fd / id
+        fields += [("key", decl.key_type())]
+    elif decl.map_type != MapType.RINGBUF:
+        fields += [("key_size", decl.key_type().size),
+                   ("value_size", decl.value_type().size)]
+    fields.append(("max_entries", decl.max_entries))
+    if decl.flags:
+        fields.append(("map_flags", decl.flags))
+    if decl.pinning:
+        fields.append(("pinning", decl.pinning))
+    return fields
+
+
 class _VolatileLoad(ir.LoadInstr):
     """``load volatile``: configuration reads must not be folded to the default value."""
 
@@ -52,23 +70,17 @@ class ModuleLower:
 
     def declare_globals(self) -> None:
         for name, decl in self.info.maps.items():
-            fields: list[tuple[str, Any]] = [("type", int(decl.map_type))]
-            if decl.map_type in _TYPED:     # __type(key, K), __type(value, V): typed BTF
-                fields += [("key", decl.key_type()), ("value", decl.value_type())]
-            elif decl.map_type != MapType.RINGBUF:
-                fields += [("key_size", decl.key_type().size),
-                           ("value_size", decl.value_type().size)]
-            fields.append(("max_entries", decl.max_entries))
-            if decl.flags:
-                fields.append(("map_flags", decl.flags))
-            if decl.pinning:
-                fields.append(("pinning", decl.pinning))
-            ty = ir.LiteralStructType([PTR] * len(fields))
+            fields = _map_fields(decl)
+            types: list[ir.Type] = [PTR] * len(fields)
+            if decl.inner is not None:          # __array(values, struct {inner def})
+                types.append(ir.ArrayType(PTR, 0))
+            ty = ir.LiteralStructType(types)
             gv = ir.GlobalVariable(self.m, ty, name)
             gv.initializer = ir.Constant(ty, None)
             gv.section = ".maps"
             gv.align = 8
-            self.di.map_global(gv, name, self._line(name), fields)
+            inner = None if decl.inner is None else _map_fields(decl.inner)
+            self.di.map_global(gv, name, self._line(name), fields, inner)
             self.maps[name] = gv
         for name, const in self.info.configs.items():
             t = const.type.host

@@ -18,6 +18,7 @@ from pyxdp.compiler.types import (
     ArrayType,
     IntType,
     LitType,
+    MapHandleType,
     MapRefType,
     RefType,
     StructType,
@@ -101,6 +102,14 @@ class CallTyper:
                 return self.cursor_method(e, f.attr, f.value.id)
             if isinstance(base, MapRefType):
                 return self.map_method(e, f.attr, base.decl)
+            if isinstance(base, RefType) and isinstance(base.target, MapHandleType):
+                v = f.value
+                if isinstance(v, ast.Name) and v.id not in self.t.flow.nonnull:
+                    raise self.err(e, f"{v.id!r} may be None here (the slot may be empty)",
+                                   f"check it first: if not {v.id}: return ...")
+                t = self.map_method(e, f.attr, base.target.decl)
+                self.res(e, ("map", base.target.decl, f.attr, "inner"))
+                return t
             raise self.err(e, f"{ast.unparse(f)} is not a callable method of a {base}")
         if not isinstance(f, ast.Name):
             raise self.err(e, "only names and methods can be called")
@@ -388,6 +397,15 @@ class CallTyper:
         if name == "tail_call":
             raise self.err(e, "use tail_call(ctx, prog_array, index)")
         kt, vt = decl.key_type(), decl.value_type()
+        if decl.inner is not None:
+            if name != "lookup":
+                raise self.err(e, f"programs only look maps up in a {decl.kind}: the kernel"
+                               " lets user space alone store or delete them",
+                               f"m = {ast.unparse(e.func.value)}.lookup(k)"  # type: ignore[attr-defined]
+                               "; if m: m.lookup(...)")
+            (k,) = self.args(e, 1, 1, "lookup")
+            self.key_or_value(k, kt, "key")
+            return RefType(MapHandleType(decl.inner), "map")
         if name == "lookup":
             (k,) = self.args(e, 1, 1, "lookup")
             self.key_or_value(k, kt, "key")

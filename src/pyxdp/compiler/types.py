@@ -188,6 +188,19 @@ class MapRefType(Type):
 
 
 @dataclass(frozen=True)
+class MapHandleType(Type):
+    """What an ArrayOfMaps/HashOfMaps lookup points at: an inner map, whose methods are
+    those of its template ``decl`` (held in a ``RefType(..., "map")``: None until checked)."""
+
+    decl: Any = field(compare=False)
+    size: int = 0
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"inner map of {self.decl.kind}"
+
+
+@dataclass(frozen=True)
 class TupleType(Type):
     items: tuple[Type, ...] = ()
 

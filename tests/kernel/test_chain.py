@@ -274,3 +274,34 @@ def test_capture_records_every_final_verdict_and_samples(backend, stages_obj) ->
         close = getattr(ring, "close", None)
         if close:
             close()
+
+
+@pytest.mark.parametrize("before,after", [(True, False), (True, True)])
+def test_capture_before_the_programs(backend, stages_obj, before: bool, after: bool) -> None:
+    """``before`` writes each packet as it enters the chain, before any stage ran (its
+    verdict field CAPTURE_BEFORE, the frame as it arrived, even though a stage then
+    rewrites or drops it); with ``after`` too, the final verdict follows it."""
+    import struct
+
+    from pyxdp.chain import CAPTURE_MAP, Capture, capture_map_spec
+    from pyxdp.chain.rewrite import CAPTURE_BEFORE
+
+    ring = backend.create_map(capture_map_spec(1 << 20))
+    try:
+        st = make(stages_obj, ["stage_pass", "stage_drop"])
+        cap = Capture(CAPTURE_MAP, snaplen=32, before=before, after=after)
+        with build(backend, st, capture=cap, ring=ring) as gen:
+            f = frame()
+            assert gen.root_program.run_packet(f, ingress_ifindex=3).verdict == XdpAction.DROP
+            assert seen(gen, "stage_drop", 1) == 1          # the stages still ran
+            recs = ring.drain()
+            heads = [struct.unpack_from("<IIII", r) for r in recs]
+            want = [(CAPTURE_BEFORE, 3, len(f), 32)] + ([(1, 3, len(f), 32)] if after else [])
+            assert heads == want
+            assert all(r[24:56] == f[:32] for r in recs)
+        with pytest.raises(ChainError, match="before the programs, after them, or both"):
+            Capture(CAPTURE_MAP, before=False, after=False)
+    finally:
+        close = getattr(ring, "close", None)
+        if close:
+            close()

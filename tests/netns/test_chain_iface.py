@@ -255,3 +255,38 @@ def test_top_shows_rates_and_stages(env) -> None:
     assert [s["name"].split()[0] for s in row["stages"]] == ["first", "last"]
     assert all(s["prog_id"] for s in row["stages"])
     assert "stage_drop" in row["stages"][1]["name"]
+
+
+def test_dump_before_and_after_the_programs(env) -> None:
+    """`pyxdp dump --where both`: each packet twice, as it entered (BEFORE, before any
+    stage ran) and with the verdict it got, the same bytes both times."""
+    import time
+
+    tb, roots, pin_root, state_root = env
+    gen_if = tb.interfaces[("gen", "veth0")]
+    subprocess.run(["ip", "-n", tb.ns_name("sink"), "neigh", "replace", gen_if.ip4, "lladdr",
+                    gen_if.mac, "dev", "veth1", "nud", "permanent"], check=True)
+    pyxdp("chain", "attach", "veth1", "--mode", "native", *roots)
+    pyxdp("chain", "add", "veth1", "drop", OBJ, "--program", "stage_drop", *roots)
+    dump = subprocess.Popen([sys.executable, "-m", "pyxdp", "dump", "veth1", "--where", "both",
+                             "--count", "20", "--duration", "30", "--json", *roots],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        state = state_root / os.listdir(state_root)[0] / "state.json"
+        for _ in range(200):
+            if json.loads(state.read_text()).get("capture"):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the dump never turned the capture on")
+        send(tb, 10)
+        out, err = dump.communicate(timeout=30)
+        assert dump.returncode == 0, err
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    rows = json.loads(out)["packets"]
+    assert [r["verdict"] for r in rows] == ["BEFORE", "DROP"] * 10
+    assert all(a["data"] == b["data"] for a, b in zip(rows[::2], rows[1::2]))
+    assert json.loads(state.read_text())["capture"] is None

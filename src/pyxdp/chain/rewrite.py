@@ -117,6 +117,8 @@ def _ldxw(dst: int, base: int, off: int) -> Instruction:
 #: the record a capture writes: u32 verdict, u32 ingress ifindex, u32 frame length,
 #: u32 captured length, u64 bpf_ktime_get_ns, then the first captured-length bytes
 CAPTURE_HEADER = 24
+#: the verdict field of a record written as the packet enters the chain (before any stage)
+CAPTURE_BEFORE = 0xFFFFFFFF
 HELPER_KTIME = 5
 HELPER_PRANDOM = 7
 HELPER_RINGBUF_RESERVE = 131
@@ -129,21 +131,29 @@ XDP_MD_INGRESS_IFINDEX = 12          # offsetof(struct xdp_md, ingress_ifindex)
 @dataclass(frozen=True)
 class Capture:
     """Where and how much a chain captures: the ring buffer map's name, bytes per packet,
-    and 1-in-``sample`` sampling (a power of two; 1 = every packet)."""
+    1-in-``sample`` sampling (a power of two; 1 = every packet), and when: ``after`` (the
+    final verdict of each packet) and/or ``before`` (each packet as it enters, before any
+    program ran: its record's verdict field is :data:`CAPTURE_BEFORE`)."""
 
     ring: str
     snaplen: int = 256
     sample: int = 1
+    after: bool = True
+    before: bool = False
 
     def __post_init__(self) -> None:
+        if not (self.after or self.before):
+            raise ChainError("a capture is before the programs, after them, or both")
         if not 1 <= self.snaplen <= 4096:
             raise ChainError(f"snaplen {self.snaplen}: 1 to 4096 bytes")
         if self.sample < 1 or self.sample & (self.sample - 1):
             raise ChainError(f"sample 1 in {self.sample}: a power of two is needed")
 
 
-def _capture_items(cap: Capture, ctx_off: int, tag: str) -> list[_Item]:
-    """Verdict in r6, ctx in the stack slot: write the capture record, then return r6."""
+def _capture_items(cap: Capture, ctx_off: int, tag: str, resume: bool = False
+                   ) -> list[_Item]:
+    """Verdict in r6, ctx in the stack slot: write the capture record, then return r6 (or,
+    ``resume``, reload r1 = ctx and fall through into the program)."""
     out, done = f"{tag}_out", f"{tag}_submit"
     items = [_Item(_ldxdw(7, FP, ctx_off))]
     if cap.sample > 1:
@@ -177,9 +187,11 @@ def _capture_items(cap: Capture, ctx_off: int, tag: str) -> list[_Item]:
         _Item(_mov64_reg(1, 8), label=done),
         _Item(_mov64_imm(2, 0)),
         _Item(_call(HELPER_RINGBUF_SUBMIT)),
-        _Item(_mov64_reg(0, 6), label=out),
-        _Item(_exit()),
     ]
+    if resume:
+        items.append(_Item(_ldxdw(1, FP, ctx_off), label=out))
+    else:
+        items += [_Item(_mov64_reg(0, 6), label=out), _Item(_exit())]
     return items
 
 
@@ -378,7 +390,10 @@ def chain_stage(spec: ProgramSpec, chain_map: str, next_slot: int,
 
     With ``capture``, a verdict that ends the chain here (a non-continuing one, or a
     continuing one with no next stage) is also written with the packet into the ring
-    buffer ``capture.ring`` (see :data:`CAPTURE_HEADER`)."""
+    buffer ``capture.ring`` (see :data:`CAPTURE_HEADER`); a capture of ``before`` only
+    leaves stages alone (the root writes those records)."""
+    if capture is not None and not capture.after:
+        capture = None
     if spec.type != ProgType.XDP:
         raise ChainError(f"program {spec.name!r} is {spec.type.name}, a chain takes XDP"
                          " programs only")
@@ -429,7 +444,8 @@ def chain_stage(spec: ProgramSpec, chain_map: str, next_slot: int,
 
 def capture_program(spec: ProgramSpec, capture: Capture, ctx_off: int = -8) -> ProgramSpec:
     """``spec`` (a program that keeps nothing on the stack below ``ctx_off``) with every
-    main-function exit replaced by the capture of its verdict: used for the root, whose
+    main-function exit replaced by the capture of its verdict (``capture.after``) and/or
+    the packet captured on entry (``capture.before``): used for the root, whose
     fall-through (an empty chain) is a verdict too."""
     starts = function_starts(spec)
     main_end = starts[1] if len(starts) > 1 else len(spec.instructions)
@@ -437,14 +453,20 @@ def capture_program(spec: ProgramSpec, capture: Capture, ctx_off: int = -8) -> P
     if floor < ctx_off + 8:
         raise ChainError(f"program {spec.name!r} uses the stack below {ctx_off}")
     items = _original_items(spec)
+    entry: list[_Item] = [_Item(_stxdw(FP, ctx_off, 1))]
+    if capture.before:
+        entry += [_Item(_mov64_imm(6, -1)),           # the u32 store keeps 0xFFFFFFFF
+                  *_capture_items(capture, ctx_off, "pyxdp_cap_in", resume=True)]
+    if not capture.after:
+        return _relayout(spec, [*entry, *items])
     for it in items[:main_end]:
         if it.insn.is_exit:
             it.insn, it.to_label = _ja(), "pyxdp_capture"
-    laid = [_Item(_stxdw(FP, ctx_off, 1)), *items[:main_end],
+    laid = [*entry, *items[:main_end],
             _Item(_mov64_reg(6, 0), label="pyxdp_capture"),
             *_capture_items(capture, ctx_off, "pyxdp_cap_root"), *items[main_end:]]
     return _relayout(spec, laid)
 
 
-__all__ = ["CAPTURE_HEADER", "Capture", "ChainError", "capture_program", "chain_stage",
+__all__ = ["CAPTURE_BEFORE", "CAPTURE_HEADER", "Capture", "ChainError", "capture_program", "chain_stage",
            "function_starts", "stack_floor", "uses_tail_calls"]

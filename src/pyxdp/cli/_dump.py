@@ -2,9 +2,11 @@
 
 Works on an interface that runs a ``pyxdp chain`` (every app attaches as a stage of it):
 the chain is swapped to a generation whose stages also write each final verdict with the
-packet into a ring buffer, and swapped back when the dump ends, so capturing costs nothing
-while nobody captures.  Output: one line per packet, or ``-w FILE.pcapng`` with the
-verdict and ingress ifindex in each packet's comment.
+packet into a ring buffer (``--where after``), whose root writes each packet as it enters
+before any program (``before``, verdict shown as BEFORE), or both, and swapped back when
+the dump ends, so capturing costs nothing while nobody captures.  Output: one line per
+packet, or ``-w FILE.pcapng`` with the verdict and ingress ifindex in each packet's
+comment.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
         return 0
     want = parse_verdicts(args.verdict) if args.verdict else None
     names = {i: n for i, n in socket.if_nameindex()} if not args.netns else {}
-    ring = in_netns(args.netns, lambda: chain.start_capture(args.snaplen, args.sample))
+    ring = in_netns(args.netns, lambda: chain.start_capture(args.snaplen, args.sample,
+                                                            where=args.where))
     writer = out = None
     if args.write:
         from pyxdp.packets.pcapng import PcapngWriter
@@ -94,12 +97,12 @@ def cmd_dump(args: argparse.Namespace) -> int:
             for raw in recs:
                 pkt = parse_capture(raw)
                 seen += 1
-                if want is not None and int(pkt.verdict) not in want:
+                if want is not None and (pkt.verdict is None or int(pkt.verdict) not in want):
                     continue
                 if match is not None and not match(pkt.data, pkt.length):
                     continue
                 shown += 1
-                verdict = pkt.verdict.name
+                verdict = "BEFORE" if pkt.verdict is None else pkt.verdict.name
                 if writer is not None:
                     writer.write(pkt.data, time_us=(pkt.time_ns + to_wall) // 1000,
                                  orig_len=pkt.length, ifindex=pkt.ifindex,
@@ -148,6 +151,9 @@ def register(sub: Any) -> None:
                    help="capture 1 packet in N (a power of two)")
     p.add_argument("--verdict", default=None, metavar="VERDICTS",
                    help="show only these verdicts (e.g. drop,pass)")
+    p.add_argument("--where", choices=("after", "before", "both"), default="after",
+                   help="capture each packet's final verdict (after, the default), each"
+                        " packet as it enters before any program (before), or both")
     p.add_argument("--stop", action="store_true",
                    help="turn off a capture a killed dump left on")
     p.add_argument("--netns", help="the interface is in this `ip netns` namespace")

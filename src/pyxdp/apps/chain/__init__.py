@@ -46,7 +46,7 @@ from pyxdp.chain import (
     build,
     capture_map_spec,
 )
-from pyxdp.chain.rewrite import CAPTURE_HEADER
+from pyxdp.chain.rewrite import CAPTURE_BEFORE, CAPTURE_HEADER
 
 PIN_ROOT = "/sys/fs/bpf/pyxdp-chain"
 STATE_ROOT = "/run/pyxdp-chain"
@@ -247,13 +247,16 @@ class Chain:
 
     # -- capture (pyxdp dump) -------------------------------------------------------------
     def start_capture(self, snaplen: int = 256, sample: int = 1,
-                      ring_bytes: int = 1 << 22) -> Any:
+                      ring_bytes: int = 1 << 22, where: str = "after") -> Any:
         """Swap in a generation that also writes every final verdict with its packet to a
-        ring buffer; returns the ring (a :class:`~pyxdp.kernel.Map`: ``drain()`` it,
+        ring buffer (``where="after"``), each packet as it enters the chain ("before"), or
+        both; returns the ring (a :class:`~pyxdp.kernel.Map`: ``drain()`` it,
         :func:`parse_capture` its records).  One capture at a time; one left behind by a
         dead process is taken over."""
         from pyxdp.kernel import KernelBackend
 
+        if where not in ("after", "before", "both"):
+            raise ChainError(f"capture where={where!r}: after, before or both")
         Capture(CAPTURE_MAP, snaplen, sample)            # validate before any change
         with locked(self.state_dir, create=False):
             self._load()
@@ -266,7 +269,8 @@ class Chain:
             ring = KernelBackend().create_map(capture_map_spec(ring_bytes))
             try:
                 ring.pin(pin)
-                self.capture = {"snaplen": snaplen, "sample": sample, "pid": os.getpid()}
+                self.capture = {"snaplen": snaplen, "sample": sample, "pid": os.getpid(),
+                                "where": where}
                 self._swap(self.stages)
             except BaseException:
                 self.capture = None
@@ -337,8 +341,10 @@ class Chain:
             if self.capture is not None:
                 ring = Map.from_pin(os.path.join(self.pin_dir, "capture_ring"))
                 opened.append(ring)
+                where = self.capture.get("where", "after")
                 capture = Capture(CAPTURE_MAP, self.capture["snaplen"],
-                                  self.capture["sample"])
+                                  self.capture["sample"], after=where in ("after", "both"),
+                                  before=where in ("before", "both"))
             gen = build(KernelBackend(), stages, default=self.default, capture=capture,
                         ring=ring)
         finally:
@@ -424,14 +430,19 @@ class Chain:
 
 @dataclass(frozen=True)
 class Captured:
-    """One captured packet: its final XDP verdict, where it came in, when (the kernel's
-    monotonic ns), its length and the captured bytes."""
+    """One captured packet: its final XDP verdict (None for a packet captured as it
+    entered, before any program), where it came in, when (the kernel's monotonic ns), its
+    length and the captured bytes."""
 
-    verdict: XdpAction
+    verdict: XdpAction | None
     ifindex: int
     length: int
     time_ns: int
     data: bytes
+
+    @property
+    def before(self) -> bool:
+        return self.verdict is None
 
 
 def parse_capture(record: bytes) -> Captured:
@@ -439,7 +450,7 @@ def parse_capture(record: bytes) -> Captured:
     if caplen > len(record) - CAPTURE_HEADER:
         raise ChainError(f"capture record of {len(record)} bytes claims {caplen} bytes")
     try:
-        v = XdpAction(verdict)
+        v = None if verdict == CAPTURE_BEFORE else XdpAction(verdict)
     except ValueError:
         raise ChainError(f"capture record with verdict {verdict}") from None
     return Captured(v, ifindex, length, t,

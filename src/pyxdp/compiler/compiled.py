@@ -125,7 +125,61 @@ def compile_info(info: ModuleInfo, only: list[str] | None = None,
         dumps["asm"] = emit_assembly(mod)
     elf = emit_object(mod)
     spec = load_object(elf)
+    for prog in spec.programs.values():
+        check_stack(prog, info)
     return CompiledObject(elf, spec, info, dumps, time.perf_counter() - start)
+
+
+STACK_LIMIT = 512
+
+
+def check_stack(prog: Any, info: Any) -> None:
+    """Refuse a function whose frame is over BPF's 512 bytes (LLVM would have aborted
+    the process; the verifier would refuse it at load): the deepest ``r10``-relative
+    access, or address taken as ``rX = r10; rX += off``, of each function."""
+    from pyxdp.isa import Class, Mode
+
+    insns = prog.instructions
+    slots, n = [], 0
+    for ins in insns:                        # LD_IMM64 takes two instruction slots
+        slots.append(n)
+        n += 2 if ins.opcode == 0x18 else 1
+    index = {s: i for i, s in enumerate(slots)}
+    starts = sorted({0} | {index.get(slots[i] + 1 + ins.imm, 0) for i, ins in
+                           enumerate(insns) if ins.opcode == 0x85 and ins.src == 1})
+    for n, start in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(insns)
+        depth, fp = 0, {}
+        for ins in insns[start:end]:
+            cls = ins.opcode & 0x07
+            if cls in (Class.LDX, Class.STX, Class.ST) and ins.opcode & 0xE0 == Mode.MEM:
+                base = ins.src if cls == Class.LDX else ins.dst
+                if base == 10:
+                    depth = max(depth, -ins.off)
+                elif base in fp:
+                    depth = max(depth, -(fp[base] + ins.off))
+            if cls in (Class.ALU64, Class.ALU) and ins.dst != 10:
+                op = ins.opcode & 0xF0
+                if cls == Class.ALU64 and op == 0xB0 and ins.opcode & 0x08 and ins.src == 10:
+                    fp[ins.dst] = 0                       # rX = r10
+                elif cls == Class.ALU64 and op == 0x00 and not ins.opcode & 0x08 and (
+                        ins.dst in fp):
+                    fp[ins.dst] += ins.imm                # rX += imm
+                    depth = max(depth, -fp[ins.dst])
+                else:
+                    fp.pop(ins.dst, None)
+            elif cls == Class.LDX:
+                fp.pop(ins.dst, None)
+        if depth > STACK_LIMIT:
+            line = None
+            li = prog.source_line(start)
+            if li is not None:
+                line = li.line
+            what = "the program" if start == 0 else "a subprogram"
+            raise CompileError(f"{what} of {prog.name!r} needs {depth} bytes of stack; BPF"
+                               f" allows {STACK_LIMIT}", info.filename, line, None,
+                               "keep big structs in a per-CPU array map (PerCpuArray) and"
+                               " look them up")
 
 
 def compile_module(path_or_source: str | os.PathLike[str], *, programs: list[str] | None = None,

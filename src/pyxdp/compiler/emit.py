@@ -27,6 +27,10 @@ def target_machine() -> llvm.TargetMachine:
     # bits, which the BPF backend can only lower to a libcall (__multi3) and then aborts
     # the whole process: keep the loop's own value
     llvm.set_option("", "-replexitval=never")
+    # the BPF backend's own stack check ends the process (an LLVM error, not an
+    # exception): let it through and check the frames of the object ourselves
+    # (pyxdp.compiler.compiled.check_stack), which raises a CompileError instead
+    llvm.set_option("", "-bpf-stack-size=1048576")
     return llvm.Target.from_triple("bpfel-unknown-none").create_target_machine(
         cpu="v3", opt=2)
 

@@ -40,6 +40,7 @@ Known limitations:
 """
 
 from pyxdp.compiler.lang import (
+    BPF_F_NO_PREALLOC,
     BPF_NOEXIST,
     ETH_P_8021AD,
     ETH_P_8021Q,
@@ -76,11 +77,13 @@ from pyxdp.compiler.lang import (
     atomic_add,
     be16,
     be32,
+    be64,
     get_prandom_u32,
     ktime_get_ns,
     u8,
     u32,
     u64,
+    subprog,
     xdp,
 )
 
@@ -160,6 +163,55 @@ USE_TALKERS = Const(u32, 1)
 TALKER_SAMPLE = Const(u32, 16)  # top talkers: one drop in N is recorded, counting N
 FAKE_CLOCK = Const(u32, 0)    # tests: time comes from clock[0], not ktime_get_ns
 
+# prefix lookups: per index (src4, dst4, src6, dst6) HASH_<idx> = how many prefix lengths a
+# hash lookup probes (0: the LPM trie is used), longest first: L<idx>_<j> the length,
+# M<idx>_<j> its mask (host order; IPv6: MH/ML for the two 64-bit halves)
+HASH_S4 = Const(u32, 0)
+LS4_0 = Const(u32, 0)
+MS4_0 = Const(u32, 0)
+LS4_1 = Const(u32, 0)
+MS4_1 = Const(u32, 0)
+LS4_2 = Const(u32, 0)
+MS4_2 = Const(u32, 0)
+LS4_3 = Const(u32, 0)
+MS4_3 = Const(u32, 0)
+HASH_D4 = Const(u32, 0)
+LD4_0 = Const(u32, 0)
+MD4_0 = Const(u32, 0)
+LD4_1 = Const(u32, 0)
+MD4_1 = Const(u32, 0)
+LD4_2 = Const(u32, 0)
+MD4_2 = Const(u32, 0)
+LD4_3 = Const(u32, 0)
+MD4_3 = Const(u32, 0)
+HASH_S6 = Const(u32, 0)
+LS6_0 = Const(u32, 0)
+MHS6_0 = Const(u64, 0)
+MLS6_0 = Const(u64, 0)
+LS6_1 = Const(u32, 0)
+MHS6_1 = Const(u64, 0)
+MLS6_1 = Const(u64, 0)
+LS6_2 = Const(u32, 0)
+MHS6_2 = Const(u64, 0)
+MLS6_2 = Const(u64, 0)
+LS6_3 = Const(u32, 0)
+MHS6_3 = Const(u64, 0)
+MLS6_3 = Const(u64, 0)
+HASH_D6 = Const(u32, 0)
+LD6_0 = Const(u32, 0)
+MHD6_0 = Const(u64, 0)
+MLD6_0 = Const(u64, 0)
+LD6_1 = Const(u32, 0)
+MHD6_1 = Const(u64, 0)
+MLD6_1 = Const(u64, 0)
+LD6_2 = Const(u32, 0)
+MHD6_2 = Const(u64, 0)
+MLD6_2 = Const(u64, 0)
+LD6_3 = Const(u32, 0)
+MHD6_3 = Const(u64, 0)
+MLD6_3 = Const(u64, 0)
+
+
 
 # -- map types ------------------------------------------------------------------------------------
 class RuleEntry(Struct):
@@ -227,6 +279,16 @@ class AddrKey(Struct):
     lo: u64           # IPv6: bytes 8..15; IPv4: the address (host order)
 
 
+class HKey6(Struct):
+    """LpmKey6's bytes (prefix length, then the address in network order) as two be64
+    halves, so a hash probe can mask them."""
+
+    _packed_ = True
+    prefixlen: u32
+    hi: be64
+    lo: be64
+
+
 class Counter(Struct):
     packets: u64
     bytes: u64
@@ -281,6 +343,12 @@ src4 = LpmTrie[LpmKey4, u32](max_entries=1 << 21)
 src6 = LpmTrie[LpmKey6, u32](max_entries=1 << 20)
 dst4 = LpmTrie[LpmKey4, u32](max_entries=1 << 21)
 dst6 = LpmTrie[LpmKey6, u32](max_entries=1 << 20)
+# the same contents as hash maps, probed per prefix length (the control plane picks these
+# when a table has at most 4 distinct lengths: a /32 block list is one probe)
+hsrc4 = HashMap[LpmKey4, u32](max_entries=1 << 21, flags=BPF_F_NO_PREALLOC)
+hdst4 = HashMap[LpmKey4, u32](max_entries=1 << 21, flags=BPF_F_NO_PREALLOC)
+hsrc6 = HashMap[HKey6, u32](max_entries=1 << 20, flags=BPF_F_NO_PREALLOC)
+hdst6 = HashMap[HKey6, u32](max_entries=1 << 20, flags=BPF_F_NO_PREALLOC)
 macs = HashMap[u64, u32](max_entries=4096)
 lists = ArrayMap[u32, u32](max_entries=4096 * MAX_LIST)
 generic = ArrayMap[u32, u32](max_entries=MAX_GENERIC)
@@ -322,6 +390,93 @@ def mismatch(bits, pbit, f, fbit, vbit):
 def index_of(v):
     if v:
         return v.value
+    return 0
+
+
+# -- prefix lookups ---------------------------------------------------------------------------
+@subprog
+def probe_s4(addr):
+    """Longest match of ``addr`` among the hash table's prefix lengths (0: none)."""
+    if HASH_S4 > 0:
+        v0 = hsrc4.lookup(LpmKey4(prefixlen=LS4_0, addr=addr & MS4_0))
+        if v0:
+            return v0.value
+    if HASH_S4 > 1:
+        v1 = hsrc4.lookup(LpmKey4(prefixlen=LS4_1, addr=addr & MS4_1))
+        if v1:
+            return v1.value
+    if HASH_S4 > 2:
+        v2 = hsrc4.lookup(LpmKey4(prefixlen=LS4_2, addr=addr & MS4_2))
+        if v2:
+            return v2.value
+    if HASH_S4 > 3:
+        v3 = hsrc4.lookup(LpmKey4(prefixlen=LS4_3, addr=addr & MS4_3))
+        if v3:
+            return v3.value
+    return 0
+
+
+@subprog
+def probe_d4(addr):
+    """Longest match of ``addr`` among the hash table's prefix lengths (0: none)."""
+    if HASH_D4 > 0:
+        v0 = hdst4.lookup(LpmKey4(prefixlen=LD4_0, addr=addr & MD4_0))
+        if v0:
+            return v0.value
+    if HASH_D4 > 1:
+        v1 = hdst4.lookup(LpmKey4(prefixlen=LD4_1, addr=addr & MD4_1))
+        if v1:
+            return v1.value
+    if HASH_D4 > 2:
+        v2 = hdst4.lookup(LpmKey4(prefixlen=LD4_2, addr=addr & MD4_2))
+        if v2:
+            return v2.value
+    if HASH_D4 > 3:
+        v3 = hdst4.lookup(LpmKey4(prefixlen=LD4_3, addr=addr & MD4_3))
+        if v3:
+            return v3.value
+    return 0
+
+
+@subprog
+def probe_s6(hi, lo):
+    if HASH_S6 > 0:
+        v0 = hsrc6.lookup(HKey6(prefixlen=LS6_0, hi=hi & MHS6_0, lo=lo & MLS6_0))
+        if v0:
+            return v0.value
+    if HASH_S6 > 1:
+        v1 = hsrc6.lookup(HKey6(prefixlen=LS6_1, hi=hi & MHS6_1, lo=lo & MLS6_1))
+        if v1:
+            return v1.value
+    if HASH_S6 > 2:
+        v2 = hsrc6.lookup(HKey6(prefixlen=LS6_2, hi=hi & MHS6_2, lo=lo & MLS6_2))
+        if v2:
+            return v2.value
+    if HASH_S6 > 3:
+        v3 = hsrc6.lookup(HKey6(prefixlen=LS6_3, hi=hi & MHS6_3, lo=lo & MLS6_3))
+        if v3:
+            return v3.value
+    return 0
+
+
+@subprog
+def probe_d6(hi, lo):
+    if HASH_D6 > 0:
+        v0 = hdst6.lookup(HKey6(prefixlen=LD6_0, hi=hi & MHD6_0, lo=lo & MLD6_0))
+        if v0:
+            return v0.value
+    if HASH_D6 > 1:
+        v1 = hdst6.lookup(HKey6(prefixlen=LD6_1, hi=hi & MHD6_1, lo=lo & MLD6_1))
+        if v1:
+            return v1.value
+    if HASH_D6 > 2:
+        v2 = hdst6.lookup(HKey6(prefixlen=LD6_2, hi=hi & MHD6_2, lo=lo & MLD6_2))
+        if v2:
+            return v2.value
+    if HASH_D6 > 3:
+        v3 = hdst6.lookup(HKey6(prefixlen=LD6_3, hi=hi & MHD6_3, lo=lo & MLD6_3))
+        if v3:
+            return v3.value
     return 0
 
 
@@ -632,9 +787,15 @@ def xdp_filter(ctx):
                     if ip.frag_off & 0x1FFF:
                         p.bits |= P_LATER
                 if USE_SRC4:
-                    p.slist = index_of(src4.lookup(LpmKey4(prefixlen=32, addr=ip.saddr)))
+                    if HASH_S4:
+                        p.slist = probe_s4(ip.saddr)
+                    else:
+                        p.slist = index_of(src4.lookup(LpmKey4(prefixlen=32, addr=ip.saddr)))
                 if USE_DST4:
-                    p.dlist = index_of(dst4.lookup(LpmKey4(prefixlen=32, addr=ip.daddr)))
+                    if HASH_D4:
+                        p.dlist = probe_d4(ip.daddr)
+                    else:
+                        p.dlist = index_of(dst4.lookup(LpmKey4(prefixlen=32, addr=ip.daddr)))
         elif (p.bits & P_MALF) == 0 and proto == ETH_P_IPV6:
             p.bits |= P_IP
             ip6 = c.parse(IPv6)
@@ -648,9 +809,21 @@ def xdp_filter(ctx):
                     p.s_hi = hi.value
                     p.s_lo = lo.value
                 if USE_SRC6:
-                    p.slist = index_of(src6.lookup(LpmKey6(prefixlen=128, addr=ip6.saddr)))
+                    if HASH_S6:
+                        sh = ctx.load(be64, p.l3 + 8)
+                        sl = ctx.load(be64, p.l3 + 16)
+                        if sh and sl:
+                            p.slist = probe_s6(sh.value, sl.value)
+                    else:
+                        p.slist = index_of(src6.lookup(LpmKey6(prefixlen=128, addr=ip6.saddr)))
                 if USE_DST6:
-                    p.dlist = index_of(dst6.lookup(LpmKey6(prefixlen=128, addr=ip6.daddr)))
+                    if HASH_D6:
+                        dh = ctx.load(be64, p.l3 + 24)
+                        dl = ctx.load(be64, p.l3 + 32)
+                        if dh and dl:
+                            p.dlist = probe_d6(dh.value, dl.value)
+                    else:
+                        p.dlist = index_of(dst6.lookup(LpmKey6(prefixlen=128, addr=ip6.daddr)))
                 nh: u32 = ip6.nexthdr
                 for _ in range(MAX_EXT):
                     if nh in (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS):

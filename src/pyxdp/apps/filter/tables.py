@@ -26,6 +26,7 @@ from pyxdp.apps.filter import dataplane as dp
 from pyxdp.apps.filter.rules import Action, Rule, RuleError, RuleSet
 from pyxdp.maps import MapBase
 
+MAX_HASH_LENGTHS = 4   # prefix lengths a hash lookup probes (dataplane: L<idx>_0..3)
 PORT_GROUPS = 64       # distinct sport (and dport) range lists per rule set: bits of a u64
 MAX_BURST_BITS = 1 << 62
 MAX_SHIFT = 12         # 8 * NS is divisible by 2**12: byte costs stay exact
@@ -54,7 +55,8 @@ class Sizes:
 
     def max_entries(self) -> dict[str, int]:
         return {"src4": self.prefixes4, "dst4": self.prefixes4, "src6": self.prefixes6,
-                "dst6": self.prefixes6, "macs": self.macs, "lists": self.lists * dp.MAX_LIST,
+                "dst6": self.prefixes6, "hsrc4": self.prefixes4, "hdst4": self.prefixes4,
+                "hsrc6": self.prefixes6, "hdst6": self.prefixes6, "macs": self.macs, "lists": self.lists * dp.MAX_LIST,
                 "rules": self.rules, "patterns": self.patterns, "limits": self.limits,
                 "pairs": self.pairs, "stats": self.rules + dp.SLOT_FIRST,
                 "buckets": self.sources, "talkers": self.talkers}
@@ -76,6 +78,7 @@ class Tables:
     pairs: dict[tuple[int, int], int] = field(default_factory=dict)
     patterns: dict[int, Any] = field(default_factory=dict)
     limits: dict[int, Any] = field(default_factory=dict)
+    hash_lengths: dict[str, list[int]] = field(default_factory=dict)   # probed, longest first
 
     def write(self, maps: Mapping[str, MapBase]) -> None:
         """Fill a fresh generation's maps (kernel :class:`~pyxdp.kernel.Map` or emulator
@@ -278,8 +281,16 @@ def _flags(rule: Rule) -> int:
 
 
 # -- the whole set ----------------------------------------------------------------------------
-def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes) -> Tables:
-    """Map contents and feature flags for ``rs`` (validated here as a whole)."""
+def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes,
+                   strategy: str = "auto") -> Tables:
+    """Map contents and feature flags for ``rs`` (validated here as a whole).
+
+    Prefix lookups (``strategy``): ``"auto"`` puts a table with at most
+    :data:`MAX_HASH_LENGTHS` distinct prefix lengths in a hash map probed once per length,
+    longest first (a block list of /32s is one probe, whatever its size), and any other in
+    the LPM trie, whose walk grows with the table; ``"hash"`` or ``"lpm"`` force one."""
+    if strategy not in ("auto", "hash", "lpm"):
+        raise ValueError(f"lookup strategy {strategy!r}: auto, hash or lpm")
     rs.validate()
     rules = rs.rules
     if len(rules) > sizes.rules:
@@ -341,7 +352,15 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes) -> Table
         if n > cap:
             raise TableFullError(f"{n} {name} prefixes, the {name} trie holds {cap}"
                                  f" (raise Sizes.prefixes{name[-1]})")
-        t.tries[name] = (keys, values)
+        lengths = sorted({plen for _, plen, _ in entries}, reverse=True)
+        if strategy != "lpm" and (len(lengths) <= MAX_HASH_LENGTHS or strategy == "hash"):
+            if len(lengths) > MAX_HASH_LENGTHS:
+                raise RuleError(f"{name}: {len(lengths)} prefix lengths, a hash lookup probes"
+                                f" at most {MAX_HASH_LENGTHS} (use the LPM trie)")
+            t.tries["h" + name] = (keys, values)
+            t.hash_lengths[name] = lengths
+        else:
+            t.tries[name] = (keys, values)
         t.counts[name] = n
         if name.startswith("dst"):
             back_dst.update(back)
@@ -384,8 +403,9 @@ def _config(rs: RuleSet, t: Tables, lists: _Lists, sizes: Sizes) -> dict[str, in
     return {
         "DEFAULT_DENY": int(rs.default is Action.DENY),
         "DRY_RUN": int(rs.dry_run),
-        "USE_SRC4": int("src4" in t.tries), "USE_SRC6": int("src6" in t.tries),
-        "USE_DST4": int("dst4" in t.tries), "USE_DST6": int("dst6" in t.tries),
+        "USE_SRC4": int("src4" in t.counts), "USE_SRC6": int("src6" in t.counts),
+        "USE_DST4": int("dst4" in t.counts), "USE_DST6": int("dst6" in t.counts),
+        **_hash_config(t),
         "USE_MACS": int(bool(t.macs)),
         "LIST_LEN": lists.longest,
         "N_GENERIC": len(t.generic),
@@ -401,5 +421,23 @@ def _config(rs: RuleSet, t: Tables, lists: _Lists, sizes: Sizes) -> dict[str, in
     }
 
 
-__all__ = ["PORT_GROUPS", "Sizes", "TableFullError", "Tables", "assign_slots",
+def _hash_config(t: Tables) -> dict[str, int]:
+    """HASH_<idx>, L<idx>_<j> and the masks of every hash-probed table."""
+    out: dict[str, int] = {}
+    for name, lengths in t.hash_lengths.items():
+        idx = name[0].upper() + name[-1]          # src4 -> S4
+        bits = 32 if name.endswith("4") else 128
+        out[f"HASH_{idx}"] = len(lengths)
+        for j, plen in enumerate(lengths):
+            mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
+            out[f"L{idx}_{j}"] = plen
+            if bits == 32:
+                out[f"M{idx}_{j}"] = mask
+            else:
+                out[f"MH{idx}_{j}"] = mask >> 64
+                out[f"ML{idx}_{j}"] = mask & ((1 << 64) - 1)
+    return out
+
+
+__all__ = ["MAX_HASH_LENGTHS", "PORT_GROUPS", "Sizes", "TableFullError", "Tables", "assign_slots",
            "compile_tables"]

@@ -36,7 +36,9 @@ def tables(text: str, sizes: Sizes = SIZES):
 
 
 def trie(t, name: str) -> dict[str, int]:
-    keys, values = t.tries[name]
+    """The table's contents, whichever lookup holds it (the trie, or the per-length hash
+    map ``h<name>`` that takes the same keys)."""
+    keys, values = t.tries[name] if name in t.tries else t.tries["h" + name]
     n = 8 if name.endswith("4") else 20
     out = {}
     for i in range(len(keys) // n):

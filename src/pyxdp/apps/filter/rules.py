@@ -38,6 +38,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from pyxdp.apps.filter.prefixes import PrefixError, Prefixes
 from pyxdp.errors import PyxdpError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -100,8 +101,8 @@ class RateLimit:
 class Rule:
     name: str
     action: Action = Action.DENY
-    src: tuple[Network, ...] = ()
-    dst: tuple[Network, ...] = ()
+    src: Prefixes | tuple[Network, ...] = ()      # parsed rules hold Prefixes (packed)
+    dst: Prefixes | tuple[Network, ...] = ()
     proto: int | None = None
     sport: tuple[PortRange, ...] = ()
     dport: tuple[PortRange, ...] = ()
@@ -168,7 +169,16 @@ def _address_sanity(text: str, what: str, where: str, rule: str) -> None:
 
 
 
-def _networks(value: Any, where: str, rule: str, what: str) -> tuple[Network, ...]:
+def _networks(value: Any, where: str, rule: str, what: str) -> Prefixes:
+    if isinstance(value, Prefixes):
+        if not value:
+            raise RuleError(f"{what}: empty list", where, rule)
+        return value
+    if isinstance(value, dict) and "packed" in value:      # a state file's packed set
+        try:
+            return Prefixes.from_state(value)
+        except ValueError as e:
+            raise RuleError(f"{what}: {e}", where, rule) from None
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
@@ -188,7 +198,7 @@ def _networks(value: Any, where: str, rule: str, what: str) -> tuple[Network, ..
         out.append(net)
     if not out:
         raise RuleError(f"{what}: empty list", where, rule)
-    return tuple(out)
+    return Prefixes.from_networks(out)
 
 
 def _ports(value: Any, where: str, rule: str, what: str) -> tuple[PortRange, ...]:
@@ -397,12 +407,18 @@ def parse_rule(data: dict[str, Any], where: str = "", index: int = 0) -> Rule:
     if not named:
         rule = replace(rule, name=default_name(rule))
         name = rule.name
-    fams = {n.version for n in (*rule.src, *rule.dst)}
+    fams = _versions(rule.src) | _versions(rule.dst)
     v4_only, v6_only = PROTOS["icmp"], PROTOS["icmpv6"]
     if (rule.proto == v4_only and 6 in fams) or (rule.proto == v6_only and 4 in fams):
         raise RuleError("ICMP is IPv4 and ICMPv6 is IPv6: the prefixes do not fit the proto",
                         where, name)
     return rule
+
+
+def _versions(nets: Any) -> set[int]:
+    if isinstance(nets, Prefixes):
+        return nets.versions()
+    return {n.version for n in nets}
 
 
 def _rule_lines(text: str) -> list[int]:
@@ -501,20 +517,21 @@ def parse_address_list(text: str, filename: str = "<list>", *, name: str = "list
     check_name(name, filename)
     if direction not in ("src", "dst"):
         raise RuleError(f"direction must be src or dst, not {direction!r}", filename, name)
-    nets: list[Network] = []
+    lines: list[int] = []
+    entries: list[str] = []
     for i, line in enumerate(text.splitlines(), 1):
-        entry = re.split(r"[#;]", line, maxsplit=1)[0].strip()
-        if not entry:
-            continue
-        _address_sanity(entry, "entry", f"{filename}:{i}", name)
-        try:
-            nets.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise RuleError(f"not an address or prefix: {entry!r}", f"{filename}:{i}",
-                            name) from None
-    if not nets:
+        if "#" in line or ";" in line:
+            line = re.split(r"[#;]", line, maxsplit=1)[0]
+        entry = line.strip()
+        if entry:
+            lines.append(i)
+            entries.append(entry)
+    if not entries:
         raise RuleError("the list holds no address", filename, name)
-    prefixes = tuple(nets)
+    try:
+        prefixes = Prefixes.parse(entries, strict=False)
+    except PrefixError as e:
+        raise RuleError(str(e), f"{filename}:{lines[e.index]}", name) from None
     if direction == "src":
         return Rule(name, action, src=prefixes, where=filename)
     return Rule(name, action, dst=prefixes, where=filename)

@@ -25,6 +25,7 @@ from pyxdp.apps.filter.rules import (
     RuleSet,
     parse_rule,
 )
+from pyxdp.apps.filter.prefixes import Prefixes
 from pyxdp.apps.filter.tables import Sizes
 
 VERSION = 1
@@ -33,10 +34,10 @@ VERSION = 1
 def rule_to_dict(r: Rule) -> dict[str, Any]:
     """A rule in rule-file form (what :func:`parse_rule` reads back to an equal rule)."""
     d: dict[str, Any] = {"name": r.name, "action": r.action.value}
-    if r.src:
-        d["src"] = [str(n) for n in r.src]
-    if r.dst:
-        d["dst"] = [str(n) for n in r.dst]
+    for k in ("src", "dst"):
+        nets = getattr(r, k)
+        if nets:
+            d[k] = nets.to_state() if isinstance(nets, Prefixes) else [str(n) for n in nets]
     if r.proto is not None:
         d["proto"] = r.proto
     for k in ("sport", "dport"):

@@ -23,6 +23,7 @@ from functools import partial
 from typing import Any
 
 from pyxdp.apps.filter import dataplane as dp
+from pyxdp.apps.filter.prefixes import Prefixes
 from pyxdp.apps.filter.rules import Action, Rule, RuleError, RuleSet
 from pyxdp.maps import MapBase
 
@@ -178,21 +179,55 @@ def _cover(items: dict[tuple[int, int], set[int]], bits: int) -> dict[tuple[int,
     return out
 
 
-def _trie(entries: list[tuple[int, int, int]], bits: int, lists: _Lists, rs: list[Rule],
-          ) -> tuple[bytes, bytes, dict[int, tuple[int, ...]], int]:
-    """Key and value blobs of one trie; also value → rules (for the src+dst pairs)."""
-    owners = {r for _, _, r in entries}
+def _packed_keys(p: Prefixes, v6: bool) -> tuple[bytes, int]:
+    """LPM-trie (and hash) keys of one packed set: u32 prefix length, then the address in
+    network order, built with array operations (no object per prefix)."""
+    if not v6:
+        n = len(p.l4)
+        addrs = p.addrs4()
+        addrs.byteswap()                        # host order -> network order
+        keys = array.array("I", bytes(8 * n))
+        keys[0::2] = array.array("I", array.array("B", p.l4))
+        keys[1::2] = addrs
+        return keys.tobytes(), n
+    n = len(p.l6)
+    out = bytearray(20 * n)
+    plens = array.array("I", array.array("B", p.l6)).tobytes()
+    for i in range(n):                          # IPv6 sets are small in practice
+        out[20 * i:20 * i + 4] = plens[4 * i:4 * i + 4]
+        out[20 * i + 4:20 * i + 20] = p.a6[16 * i:16 * i + 16]
+    return bytes(out), n
+
+
+def _entries(p: Any, v6: bool, rule: int) -> list[tuple[int, int, int]]:
+    if isinstance(p, Prefixes):
+        if v6:
+            return [(int.from_bytes(p.a6[16 * i:16 * i + 16], "big"), plen, rule)
+                    for i, plen in enumerate(p.l6)]
+        return [(a, plen, rule) for a, plen in zip(p.addrs4(), p.l4, strict=True)]
+    return [(int(n.network_address), n.prefixlen, rule) for n in p
+            if n.version == (6 if v6 else 4)]
+
+
+def _trie(owned: list[tuple[int, Any]], bits: int, lists: _Lists, rs: list[Rule],
+          ) -> tuple[bytes, bytes, dict[int, tuple[int, ...]], int, set[int]]:
+    """Key and value blobs of one trie, value → rules (for the src+dst pairs), the number
+    of prefixes and the set of prefix lengths.  ``owned``: (rule, its prefixes)."""
+    v6 = bits == 128
+    if len(owned) == 1:                # the block-list case: one value, no overlap work
+        only, p = owned[0]
+        if not isinstance(p, Prefixes):
+            p = Prefixes.from_networks(p)
+        v = lists.value((only,), str, rs)
+        keys, n = _packed_keys(p, v6)
+        return (keys, (array.array("I", [v]) * n).tobytes(), {v: (only,)}, n,
+                set(p.l6 if v6 else p.l4))
     nbytes = bits // 8
     pack = struct.Struct("<I").pack
-    if len(owners) == 1:               # the block-list case: one value, no overlap work
-        (only,) = owners
-        v = lists.value((only,), str, rs)
-        keys = [pack(p) + a.to_bytes(nbytes, "big") for a, p in {(a, p) for a, p, _ in entries}]
-        n = len(keys)
-        return b"".join(keys), (array.array("I", [v]) * n).tobytes(), {v: (only,)}, n
     grouped: dict[tuple[int, int], set[int]] = {}
-    for a, p, r in entries:
-        grouped.setdefault((a, p), set()).add(r)
+    for rule, p in owned:
+        for a, plen, r in _entries(p, v6, rule):
+            grouped.setdefault((a, plen), set()).add(r)
     cover = _cover(grouped, bits)
     net_type = ipaddress.IPv4Network if bits == 32 else ipaddress.IPv6Network
     vals = array.array("I")
@@ -207,7 +242,8 @@ def _trie(entries: list[tuple[int, int, int]], bits: int, lists: _Lists, rs: lis
         back[v] = rules
         keys.append(pack(plen) + addr.to_bytes(nbytes, "big"))
         vals.append(v)
-    return b"".join(keys), vals.tobytes(), back, len(keys)
+    return (b"".join(keys), vals.tobytes(), back, len(keys),
+            {plen for _, plen in cover})
 
 
 # -- per-rule encodings -----------------------------------------------------------------------
@@ -298,7 +334,7 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes,
                              " (raise Sizes.rules)")
     t = Tables()
     lists = _Lists(sizes.lists)
-    trie_entries: dict[str, list[tuple[int, int, int]]] = {
+    trie_entries: dict[str, list[tuple[int, Any]]] = {
         "src4": [], "src6": [], "dst4": [], "dst6": []}
     mac_rules: dict[int, set[int]] = {}
     groups: dict[str, dict[tuple[Any, ...], int]] = {"sport": {}, "dport": {}}
@@ -328,9 +364,13 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes,
             t.limits[e.limit] = _limit(r)
         t.rules[i] = e
         for direction in ("src", "dst"):
-            for net in getattr(r, direction):
-                name = f"{direction}{net.version}"
-                trie_entries[name].append((int(net.network_address), net.prefixlen, i))
+            nets = getattr(r, direction)
+            if not nets:
+                continue
+            if not isinstance(nets, Prefixes):
+                nets = Prefixes.from_networks(nets)
+            for version in nets.versions():
+                trie_entries[f"{direction}{version}"].append((i, nets))
         if not r.src and not r.dst:
             if r.src_mac is not None:
                 mac_rules.setdefault(e.mac, set()).add(i)
@@ -347,12 +387,12 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes,
         if not entries:
             continue
         bits = 32 if name.endswith("4") else 128
-        keys, values, back, n = _trie(entries, bits, lists, rules)
+        keys, values, back, n, plens = _trie(entries, bits, lists, rules)
         cap = sizes.prefixes4 if bits == 32 else sizes.prefixes6
         if n > cap:
             raise TableFullError(f"{n} {name} prefixes, the {name} trie holds {cap}"
                                  f" (raise Sizes.prefixes{name[-1]})")
-        lengths = sorted({plen for _, plen, _ in entries}, reverse=True)
+        lengths = sorted(plens, reverse=True)
         if strategy != "lpm" and (len(lengths) <= MAX_HASH_LENGTHS or strategy == "hash"):
             if len(lengths) > MAX_HASH_LENGTHS:
                 raise RuleError(f"{name}: {len(lengths)} prefix lengths, a hash lookup probes"

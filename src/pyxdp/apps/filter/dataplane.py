@@ -22,12 +22,11 @@ not use are constant-false branches the verifier removes, so they cost no cycles
 
 Known limitations:
 
-* Token buckets are updated with a plain read-modify-write of a shared LRU hash entry,
-  without ``bpf_spin_lock`` (the dialect has no spin locks yet).  Packets of one bucket
-  (one source or prefix of one rule) metered at the same moment on several CPUs can read
-  the same token count and all pass: in the worst case a limit lets through up to
-  N_CPU times its rate and burst.  A single flow is steered to one queue (RSS), so the
-  overshoot needs one source spread over many queues (many ports, or per-prefix limits).
+* Token buckets are updated under a ``bpf_spin_lock`` (one of ``BUCKET_LOCKS`` stripes,
+  by a hash of the bucket key: the kernel has no spin locks in LRU hash values), so one
+  source metered on several CPUs at once shares one bucket: the limit holds across CPUs.
+  The count-min sketch behind the bucket table (below) is updated without a lock: its
+  cells can undercount by the packets of a race, never overcount.
 * Sources beyond the bucket table (``Sizes.sources``; LRU) do not escape the limit: a
   source without a bucket is counted in a count-min sketch (``SKETCH_ROWS`` x
   ``SKETCH_WIDTH`` cells, one-second windows) and is over while its smallest cell exceeds
@@ -73,6 +72,7 @@ from pyxdp.compiler.lang import (
     LpmTrie,
     LruHashMap,
     PerCpuArray,
+    SpinLock,
     Struct,
     atomic_add,
     be16,
@@ -272,6 +272,13 @@ class Bucket(Struct):
     last: u64
 
 
+class LockCell(Struct):
+    lock: SpinLock
+
+
+BUCKET_LOCKS = 1024
+
+
 class AddrKey(Struct):
     fam: u32
     pad: u32
@@ -363,6 +370,10 @@ stats = PerCpuArray[u32, Counter](max_entries=65536 + 3)
 buckets = LruHashMap[BucketKey, Bucket](max_entries=65536)
 talkers = LruHashMap[AddrKey, u64](max_entries=16384)
 clock = ArrayMap[u32, u64](max_entries=1)
+# striped locks for the token buckets: the kernel keeps bpf_spin_lock only in (plain) hash
+# and array values, not in the LRU hash the buckets live in; a bucket's read-modify-write
+# holds the lock of its stripe (shared by every generation, like the buckets)
+bucket_locks = ArrayMap[u32, LockCell](max_entries=BUCKET_LOCKS)
 # the rate limits' memory beyond the bucket table: a count-min sketch of packets per source
 # and one-second window (SKETCH_ROWS rows of SKETCH_WIDTH cells: window << 32 | count),
 # consulted when a source has no bucket (new, or evicted by LRU churn)
@@ -567,35 +578,41 @@ def over_rate(p, slot, li):
         b = buckets.lookup(key)
         if not b:
             return 0
-    el: u64 = 0
-    if now > b.last:
-        el = now - b.last
-    pel = el
-    if pel > lim.pkt_fill:
-        pel = lim.pkt_fill
-    bel = el
-    if bel > lim.bit_fill:
-        bel = lim.bit_fill
-    pt = b.pkt_tokens + pel * lim.pps
-    if pt > lim.pkt_cap:
-        pt = lim.pkt_cap
-    bt = b.bit_tokens + bel * lim.bps
-    if bt > lim.bit_cap:
-        bt = lim.bit_cap
     cost: u64 = u64(p.length) * lim.byte_cost
     over = 0
-    if lim.pps and pt < NS:
-        over = 1
-    if lim.bps and bt < cost:
-        over = 1
-    if not over:
-        if lim.pps:
-            pt -= NS
-        if lim.bps:
-            bt -= cost
-    b.pkt_tokens = pt
-    b.bit_tokens = bt
-    b.last = now
+    stripe = key.lo ^ (key.lo >> 32) ^ key.hi ^ (key.hi >> 32) ^ key.slot
+    cell = bucket_locks.lookup(u32(stripe & (BUCKET_LOCKS - 1)))
+    if not cell:
+        return 0
+    with cell.lock:       # every CPU metering this bucket sees the others' tokens
+        el: u64 = 0
+        if now > b.last:
+            el = now - b.last
+        pel = el
+        if pel > lim.pkt_fill:
+            pel = lim.pkt_fill
+        bel = el
+        if bel > lim.bit_fill:
+            bel = lim.bit_fill
+        pt = b.pkt_tokens + pel * lim.pps
+        if pt > lim.pkt_cap:
+            pt = lim.pkt_cap
+        bt = b.bit_tokens + bel * lim.bps
+        if bt > lim.bit_cap:
+            bt = lim.bit_cap
+        if lim.pps and pt < NS:
+            over = 1
+        if lim.bps and bt < cost:
+            over = 1
+        if not over:
+            if lim.pps:
+                pt -= NS
+            if lim.bps:
+                bt -= cost
+        b.pkt_tokens = pt
+        b.bit_tokens = bt
+        if now > b.last:
+            b.last = now
     return over
 
 

@@ -21,7 +21,7 @@ from pyxdp.elf import set_variable
 from pyxdp.spec import ObjectSpec
 
 PROGRAM = "xdp_filter"
-SHARED = ("stats", "buckets", "talkers", "clock", "sketch")
+SHARED = ("stats", "buckets", "talkers", "clock", "sketch", "bucket_locks")
 
 
 @functools.cache

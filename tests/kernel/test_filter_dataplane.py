@@ -667,3 +667,27 @@ def test_rate_limited_rules_are_metered_in_rule_order(gen) -> None:
     assert (g.hits("tight"), g.hits("wide")) == (4, 0)
     assert g.verdict(v4(l4=tcp())) == PASS            # wide's last token
     assert g.verdict(v4(l4=tcp())) == DROP and g.hits("wide") == 1
+
+
+def test_block_list_fast_path_decides_as_the_general_path(gen) -> None:
+    """FAST4 (a source-prefix block list) takes well-formed untagged IPv4 packets on a
+    short path; with it forced off, every packet must get the same verdict, counters and
+    top talkers (and the fast path must really be on for this rule set)."""
+    text = rules('[[rule]]\nname = "bad"\nsrc = ["198.19.0.0/16", "198.18.7.7/32"]\n'
+                 '[[rule]]\nname = "ok"\naction = "allow"\nsrc = "198.18.8.0/24"\n',
+                 default="deny")
+    fast = gen(text)
+    assert fast.tables.config["FAST4"] == 1
+    slow = gen(text, extra={"FAST4": 0})
+    pkts = [v4(src="198.19.3.4"), v4(src="198.18.7.7", l4=tcp()), v4(src="198.18.8.9"),
+            v4(src="198.18.9.9"), vlan(7, v4(src="198.19.3.4")), v6(src="2001:db8::9"),
+            v4(src="198.19.0.1", frag=5), v4(src="198.19.0.1", ihl=6,
+                                               options=[IPOption_RR()]),
+            v4(src="198.19.0.1")[:30], bytes(eth(type=0x0806) / Raw(b"\0" * 28))]
+    for g in (fast, slow):
+        g.got = [g.verdict(p) for p in pkts]
+    assert fast.got == slow.got
+    assert fast.got[:4] == [DROP, DROP, PASS, DROP]
+    for name in ("bad", "ok", "@default", "@passed", "@dropped"):
+        assert fast.counter(name) == slow.counter(name), name
+    assert dict(fast.maps["talkers"].items()) == dict(slow.maps["talkers"].items())

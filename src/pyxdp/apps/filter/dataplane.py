@@ -162,6 +162,7 @@ USE_RATE = Const(u32, 0)
 USE_TALKERS = Const(u32, 1)
 TALKER_SAMPLE = Const(u32, 16)  # top talkers: one drop in N is recorded, counting N
 FAKE_CLOCK = Const(u32, 0)    # tests: time comes from clock[0], not ktime_get_ns
+FAST4 = Const(u32, 0)         # the block-list fast path for IPv4 (see xdp_filter)
 
 # prefix lookups: per index (src4, dst4, src6, dst6) HASH_<idx> = how many prefix lengths a
 # hash lookup probes (0: the LPM trie is used), longest first: L<idx>_<j> the length,
@@ -405,45 +406,57 @@ def index_of(v):
 
 
 # -- prefix lookups ---------------------------------------------------------------------------
-@subprog
 def probe_s4(addr):
-    """Longest match of ``addr`` among the hash table's prefix lengths (0: none)."""
-    if HASH_S4 > 0:
-        v0 = hsrc4.lookup(LpmKey4(prefixlen=LS4_0, addr=addr & MS4_0))
-        if v0:
-            return v0.value
+    """Longest match of ``addr`` among the hash table's prefix lengths (0: none); one key,
+    rewritten for each length (one stack slot, not one per probe)."""
+    k = LpmKey4(prefixlen=LS4_0, addr=addr & MS4_0)
+    v0 = hsrc4.lookup(k)
+    if v0:
+        return v0.value
     if HASH_S4 > 1:
-        v1 = hsrc4.lookup(LpmKey4(prefixlen=LS4_1, addr=addr & MS4_1))
+        k.prefixlen = LS4_1
+        k.addr = addr & MS4_1
+        v1 = hsrc4.lookup(k)
         if v1:
             return v1.value
     if HASH_S4 > 2:
-        v2 = hsrc4.lookup(LpmKey4(prefixlen=LS4_2, addr=addr & MS4_2))
+        k.prefixlen = LS4_2
+        k.addr = addr & MS4_2
+        v2 = hsrc4.lookup(k)
         if v2:
             return v2.value
     if HASH_S4 > 3:
-        v3 = hsrc4.lookup(LpmKey4(prefixlen=LS4_3, addr=addr & MS4_3))
+        k.prefixlen = LS4_3
+        k.addr = addr & MS4_3
+        v3 = hsrc4.lookup(k)
         if v3:
             return v3.value
     return 0
 
 
-@subprog
 def probe_d4(addr):
-    """Longest match of ``addr`` among the hash table's prefix lengths (0: none)."""
-    if HASH_D4 > 0:
-        v0 = hdst4.lookup(LpmKey4(prefixlen=LD4_0, addr=addr & MD4_0))
-        if v0:
-            return v0.value
+    """Longest match of ``addr`` among the hash table's prefix lengths (0: none); one key,
+    rewritten for each length (one stack slot, not one per probe)."""
+    k = LpmKey4(prefixlen=LD4_0, addr=addr & MD4_0)
+    v0 = hdst4.lookup(k)
+    if v0:
+        return v0.value
     if HASH_D4 > 1:
-        v1 = hdst4.lookup(LpmKey4(prefixlen=LD4_1, addr=addr & MD4_1))
+        k.prefixlen = LD4_1
+        k.addr = addr & MD4_1
+        v1 = hdst4.lookup(k)
         if v1:
             return v1.value
     if HASH_D4 > 2:
-        v2 = hdst4.lookup(LpmKey4(prefixlen=LD4_2, addr=addr & MD4_2))
+        k.prefixlen = LD4_2
+        k.addr = addr & MD4_2
+        v2 = hdst4.lookup(k)
         if v2:
             return v2.value
     if HASH_D4 > 3:
-        v3 = hdst4.lookup(LpmKey4(prefixlen=LD4_3, addr=addr & MD4_3))
+        k.prefixlen = LD4_3
+        k.addr = addr & MD4_3
+        v3 = hdst4.lookup(k)
         if v3:
             return v3.value
     return 0
@@ -451,20 +464,29 @@ def probe_d4(addr):
 
 @subprog
 def probe_s6(hi, lo):
-    if HASH_S6 > 0:
-        v0 = hsrc6.lookup(HKey6(prefixlen=LS6_0, hi=hi & MHS6_0, lo=lo & MLS6_0))
-        if v0:
-            return v0.value
+    k = HKey6(prefixlen=LS6_0, hi=hi & MHS6_0, lo=lo & MLS6_0)
+    v0 = hsrc6.lookup(k)
+    if v0:
+        return v0.value
     if HASH_S6 > 1:
-        v1 = hsrc6.lookup(HKey6(prefixlen=LS6_1, hi=hi & MHS6_1, lo=lo & MLS6_1))
+        k.prefixlen = LS6_1
+        k.hi = hi & MHS6_1
+        k.lo = lo & MLS6_1
+        v1 = hsrc6.lookup(k)
         if v1:
             return v1.value
     if HASH_S6 > 2:
-        v2 = hsrc6.lookup(HKey6(prefixlen=LS6_2, hi=hi & MHS6_2, lo=lo & MLS6_2))
+        k.prefixlen = LS6_2
+        k.hi = hi & MHS6_2
+        k.lo = lo & MLS6_2
+        v2 = hsrc6.lookup(k)
         if v2:
             return v2.value
     if HASH_S6 > 3:
-        v3 = hsrc6.lookup(HKey6(prefixlen=LS6_3, hi=hi & MHS6_3, lo=lo & MLS6_3))
+        k.prefixlen = LS6_3
+        k.hi = hi & MHS6_3
+        k.lo = lo & MLS6_3
+        v3 = hsrc6.lookup(k)
         if v3:
             return v3.value
     return 0
@@ -472,20 +494,29 @@ def probe_s6(hi, lo):
 
 @subprog
 def probe_d6(hi, lo):
-    if HASH_D6 > 0:
-        v0 = hdst6.lookup(HKey6(prefixlen=LD6_0, hi=hi & MHD6_0, lo=lo & MLD6_0))
-        if v0:
-            return v0.value
+    k = HKey6(prefixlen=LD6_0, hi=hi & MHD6_0, lo=lo & MLD6_0)
+    v0 = hdst6.lookup(k)
+    if v0:
+        return v0.value
     if HASH_D6 > 1:
-        v1 = hdst6.lookup(HKey6(prefixlen=LD6_1, hi=hi & MHD6_1, lo=lo & MLD6_1))
+        k.prefixlen = LD6_1
+        k.hi = hi & MHD6_1
+        k.lo = lo & MLD6_1
+        v1 = hdst6.lookup(k)
         if v1:
             return v1.value
     if HASH_D6 > 2:
-        v2 = hdst6.lookup(HKey6(prefixlen=LD6_2, hi=hi & MHD6_2, lo=lo & MLD6_2))
+        k.prefixlen = LD6_2
+        k.hi = hi & MHD6_2
+        k.lo = lo & MLD6_2
+        v2 = hdst6.lookup(k)
         if v2:
             return v2.value
     if HASH_D6 > 3:
-        v3 = hdst6.lookup(HKey6(prefixlen=LD6_3, hi=hi & MHD6_3, lo=lo & MLD6_3))
+        k.prefixlen = LD6_3
+        k.hi = hi & MHD6_3
+        k.lo = lo & MLD6_3
+        v3 = hdst6.lookup(k)
         if v3:
             return v3.value
     return 0
@@ -715,15 +746,25 @@ def count(slot, n):
 
 
 def note_talker(p):
+    if p.fam == 6:
+        talker(6, p.s_hi, p.s_lo)
+    else:
+        talker(4, 0, u64(p.s4))
+
+
+def talker(fam, hi, lo):
     # sampled: one drop in TALKER_SAMPLE updates the LRU map, by TALKER_SAMPLE.  A flood
     # from random sources would otherwise insert into the (globally locked) LRU map for
     # every packet and cut the drop rate in half; big talkers are still found.
     if TALKER_SAMPLE > 1 and get_prandom_u32() % TALKER_SAMPLE != 0:
         return
-    k = AddrKey(fam=p.fam, lo=u64(p.s4))
-    if p.fam == 6:
-        k.hi = p.s_hi
-        k.lo = p.s_lo
+    record_talker(fam, hi, lo)
+
+
+@subprog
+def record_talker(fam, hi, lo):
+    """A subprogram: its key and lookups stay off the main program's 512-byte frame."""
+    k = AddrKey(fam=fam, hi=hi, lo=lo)
     v = talkers.lookup(k)
     if v:
         atomic_add(v.value, TALKER_SAMPLE)
@@ -736,6 +777,40 @@ def note_talker(p):
 # -- the program -----------------------------------------------------------------------------
 @xdp
 def xdp_filter(ctx):
+    if FAST4:
+        # the block-list fast path (the control plane sets FAST4 when every rule matches
+        # on source prefixes alone and each address reaches at most one rule): a
+        # well-formed untagged IPv4 packet is decided right here, exactly as the general
+        # path below would decide it; anything else takes the general path
+        c0 = ctx.cursor()
+        e0 = c0.parse(Ethernet)
+        if e0 and e0.proto == ETH_P_IP:
+            n0 = ctx.packet_len()
+            ip0 = c0.parse(IPv4)
+            if ip0 and ip0.version == 4 and ip0.tot_len >= ip0.ihl * 4 and (
+                    14 + ip0.tot_len <= n0):
+                hit: u32 = 0
+                if HASH_S4:
+                    hit = probe_s4(ip0.saddr)
+                else:
+                    hit = index_of(src4.lookup(LpmKey4(prefixlen=32, addr=ip0.saddr)))
+                slot0: u32 = SLOT_DEFAULT
+                deny0 = DEFAULT_DENY != 0
+                if hit:
+                    e1 = rules.lookup(hit & (SINGLE - 1))
+                    if e1:
+                        slot0 = e1.slot
+                        deny0 = (e1.flags & F_DENY) != 0
+                count(slot0, n0)
+                if deny0:
+                    count(SLOT_DROPPED, n0)
+                    if USE_TALKERS:
+                        talker(4, 0, u64(ip0.saddr))
+                    if not DRY_RUN:
+                        return XDP_DROP
+                else:
+                    count(SLOT_PASSED, n0)
+                return XDP_PASS
     p = scratch.lookup(0)
     if not p:
         return XDP_PASS

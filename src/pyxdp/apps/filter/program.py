@@ -36,6 +36,12 @@ def generation_spec(tables: Tables, sizes: Sizes, extra: dict[str, int] | None =
     spec = copy.deepcopy(compiled().spec)
     for name, n in sizes.max_entries().items():
         spec.maps[name].max_entries = n
+    for name in ("src4", "dst4", "src6", "dst6"):
+        # a hash-probed table is sized to its contents (it is this generation's alone):
+        # a hash map's bucket array is as long as max_entries, and a lookup into a
+        # needlessly long one misses the cache
+        spec.maps["h" + name].max_entries = max(1, tables.counts.get(name, 0)
+                                                if name in tables.hash_lengths else 1)
     for name in SHARED:
         spec.maps[name].pinning = LIBBPF_PIN_BY_NAME
     for k, v in {**tables.config, **(extra or {})}.items():

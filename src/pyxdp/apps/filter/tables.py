@@ -458,7 +458,19 @@ def _config(rs: RuleSet, t: Tables, lists: _Lists, sizes: Sizes) -> dict[str, in
         "USE_PATTERN": int(bool(t.patterns)),
         "USE_RATE": int(bool(t.limits)),
         "TALKER_SAMPLE": max(1, sizes.talker_sample),
+        "FAST4": int(_fast4(rules, t, lists)),
     }
+
+
+def _fast4(rules: list[Rule], t: Tables, lists: _Lists) -> bool:
+    """Whether IPv4 packets can take the data plane's block-list fast path: every rule
+    matches on source prefixes alone (no other condition, no rate), no rule is reached
+    another way (destination, MAC, generic), and every address reaches one rule at most
+    (index values are all SINGLE)."""
+    if "src4" not in t.counts or lists.longest > 1 or t.macs or t.generic:
+        return False
+    own = dp.F_SRC | dp.F_IP | dp.F_DENY
+    return all((e.flags & ~own) == 0 for e in t.rules.values())
 
 
 def _hash_config(t: Tables) -> dict[str, int]:

@@ -305,7 +305,7 @@ def _child(netns: str, rounds: int) -> dict[str, Any]:
                                                   state_root=state_root))
         try:
             t0 = time.monotonic()
-            in_netns(netns, lambda: f.apply(big))
+            in_netns(netns, f.apply, big)
             apply_s.append(time.monotonic() - t0)
             t0 = time.monotonic()
             g = in_netns(netns, lambda: Filter.open("veth1", pin_root, state_root=state_root))

@@ -10,6 +10,9 @@
   address, and scaled to 100,000).  Alternating rounds, a fresh filter each round.
 * Feature cost: xlated instructions and BPF_PROG_TEST_RUN ns/packet of the filter with one
   prefix rule vs every feature in use (only features in use cost cycles), alternating.
+* Scale (:mod:`pyxdp.bench.filter_scale`): per packet and veth Mpps from 1 to 1,000,000
+  denied prefixes, pyxdp vs xdp-filter up to 10,000, a bare parse-and-drop program; the
+  control plane applying and reopening 1,000,000 prefixes; kernel memory per prefix.
 
 Writes ``bench/results/filter_speed.json`` and ``.md``.
 ``python -m pyxdp.bench.filter_speed [--rounds 5]``
@@ -18,6 +21,7 @@ Writes ``bench/results/filter_speed.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import array
 import os
 import shutil
 import statistics
@@ -29,7 +33,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from pyxdp import xdp
-from pyxdp.apps.filter import Filter, Rule, RuleSet, parse_rules_text
+from pyxdp.apps.filter import Filter, Prefixes, Rule, RuleSet, parse_rules_text
 from pyxdp.bench import harness
 from pyxdp.bench.harness import LOWER, Report, alternate, fmt, stderr_log
 from pyxdp.kernel import KernelBackend, Program, enable_stats
@@ -91,8 +95,8 @@ class Sides:
         self.tb = tb
         self.count = count
         self.rules = RuleSet([Rule("denied", src=(IPv4Network(f"{DENIED}/32"),))])
-        self.big = RuleSet([Rule("list", src=tuple(IPv4Network((0xC6120000 + i, 32))
-                                                   for i in range(PREFIXES)))])
+        self.big = RuleSet([Rule("list", src=Prefixes(array.array(
+            "I", range(0xC6120000, 0xC6120000 + PREFIXES)).tobytes(), bytes([32]) * PREFIXES))])
         self.counted: list[int] = []
         self.ran: dict[str, list[int]] = {"pyxdp": [], "xdp-filter": []}
         self.round = 0
@@ -187,7 +191,83 @@ def feature_cost(rounds: int) -> tuple[dict[str, int], dict[str, list[float]]]:
     return insns, ns
 
 
-def measure(rounds: int, count: int, log: Callable[[str], None] = stderr_log) -> Report:
+def _scale_rows(r: Report, tr: dict[str, list[float]], mem: dict[str, Any],
+                veth: dict[str, list[float]], cp: dict[str, Any]) -> None:
+    """The issue-13 rows: per-packet ns and veth Mpps by list size, control plane, memory."""
+    from pyxdp.bench import filter_scale as fsc
+
+    def med(v: list[float]) -> float:
+        return statistics.median(v)
+
+    rows = []
+    for n in fsc.SIZES:
+        kinds = [("pyxdp", f"/32s ({mem[f'pyxdp {n}']['table']})")]
+        if n in fsc.MIXED:
+            kinds.append(("pyxdp mixed", f"mixed lengths ({mem[f'pyxdp mixed {n}']['table']})"))
+        for who, label in kinds:
+            for what in ("deny", "miss"):
+                r.side(f"{who} {what} {n}", tr[f"{who} {what} {n}"], "ns/packet", LOWER)
+            diff = [a - b for a, b in zip(tr[f"{who} deny {n}"], tr[f"bare {n}"],
+                                          strict=True)]
+            r.side(f"{who} deny-bare {n}", diff, "ns/packet", LOWER)
+            cells = [f"{n:,}", label, fmt(med(tr[f"{who} deny {n}"])),
+                     fmt(med(tr[f"{who} miss {n}"])), fmt(med(tr[f"bare {n}"])),
+                     f"{fmt(med(diff))} ({fmt(min(diff))}-{fmt(max(diff))})"]
+            if n in fsc.COMPARED and who == "pyxdp":
+                for what in ("deny", "miss"):
+                    r.side(f"xdp-filter {what} {n}", tr[f"xdp-filter {what} {n}"],
+                           "ns/packet", LOWER)
+                    c = r.compare(f"{what}, {n:,} denied addresses (test run)",
+                                  f"xdp-filter {what} {n}", f"{who} {what} {n}",
+                                  a_label="xdp-filter", b_label="pyxdp filter")
+                    cells.append(f"{fmt(med(tr[f'xdp-filter {what} {n}']))}"
+                                 f" ({fmt(c.ratio)}x, {c.short()})")
+            else:
+                cells += ["-", "-"]
+            kb = mem[f"{who} {n}"]["memlock"] / max(n, 1)
+            cells.append(f"{kb:,.0f}")
+            rows.append(cells)
+    r.table("Per packet by block-list size (BPF_PROG_TEST_RUN, 200,000 repeats a sample)",
+            ["denied prefixes", "pyxdp table", "pyxdp deny ns", "pyxdp miss ns",
+             "bare parse+drop ns", "pyxdp deny - bare ns (range)",
+             "xdp-filter deny ns (xdp-filter ns / pyxdp ns, verdict)",
+             "xdp-filter miss ns (ratio, verdict)", "kernel bytes per prefix (memlock)"],
+            rows, "xdp-filter is its own object (xdpfilt_alw_ip.o) loaded and filled as"
+            " xdp-tools does, run directly (no dispatcher in front); it has no prefixes, so"
+            " it stops at 10,000 addresses.  A ratio above 1 means pyxdp is faster.")
+    vrows = []
+    for n in fsc.SIZES:
+        cells = [f"{n:,}"]
+        for who in ("pyxdp", "xdp-filter"):
+            for what in ("deny", "pass"):
+                k = f"{who} {what} {n}"
+                if k in veth:
+                    r.side(f"veth {k}", veth[k], "Mpps")
+                    v = veth[k]
+                    cells.append(f"{fmt(med(v))} ({fmt(min(v))}-{fmt(max(v))})")
+                else:
+                    cells.append("-")
+        vrows.append(cells)
+    r.table("Veth Mpps by block-list size (delivered; generator and sink share 2 CPUs)",
+            ["denied prefixes", "pyxdp deny", "pyxdp pass", "xdp-filter deny",
+             "xdp-filter pass"], vrows,
+            "pass: the packets go on to the stack, which bounds the rate for both.")
+    for key in ("apply_s", "open_s"):
+        r.side(f"1M {key}", cp[key], "s", LOWER)
+    r.table("Control plane at 1,000,000 prefixes (a fresh process, Filter API)",
+            ["measure", "median (min-max)", "aim"],
+            [["apply (one atomic generation)", f"{fmt(med(cp['apply_s']))} s"
+              f" ({fmt(min(cp['apply_s']))}-{fmt(max(cp['apply_s']))})", "< 3 s"],
+             ["reopen (Filter.open, state read back)", f"{fmt(med(cp['open_s']))} s"
+              f" ({fmt(min(cp['open_s']))}-{fmt(max(cp['open_s']))})", "< 1 s"],
+             ["build the rule (packed, 1M addresses)", f"{fmt(cp['build_s'])} s", ""],
+             ["peak RSS of that process", f"{cp['maxrss_mb']:.0f} MB", "reported"]])
+    r.extra["scale_memory"] = mem
+    r.extra["control_plane"] = cp
+
+
+def measure(rounds: int, count: int, log: Callable[[str], None] = stderr_log,
+            scale: bool = True) -> Report:
     r = Report(NAME, "pyxdp filter vs xdp-filter", rounds=rounds,
                params={"frames_per_sample": count, "denied": DENIED, "prefixes": PREFIXES,
                        "xdp_filter_adds_per_sample": XDP_FILTER_ADDS})
@@ -203,8 +283,18 @@ def measure(rounds: int, count: int, log: Callable[[str], None] = stderr_log) ->
         log(f"filter_speed: adding {PREFIXES:,} rules, {rounds} alternating rounds")
         rules = alternate({"pyxdp": s.pyxdp_rules, "xdp-filter": s.xdp_filter_rules}, rounds,
                           log=log)
+        if scale:
+            from pyxdp.bench import filter_scale as fsc
+            log("filter_speed: scale, veth")
+            veth = fsc.veth_rows(tb, rounds, count // 2, log)
+            log("filter_speed: scale, control plane at 1,000,000 prefixes")
+            cp = fsc.control_plane(tb.ns_name("sink"), rounds)
     log("filter_speed: feature cost (BPF_PROG_TEST_RUN)")
     insns, ns = feature_cost(rounds)
+    if scale:
+        log("filter_speed: scale, BPF_PROG_TEST_RUN")
+        tr, mem = fsc.test_run_rows(rounds, log)
+        _scale_rows(r, tr, mem, veth, cp)
 
     r.side("drop pyxdp", drop["pyxdp"], "Mpps")
     r.side("drop xdp-filter", drop["xdp-filter"], "Mpps")
@@ -247,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pyxdp.bench.filter_speed",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=COUNT, help="frames per drop-rate sample")
+    ap.add_argument("--no-scale", action="store_true",
+                    help="skip the block-list size rows (test run, veth, control plane)")
     harness.add_arguments(ap)
     args = ap.parse_args(argv)
     harness.check_rounds(ap, args)
@@ -257,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print("xdp-filter (xdp-tools) is not installed: nothing to compare with",
               file=sys.stderr)
         return 1
-    return harness.finish(measure(args.rounds, args.count), args)
+    return harness.finish(measure(args.rounds, args.count, scale=not args.no_scale), args)
 
 
 if __name__ == "__main__":

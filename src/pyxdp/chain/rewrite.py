@@ -468,5 +468,44 @@ def capture_program(spec: ProgramSpec, capture: Capture, ctx_off: int = -8) -> P
     return _relayout(spec, laid)
 
 
+def replace_function(spec: ProgramSpec, name: str, body: list[Instruction]) -> ProgramSpec:
+    """``spec`` with the body of its subprogram ``name`` (found by its BTF func info)
+    replaced by ``body``: self-contained instructions (their jumps stay inside, they end
+    in ``exit``) that take what the old function took and return a scalar.  Calls into
+    the function land on the new body; the function keeps its BTF type and its first line
+    info; what the old body referenced (maps, line info, relocations) goes with it."""
+    slots = slot_offsets(spec.instructions)
+    index_of = {s: i for i, s in enumerate(slots)}
+    named = [f for f in spec.func_info if f.name == name]
+    if not named or named[0].insn_off not in index_of or named[0].insn_off == 0:
+        raise ChainError(f"program {spec.name!r} has no subprogram {name!r}")
+    if not body or not body[-1].is_exit:
+        raise ChainError(f"the new body of {name!r} must end in exit")
+    start = index_of[named[0].insn_off]
+    starts = function_starts(spec)
+    nxt = [s for s in starts if s > start]
+    end = nxt[0] if nxt else len(spec.instructions)
+
+    def outside(i: int) -> bool:
+        return not start < i < end
+
+    kept = copy.copy(spec)
+    kept.map_refs = {i: r for i, r in spec.map_refs.items() if outside(i) and i != start}
+    kept.extern_refs = {i: r for i, r in spec.extern_refs.items()
+                        if outside(i) and i != start}
+    kept.line_info = [li for li in spec.line_info
+                      if li.insn_off not in index_of or outside(index_of[li.insn_off])]
+    kept.core_relos = [c for c in spec.core_relos
+                       if c.insn_off not in index_of or outside(index_of[c.insn_off])]
+    items = _original_items(kept)
+    new = [_Item(insn) for insn in body]
+    new[0].orig = start                  # calls and func info of the old start land here
+    laid = items[:start] + new + items[end:]
+    for it in laid:
+        if it.to_orig is not None and not outside(it.to_orig):
+            raise ChainError(f"code outside {name!r} jumps into its body")
+    return _relayout(kept, laid)
+
+
 __all__ = ["CAPTURE_BEFORE", "CAPTURE_HEADER", "Capture", "ChainError", "capture_program", "chain_stage",
-           "function_starts", "stack_floor", "uses_tail_calls"]
+           "function_starts", "replace_function", "stack_floor", "uses_tail_calls"]

@@ -134,6 +134,8 @@ F_SRC = 32768
 F_DST = 65536
 F_IP = 131072    # needs an IP packet
 F_DENY = 262144
+F_EXPR = 524288   # a tcpdump expression (RuleEntry.expr: which of expr_0..expr_3)
+MAX_EXPR = 4
 
 # counter slots (rules use SLOT_FIRST and up, stable per rule name)
 SLOT_DEFAULT = 0  # matched no rule
@@ -163,6 +165,8 @@ USE_TALKERS = Const(u32, 1)
 TALKER_SAMPLE = Const(u32, 16)  # top talkers: one drop in N is recorded, counting N
 FAKE_CLOCK = Const(u32, 0)    # tests: time comes from clock[0], not ktime_get_ns
 FAST4 = Const(u32, 0)         # the block-list fast path for IPv4 (see xdp_filter)
+USE_EXPR = Const(u32, 0)
+EXPR_NONE = Const(u32, 0)     # what an unused expression placeholder returns (no match)
 
 # prefix lookups: per index (src4, dst4, src6, dst6) HASH_<idx> = how many prefix lengths a
 # hash lookup probes (0: the LPM trie is used), longest first: L<idx>_<j> the length,
@@ -229,6 +233,8 @@ class RuleEntry(Struct):
     pattern: u32
     limit: u32
     mac: u64          # the 6 bytes in wire order, big-endian in the low 48 bits
+    expr: u32         # F_EXPR: the expression's subprogram (0..MAX_EXPR-1)
+    pad: u32
 
 
 class PairKey(Struct):
@@ -522,6 +528,41 @@ def probe_d6(hi, lo):
     return 0
 
 
+# -- tcpdump expressions ----------------------------------------------------------------------
+# Placeholders: the control plane replaces the body of expr_<j> with the eBPF translation of
+# the classic BPF that libpcap makes of rule j's expression (pyxdp.cbpf), which returns 0
+# for no match.  ctx is read (times a configuration value) so that the compiler keeps it
+# as the argument the translated code takes.
+@subprog
+def expr_0(ctx):
+    return ctx.ingress_ifindex * EXPR_NONE
+
+
+@subprog
+def expr_1(ctx):
+    return ctx.ingress_ifindex * EXPR_NONE
+
+
+@subprog
+def expr_2(ctx):
+    return ctx.ingress_ifindex * EXPR_NONE
+
+
+@subprog
+def expr_3(ctx):
+    return ctx.ingress_ifindex * EXPR_NONE
+
+
+def expr_match(ctx, j):
+    if j == 0:
+        return expr_0(ctx)
+    if j == 1:
+        return expr_1(ctx)
+    if j == 2:
+        return expr_2(ctx)
+    return expr_3(ctx)
+
+
 # -- rule checks -----------------------------------------------------------------------------
 def pattern_ok(ctx, p, pi):
     """Compare one or two 8-byte windows that end where the pattern ends (the control
@@ -687,6 +728,8 @@ def matches(ctx, p, r, skip):
     if (f & F_SRC) and (f & F_DST) and not pairs.lookup(PairKey(rule=r, dlist=p.dlist)):
         return 0
     if USE_PATTERN and (f & F_PAT) and not pattern_ok(ctx, p, e.pattern):
+        return 0
+    if USE_EXPR and (f & F_EXPR) and expr_match(ctx, e.expr) == 0:
         return 0
     if USE_RATE and (f & F_RATE):
         return 2        # metered later, only if no better rule wins (see xdp_filter)

@@ -46,6 +46,15 @@ def generation_spec(tables: Tables, sizes: Sizes, extra: dict[str, int] | None =
         spec.maps[name].pinning = LIBBPF_PIN_BY_NAME
     for k, v in {**tables.config, **(extra or {})}.items():
         set_variable(spec, k, v)
+    if tables.exprs:
+        from pyxdp.cbpf import translate
+        from pyxdp.cbpf.libpcap import compile_expression
+        from pyxdp.chain.rewrite import replace_function
+
+        prog = spec.programs[PROGRAM]
+        for j, expr in tables.exprs.items():
+            prog = replace_function(prog, f"expr_{j}", translate(compile_expression(expr)))
+        spec.programs[PROGRAM] = prog
     return spec
 
 

@@ -22,7 +22,9 @@ Rule file (TOML)::
 A rule without ``name`` is called ``rule-<hash of what it matches>``, so inserting
 another rule does not move its counters and rate state.
 
-Other match fields: ``dst``, ``sport``, ``src_mac``, ``vlan``, ``fragment``, ``ip_options``,
+Other match fields: ``dst``, ``sport``, ``expr = "udp and dst port 53 and udp[10] & 0x80 = 0"``
+(tcpdump syntax, compiled by libpcap, at most 4 distinct expressions per rule set),
+``src_mac``, ``vlan``, ``fragment``, ``ip_options``,
 ``malformed``, ``length = "0-64"``, ``pattern = { base = "payload", offset = 2,
 bytes = "0100", mask = "ff00" }`` (``base``: ``l3``, ``l4`` or ``payload``).
 """
@@ -46,7 +48,7 @@ PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "icmpv6": 58}
 TCP_FLAGS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20,
              "ece": 0x40, "cwr": 0x80}
 TCP_PRESETS = {"xmas": (0x29, 0x29), "null": (0xFF, 0x00), "syn-flood": (0x12, 0x02)}
-MATCH_FIELDS = ("src", "dst", "proto", "sport", "dport", "src_mac", "vlan", "tcp_flags",
+MATCH_FIELDS = ("src", "dst", "expr", "proto", "sport", "dport", "src_mac", "vlan", "tcp_flags",
                 "fragment", "ip_options", "malformed", "length", "pattern")
 KNOWN_KEYS = {"name", "action", "rate", "comment", *MATCH_FIELDS}
 MAX_PATTERN = 16
@@ -103,6 +105,7 @@ class Rule:
     action: Action = Action.DENY
     src: Prefixes | tuple[Network, ...] = ()      # parsed rules hold Prefixes (packed)
     dst: Prefixes | tuple[Network, ...] = ()
+    expr: str | None = None      # a tcpdump expression (libpcap syntax)
     proto: int | None = None
     sport: tuple[PortRange, ...] = ()
     dport: tuple[PortRange, ...] = ()
@@ -199,6 +202,26 @@ def _networks(value: Any, where: str, rule: str, what: str) -> Prefixes:
     if not out:
         raise RuleError(f"{what}: empty list", where, rule)
     return Prefixes.from_networks(out)
+
+
+def _expr(value: Any, where: str, rule: str) -> str:
+    """A tcpdump expression, compiled by libpcap and translated now, so a rule set with an
+    expression the filter cannot run is refused before anything is applied."""
+    if not isinstance(value, str) or not value.strip():
+        raise RuleError(f"expr: expected a tcpdump expression string, got {value!r}", where,
+                        rule)
+    if len(value) > 1024:
+        raise RuleError(f"expr: {len(value)} characters, at most 1024", where, rule)
+    from pyxdp.cbpf import CbpfError, translate
+    from pyxdp.cbpf.libpcap import compile_expression
+    try:
+        translate(compile_expression(value))
+    except CbpfError as e:
+        raise RuleError(f"expr: {e}", where, rule) from None
+    except OSError as e:                 # no libpcap on this machine
+        raise RuleError(f"expr: libpcap is needed to compile expressions ({e})", where,
+                        rule) from None
+    return value.strip()
 
 
 def _ports(value: Any, where: str, rule: str, what: str) -> tuple[PortRange, ...]:
@@ -344,7 +367,9 @@ def check_name(name: Any, where: str = "") -> str:
 def default_name(rule: Rule) -> str:
     """``rule-<hash of the match>``: stable when other rules are inserted or removed (a
     positional name would hand one rule's counters and rate state to another)."""
-    digest = hashlib.sha256(repr((rule.match_key(), rule.action.value)).encode())
+    key = tuple((tuple(v) if len(v) <= 64 else v.digest()) if isinstance(v, Prefixes) else v
+                for v in rule.match_key())      # all of a big set, not its repr's head
+    digest = hashlib.sha256(repr((key, rule.action.value)).encode())
     return f"rule-{digest.hexdigest()[:10]}"
 
 
@@ -367,6 +392,8 @@ def parse_rule(data: dict[str, Any], where: str = "", index: int = 0) -> Rule:
         kw["src"] = _networks(data["src"], where, name, "src")
     if "dst" in data:
         kw["dst"] = _networks(data["dst"], where, name, "dst")
+    if "expr" in data:
+        kw["expr"] = _expr(data["expr"], where, name)
     if "proto" in data:
         kw["proto"] = _proto(data["proto"], where, name)
     for k in ("sport", "dport"):

@@ -38,6 +38,8 @@ def rule_to_dict(r: Rule) -> dict[str, Any]:
         nets = getattr(r, k)
         if nets:
             d[k] = nets.to_state() if isinstance(nets, Prefixes) else [str(n) for n in nets]
+    if r.expr is not None:
+        d["expr"] = r.expr
     if r.proto is not None:
         d["proto"] = r.proto
     for k in ("sport", "dport"):

@@ -80,6 +80,7 @@ class Tables:
     patterns: dict[int, Any] = field(default_factory=dict)
     limits: dict[int, Any] = field(default_factory=dict)
     hash_lengths: dict[str, list[int]] = field(default_factory=dict)   # probed, longest first
+    exprs: dict[int, str] = field(default_factory=dict)    # expr_<j> -> tcpdump expression
 
     def write(self, maps: Mapping[str, MapBase]) -> None:
         """Fill a fresh generation's maps (kernel :class:`~pyxdp.kernel.Map` or emulator
@@ -303,6 +304,7 @@ def _flags(rule: Rule) -> int:
                                 (rule.tcp_flags is not None, dp.F_TCPF, True),
                                 (rule.length is not None, dp.F_LEN, False),
                                 (rule.pattern is not None, dp.F_PAT, False),
+                                (rule.expr is not None, dp.F_EXPR, False),
                                 (rule.rate is not None, dp.F_RATE, True),
                                 (bool(rule.src), dp.F_SRC, True),
                                 (bool(rule.dst), dp.F_DST, True)):
@@ -356,6 +358,15 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes,
                     raise RuleError(f"more than {PORT_GROUPS} distinct {what} range lists in"
                                     " the rule set", r.where, r.name)
                 setattr(e, what[0] + "group", g)
+        if r.expr is not None:
+            known = {x: j for j, x in t.exprs.items()}
+            if r.expr not in known:
+                if len(t.exprs) >= dp.MAX_EXPR:
+                    raise RuleError(f"more than {dp.MAX_EXPR} distinct expr values in the"
+                                    " rule set", r.where, r.name)
+                known[r.expr] = len(t.exprs)
+                t.exprs[known[r.expr]] = r.expr
+            e.expr = known[r.expr]
         if r.pattern is not None:
             e.pattern = len(t.patterns)
             t.patterns[e.pattern] = _pattern(r.pattern)
@@ -456,6 +467,7 @@ def _config(rs: RuleSet, t: Tables, lists: _Lists, sizes: Sizes) -> dict[str, in
         "USE_FLAGS": any_(lambda r: (r.fragment, r.ip_options, r.malformed) != (None,) * 3),
         "USE_LEN": any_(lambda r: r.length is not None),
         "USE_PATTERN": int(bool(t.patterns)),
+        "USE_EXPR": int(bool(t.exprs)),
         "USE_RATE": int(bool(t.limits)),
         "TALKER_SAMPLE": max(1, sizes.talker_sample),
         "FAST4": int(_fast4(rules, t, lists)),

@@ -77,9 +77,8 @@ def test_more_packet_bytes_than_the_frame_is_efault(backend: Backend) -> None:
 
 def test_drain_before_subscribe_is_refused(backend: Backend) -> None:
     obj = compile_module(SRC.replace("SAMPLE", "0"))
-    with backend.load(obj.spec) as coll:
-        with pytest.raises(Exception, match="subscribe"):
-            coll.maps["events"].drain()
+    with backend.load(obj.spec) as coll, pytest.raises(Exception, match="subscribe"):
+        coll.maps["events"].drain()
 
 
 def test_output_refusals() -> None:

@@ -66,7 +66,7 @@ def test_lock_holds_across_two_cpus() -> None:
             try:
                 os.sched_setaffinity(0, {cpu})       # this thread only
                 prog.test_run(bytes(64), repeat=n)
-            except BaseException as e:  # noqa: BLE001 - reported below
+            except BaseException as e:
                 errors.append(e)
 
         threads = [threading.Thread(target=run, args=(c,)) for c in cpus[:2]]

@@ -437,7 +437,7 @@ def test_rate_limit_holds_for_one_source_on_two_cpus(gen) -> None:
         try:
             os.sched_setaffinity(0, {cpu})
             g.prog.test_run(pkt, repeat=n)
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(c,)) for c in cpus[:2]]

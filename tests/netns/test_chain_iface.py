@@ -262,7 +262,7 @@ def test_dump_before_and_after_the_programs(env) -> None:
     stage ran) and with the verdict it got, the same bytes both times."""
     import time
 
-    tb, roots, pin_root, state_root = env
+    tb, roots, _pin_root, state_root = env
     gen_if = tb.interfaces[("gen", "veth0")]
     subprocess.run(["ip", "-n", tb.ns_name("sink"), "neigh", "replace", gen_if.ip4, "lladdr",
                     gen_if.mac, "dev", "veth1", "nud", "permanent"], check=True)

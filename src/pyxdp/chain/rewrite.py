@@ -507,5 +507,6 @@ def replace_function(spec: ProgramSpec, name: str, body: list[Instruction]) -> P
     return _relayout(kept, laid)
 
 
-__all__ = ["CAPTURE_BEFORE", "CAPTURE_HEADER", "Capture", "ChainError", "capture_program", "chain_stage",
+__all__ = ["CAPTURE_BEFORE", "CAPTURE_HEADER", "Capture", "ChainError", "capture_program",
+           "chain_stage",
            "function_starts", "replace_function", "stack_floor", "uses_tail_calls"]

@@ -149,7 +149,8 @@ def check_stack(prog: Any, info: Any) -> None:
                            enumerate(insns) if ins.opcode == 0x85 and ins.src == 1})
     for n, start in enumerate(starts):
         end = starts[n + 1] if n + 1 < len(starts) else len(insns)
-        depth, fp = 0, {}
+        depth = 0
+        fp: dict[int, int] = {}
         for ins in insns[start:end]:
             cls = ins.opcode & 0x07
             if cls in (Class.LDX, Class.STX, Class.ST) and ins.opcode & 0xE0 == Mode.MEM:

@@ -52,7 +52,8 @@ def optimise(ir_text: str, filename: str) -> llvm.ModuleRef:
 
 # multiply/divide wider than 64 bits: the backend can only make a libcall of them (wide
 # loads, stores, adds and shifts of byte arrays carried as integers are split inline)
-_WIDE = re.compile(r"= (?:mul|udiv|sdiv|urem|srem)(?: nuw| nsw| exact)* i(6[5-9]|[7-9]\d|[1-9]\d{2,})\b")
+_WIDE = re.compile(r"= (?:mul|udiv|sdiv|urem|srem)(?: nuw| nsw| exact)*"
+                   r" i(6[5-9]|[7-9]\d|[1-9]\d{2,})\b")
 
 
 def _check_widths(ir_text: str, filename: str) -> None:

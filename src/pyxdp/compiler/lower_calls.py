@@ -380,7 +380,7 @@ class CallLower:
         if ret is None or ret is VOID or ret is NONE:
             return ir.Constant(I64, 0)
         rt = ir_type(ret)
-        return b.trunc(r, rt) if rt.width < 64 else r  # type: ignore[attr-defined]
+        return b.trunc(r, rt) if rt.width < 64 else r
 
 
 def to_abi(b: ir.IRBuilder, v: ir.Value, t: Type) -> ir.Value:

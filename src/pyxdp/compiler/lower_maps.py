@@ -43,8 +43,9 @@ def lower_map_method(cl: CallLower, e: ast.Call, decl: Any, name: str) -> ir.Val
         flags: ir.Value = ir.Constant(I64, 0xFFFFFFFF)
         if len(args) > 2:
             flags = b.or_(flags, b.shl(fl.expr_as(args[2], u64), ir.Constant(I64, 32)))
-        return cl.helper("perf_event_output", I64, [cl.ptr(fl.ctx), m, flags, cl.ptr(fl.expr(args[1])),
-                                       ir.Constant(I64, ref.target.size)])
+        return cl.helper("perf_event_output", I64, [cl.ptr(fl.ctx), m, flags,
+                                                    cl.ptr(fl.expr(args[1])),
+                                                    ir.Constant(I64, ref.target.size)])
     if name == "output":
         ref = fl.t(args[0])
         assert isinstance(ref, RefType)

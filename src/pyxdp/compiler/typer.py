@@ -265,7 +265,7 @@ class Typer:
                 raise self.err(s.iter, f"range of {len(r)} iterations is too long for the"
                                " verifier", "keep loops under 4096 iterations")
             lo, hi = (min(r), max(r)) if len(r) else (0, 0)
-            t = u32 if lo >= 0 and hi < 1 << 31 else i64
+            t: Type = u32 if lo >= 0 and hi < 1 << 31 else i64
             self.record(s.iter, t, ("range", bounds))
             nonempty = len(r) > 0
         else:

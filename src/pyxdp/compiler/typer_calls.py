@@ -474,7 +474,7 @@ class CallTyper:
         site), lowered as a bpf-to-bpf call of one function per argument signature."""
         fn = self.t.info.functions[name]
         passed = 0
-        for p, a in zip(fn.args.args, e.args):
+        for _, a in zip(fn.args.args, e.args, strict=False):
             t = self.t.expr(a)
             if t is CTX:
                 continue                    # ctx travels as the hidden first argument

@@ -299,7 +299,8 @@ class Helpers:
 
     def perf_event_output(self, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
         """``bpf_perf_event_output(ctx, map, flags, data, size)`` of an XDP program (the
-        kernel's XDP flavour, which ``bpf_xdp_output`` is for tracing programs): flags' low 32 bits pick the
+        kernel's XDP flavour, which ``bpf_xdp_output`` is for tracing programs): flags'
+        low 32 bits pick the
         CPU ring (``BPF_F_CURRENT_CPU``: this one), bits 32..51 how many packet bytes to
         append (frags included); anything else, or more bytes than the frame: an error."""
         m = self._map(r2)

@@ -106,7 +106,7 @@ class Chain:
         self.generation = 0
         self.mode: str | None = None
         # a running capture (pyxdp dump): {"snaplen", "sample", "pid"}, or None
-        self.capture: dict[str, int] | None = None
+        self.capture: dict[str, Any] | None = None
 
     # -- life cycle ---------------------------------------------------------------------
     @classmethod

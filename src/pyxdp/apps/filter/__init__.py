@@ -35,6 +35,7 @@ from pyxdp.apps.filter.tables import Sizes, TableFullError
 
 __all__ = ["PIN_ROOT", "STATE_ROOT", "Action", "Filter", "FilterError", "NoSuchRule",
            "StaleGeneration",
-           "Pattern", "PortRange", "PrefixError", "Prefixes", "RateLimit", "Rule", "RuleError", "RuleSet", "Sizes",
+           "Pattern", "PortRange", "PrefixError", "Prefixes", "RateLimit", "Rule",
+           "RuleError", "RuleSet", "Sizes",
            "TableFullError", "load_rules", "parse_address_list", "parse_rule",
            "parse_rule_words", "parse_rules_text"]

@@ -80,10 +80,10 @@ from pyxdp.compiler.lang import (
     be64,
     get_prandom_u32,
     ktime_get_ns,
+    subprog,
     u8,
     u32,
     u64,
-    subprog,
     xdp,
 )
 

@@ -16,6 +16,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from pyxdp.apps.filter.prefixes import Prefixes
 from pyxdp.apps.filter.rules import (
     MATCH_FIELDS,
     TCP_FLAGS,
@@ -25,7 +26,6 @@ from pyxdp.apps.filter.rules import (
     RuleSet,
     parse_rule,
 )
-from pyxdp.apps.filter.prefixes import Prefixes
 from pyxdp.apps.filter.tables import Sizes
 
 VERSION = 1

@@ -57,7 +57,8 @@ class Sizes:
     def max_entries(self) -> dict[str, int]:
         return {"src4": self.prefixes4, "dst4": self.prefixes4, "src6": self.prefixes6,
                 "dst6": self.prefixes6, "hsrc4": self.prefixes4, "hdst4": self.prefixes4,
-                "hsrc6": self.prefixes6, "hdst6": self.prefixes6, "macs": self.macs, "lists": self.lists * dp.MAX_LIST,
+                "hsrc6": self.prefixes6, "hdst6": self.prefixes6, "macs": self.macs,
+                "lists": self.lists * dp.MAX_LIST,
                 "rules": self.rules, "patterns": self.patterns, "limits": self.limits,
                 "pairs": self.pairs, "stats": self.rules + dp.SLOT_FIRST,
                 "buckets": self.sources, "talkers": self.talkers}
@@ -232,7 +233,7 @@ def _trie(owned: list[tuple[int, Any]], bits: int, lists: _Lists, rs: list[Rule]
     cover = _cover(grouped, bits)
     net_type = ipaddress.IPv4Network if bits == 32 else ipaddress.IPv6Network
     vals = array.array("I")
-    keys = []
+    key_list: list[bytes] = []
     back: dict[int, tuple[int, ...]] = {}
     value = lists.value
     for (addr, plen), rules in cover.items():
@@ -241,9 +242,9 @@ def _trie(owned: list[tuple[int, Any]], bits: int, lists: _Lists, rs: list[Rule]
 
         v = value(rules, what, rs)
         back[v] = rules
-        keys.append(pack(plen) + addr.to_bytes(nbytes, "big"))
+        key_list.append(pack(plen) + addr.to_bytes(nbytes, "big"))
         vals.append(v)
-    return (b"".join(keys), vals.tobytes(), back, len(keys),
+    return (b"".join(key_list), vals.tobytes(), back, len(key_list),
             {plen for _, plen in cover})
 
 

@@ -290,3 +290,93 @@ def test_dump_before_and_after_the_programs(env) -> None:
     assert [r["verdict"] for r in rows] == ["BEFORE", "DROP"] * 10
     assert all(a["data"] == b["data"] for a, b in zip(rows[::2], rows[1::2]))
     assert json.loads(state.read_text())["capture"] is None
+
+
+def test_filter_runs_as_a_stage_of_the_chain(env) -> None:
+    """`Filter.attach` on an interface with a chain joins it as stage ``filter`` (in front
+    of a counting stage): denied packets stop at the filter, the others go on to the next
+    stage; rule changes are chain swaps; another chain change keeps the filter's rules;
+    a new process reopens it; detach leaves the chain running without it."""
+    from pyxdp.apps.chain import Chain
+    from pyxdp.apps.filter import Filter, Prefixes, Rule, RuleSet
+
+    tb, roots, pin_root, state_root = env
+    gen_if = tb.interfaces[("gen", "veth0")]
+    fpin, fstate = f"{pin_root}-filter", str(state_root.parent / "fstate")
+    # a static neighbour: the sink's ICMP answers would ARP for the sender otherwise
+    subprocess.run(["ip", "-n", tb.ns_name("sink"), "neigh", "replace", gen_if.ip4, "lladdr",
+                    gen_if.mac, "dev", "veth1", "nud", "permanent"], check=True)
+    pyxdp("chain", "attach", "veth1", "--mode", "native", *roots)
+    pyxdp("chain", "add", "veth1", "count", OBJ, "--program", "stage_pass", *roots)
+
+    def chain() -> Chain:
+        return Chain.open("veth1", pin_root=pin_root, state_root=str(state_root))
+
+    def seen() -> int:
+        maps = chain().stage_maps("count")
+        try:
+            return int(maps["seen"][0])
+        finally:
+            for m in maps.values():
+                m.close()
+
+    deny_gen = RuleSet([Rule("gen", src=Prefixes.parse([gen_if.ip4]))])
+    f = tb.call("sink", lambda: Filter.attach("veth1", rules=deny_gen, pin_root=fpin,
+                                              state_root=fstate, chain=chain()))
+    try:
+        assert tb.call("sink", lambda: f.chain_stage) == "filter"
+        st = tb.call("sink", lambda: chain().status())
+        assert [s["name"] for s in st["stages"]] == ["filter", "count"]
+        assert tb.call("sink", f.program_id) > 0
+        send(tb, 200)
+        assert tb.call("sink", f.stats)["gen"][0] == 200
+        assert tb.call("sink", seen) == 0                  # dropped before the counter
+        # a rule change is one chain swap: the filter now lets gen through
+        tb.call("sink", f.apply, RuleSet([Rule("other", src=Prefixes.parse(
+            ["198.19.0.0/16"]))]))
+        send(tb, 100)
+        assert tb.call("sink", seen) == 100
+        # another chain change rebuilds every stage: the filter keeps its rules and maps
+        pyxdp("chain", "add", "veth1", "count2", OBJ, "--program", "stage_pass",
+              "--priority", "60", *roots)
+        tb.call("sink", f.apply, deny_gen)
+        send(tb, 50)
+        assert tb.call("sink", seen) == 100
+        g = tb.call("sink", lambda: Filter.open("veth1", fpin, state_root=fstate))
+        try:
+            # "gen" was deleted and added again: a new rule, its counter starts afresh
+            assert tb.call("sink", g.stats)["gen"][0] == 50
+            assert tb.call("sink", lambda: g.generation) == 3
+            assert tb.call("sink", g.program_id) == tb.call("sink", f.program_id)
+        finally:
+            tb.call("sink", g.close)
+    finally:
+        tb.call("sink", f.detach)
+    st = tb.call("sink", lambda: chain().status())
+    assert [s["name"] for s in st["stages"]] == ["count", "count2"]
+    send(tb, 10)
+    assert tb.call("sink", seen) == 110
+
+
+def test_filter_cli_joins_the_chain_and_leaves_it(env, tmp_path) -> None:
+    """`pyxdp filter attach` on an interface with a chain: a stage of it (the JSON says
+    which), `pyxdp chain list` shows it first, `pyxdp filter detach` removes the stage."""
+    tb, roots, pin_root, state_root = env
+    rules = tmp_path / "r.toml"
+    rules.write_text('[[rule]]\nname = "bad"\nsrc = "198.19.0.0/16"\n')
+    netns = roots[roots.index("--netns") + 1]
+    froots = ["--netns", netns, "--pin-root", f"{pin_root}-f", "--state-root",
+              str(tmp_path / "fs"), "--chain-pin-root", pin_root, "--chain-state-root",
+              str(state_root)]
+    pyxdp("chain", "attach", "veth1", *roots)
+    pyxdp("chain", "add", "veth1", "count", OBJ, "--program", "stage_pass", *roots)
+    out = json.loads(pyxdp("filter", "attach", "veth1", "--rules", str(rules), "--json",
+                           *froots).stdout)
+    assert out["chain_stage"] == "filter" and out["prog_id"] > 0
+    listed = json.loads(pyxdp("chain", "list", "veth1", "--json", *roots).stdout)
+    assert [s["name"] for s in listed["stages"]] == ["filter", "count"]
+    r = pyxdp("filter", "attach", "veth1", *froots, ok=False)
+    assert r.returncode != 0 and "already" in r.stderr
+    pyxdp("filter", "detach", "veth1", *froots[:6])
+    listed = json.loads(pyxdp("chain", "list", "veth1", "--json", *roots).stdout)
+    assert [s["name"] for s in listed["stages"]] == ["count"]

@@ -63,20 +63,28 @@ def cmd_attach(args: argparse.Namespace) -> int:
     if args.dry_run:
         rs.dry_run = True
 
-    def run() -> int:
+    def run() -> tuple[int, str | None]:
+        chain: object = False if args.standalone else None
+        if not args.standalone and (args.chain_pin_root or args.chain_state_root):
+            from pyxdp.apps.chain import PIN_ROOT as CPIN
+            from pyxdp.apps.chain import STATE_ROOT as CSTATE
+            from pyxdp.apps.chain import Chain
+            chain = Chain.open(args.iface, args.chain_pin_root or CPIN,
+                               args.chain_state_root or CSTATE)
         f = Filter.attach(args.iface, args.mode, rs, **_roots(args),
-                          replace_stale=args.replace)
+                          replace_stale=args.replace, chain=chain, priority=args.priority)
         try:
-            return f.program_id()
+            return f.program_id(), f.chain_stage
         finally:
             f.close()
 
-    prog_id = in_netns(args.netns, run)
-    return _done(args, f"filter attached to {args.iface}: {len(rs.rules)} rule(s), default"
-                       f" {rs.default.value}{', dry run' if rs.dry_run else ''}, program id"
-                       f" {prog_id}",
+    prog_id, stage = in_netns(args.netns, run)
+    where = f" as stage {stage!r} of the chain" if stage else ""
+    return _done(args, f"filter attached to {args.iface}{where}: {len(rs.rules)} rule(s),"
+                       f" default {rs.default.value}{', dry run' if rs.dry_run else ''},"
+                       f" program id {prog_id}",
                  rules=len(rs.rules), default=rs.default.value, dry_run=rs.dry_run,
-                 prog_id=prog_id)
+                 prog_id=prog_id, chain_stage=stage)
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
@@ -319,6 +327,13 @@ def register(sub: Any) -> None:
     p.add_argument("--replace", action="store_true",
                    help="clear the state of a filter that no longer runs (its interface was"
                         " re-created, or its link detached) and attach anew")
+    p.add_argument("--standalone", action="store_true",
+                   help="attach on a link of its own even when a pyxdp chain runs on the"
+                        " interface (by default the filter joins it as stage 'filter')")
+    p.add_argument("--priority", type=int_range(0, 1 << 20), default=10,
+                   help="run priority as a chain stage (default 10: early)")
+    p.add_argument("--chain-pin-root", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--chain-state-root", default=None, help=argparse.SUPPRESS)
     p = add("detach", cmd_detach, "detach the filter and remove its state")
     p.add_argument("--force", action="store_true",
                    help="recover a filter whose link pin or state is lost or corrupt")

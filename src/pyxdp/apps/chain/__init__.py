@@ -80,15 +80,20 @@ class StageRecord:
     program: str | None
     priority: int
     continue_on: frozenset[int]
+    tag: str | None = None         # an app's own mark of what the stage runs (its generation)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "object": self.object, "program": self.program,
-                "priority": self.priority, "continue_on": verdict_names(self.continue_on)}
+        d = {"name": self.name, "object": self.object, "program": self.program,
+             "priority": self.priority, "continue_on": verdict_names(self.continue_on)}
+        if self.tag is not None:
+            d["tag"] = self.tag
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageRecord:
         return cls(str(d["name"]), str(d["object"]), d.get("program"), int(d["priority"]),
-                   parse_verdicts(list(d["continue_on"])))
+                   parse_verdicts(list(d["continue_on"])),
+                   None if d.get("tag") is None else str(d["tag"]))
 
 
 class Chain:
@@ -223,6 +228,72 @@ class Chain:
                 raise
             return rec
 
+    def set_stage(self, name: str, spec: Any, maps: dict[str, Any], *, priority: int = 50,
+                  continue_on: str | list[str] = "pass", program: str | None = None,
+                  tag: str | None = None) -> None:
+        """Add or replace the stage ``name`` of an app (the filter, the router...): its
+        object spec as the app built it (kept pickled with the chain's state) and the maps
+        it runs with (the app's own, filled: they are the stage's from now on, pinned
+        under ``maps/<name>/`` for later generations).  One atomic swap, like ``add``."""
+        import pickle
+
+        if not name or "/" in name or name.startswith("."):
+            raise ChainError(f"stage name {name!r}: a plain name is needed")
+        verdicts = parse_verdicts(continue_on)
+        with locked(self.state_dir, create=False):
+            self._load()
+            Stage(name, spec, program).program_spec()
+            os.makedirs(os.path.join(self.state_dir, "objects"), exist_ok=True)
+            path = os.path.join(self.state_dir, "objects", f"{name}.spec")
+            old = {s.name: s for s in self.stages}.get(name)
+            backup = None
+            if old is not None and os.path.exists(path):
+                with open(path, "rb") as f:
+                    backup = f.read()
+            write_atomic(path, pickle.dumps(spec))
+            rec = StageRecord(name, path, program, int(priority), verdicts, tag)
+            rest = [s for s in self.stages if s.name != name]
+            try:
+                self._swap([*rest, rec], override={name: maps})
+            except BaseException:
+                if backup is not None:
+                    write_atomic(path, backup)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                raise
+
+    def has_stage(self, name: str) -> bool:
+        self._load()
+        return any(s.name == name for s in self.stages)
+
+    def stage_tag(self, name: str) -> str | None:
+        """The tag ``set_stage`` gave stage ``name`` (re-read from the saved state)."""
+        self._load()
+        return next((s.tag for s in self.stages if s.name == name), None)
+
+    def link_ifindex(self) -> int:
+        """The interface the chain's link holds (0: severed)."""
+        from pyxdp.kernel import Link
+
+        with Link.from_pin(os.path.join(self.pin_dir, "link")) as link:
+            return int(link.info().ifindex)
+
+    def stage_program_id(self, name: str) -> int:
+        """The id of the program stage ``name`` runs as now (0 if none)."""
+        from pyxdp.kernel import Map
+
+        self._load()
+        order_ = sorted(self.stages, key=lambda s: s.priority)
+        slot = next((i for i, s in enumerate(order_) if s.name == name), None)
+        if slot is None:
+            return 0
+        with Map.from_pin(self._progs_pin(self.generation)) as pa:
+            try:
+                return int(pa[slot])
+            except KeyError:
+                return 0
+
     def remove(self, name: str) -> None:
         with locked(self.state_dir, create=False):
             self._load()
@@ -232,15 +303,16 @@ class Chain:
             rest = [s for s in self.stages if s.name != name]
             self._swap(rest)
             shutil.rmtree(os.path.join(self.pin_dir, "maps", name), ignore_errors=True)
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.state_dir, "objects", f"{name}.o"))
+            for ext in (".o", ".spec"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.state_dir, "objects", f"{name}{ext}"))
 
     def move(self, name: str, priority: int) -> None:
         """Give a stage another priority (reorder)."""
         with locked(self.state_dir, create=False):
             self._load()
-            recs = [StageRecord(s.name, s.object, s.program, int(priority), s.continue_on)
-                    if s.name == name else s for s in self.stages]
+            recs = [StageRecord(s.name, s.object, s.program, int(priority), s.continue_on,
+                                s.tag) if s.name == name else s for s in self.stages]
             if recs == self.stages:
                 raise ChainError(f"{self.iface} has no stage {name!r}")
             self._swap(recs)
@@ -319,16 +391,26 @@ class Chain:
     def _stage(self, rec: StageRecord, maps: dict[str, Any]) -> Stage:
         from pyxdp.elf import load_object
 
+        if rec.object.endswith(".spec"):          # an app's stage: its spec, pickled
+            import pickle
+            with open(rec.object, "rb") as f:
+                spec = pickle.load(f)
+            return Stage(rec.name, spec, rec.program, rec.priority, rec.continue_on,
+                         maps=maps)
         return Stage(rec.name, load_object(rec.object), rec.program, rec.priority,
                      rec.continue_on, maps=maps)
 
-    def _build(self, recs: list[StageRecord]) -> Generation:
+    def _build(self, recs: list[StageRecord],
+               override: dict[str, dict[str, Any]] | None = None) -> Generation:
         from pyxdp.kernel import KernelBackend, Map
 
         opened: list[Any] = []
         try:
             stages = []
             for rec in recs:
+                if override and rec.name in override:
+                    stages.append(self._stage(rec, dict(override[rec.name])))
+                    continue
                 d = os.path.join(self.pin_dir, "maps", rec.name)
                 maps = {}
                 if os.path.isdir(d):
@@ -352,10 +434,12 @@ class Chain:
                 m.close()
         return gen
 
-    def _pin_stage_maps(self, gen: Generation) -> list[str]:
+    def _pin_stage_maps(self, gen: Generation, skip: set[str] | None = None) -> list[str]:
         """Pin the maps of each stage that are not pinned yet; returns the new pins."""
         made = []
         for name, coll in gen.loaded.items():
+            if skip and name in skip:
+                continue
             d = os.path.join(self.pin_dir, "maps", name)
             os.makedirs(d, exist_ok=True)
             for mname, m in coll.maps.items():
@@ -368,15 +452,29 @@ class Chain:
                     made.append(path)
         return made
 
+    def _repin_stage_maps(self, name: str, gen: Generation) -> None:
+        """Point the pins of stage ``name`` at the maps its new generation runs with."""
+        d = os.path.join(self.pin_dir, "maps", name)
+        os.makedirs(d, exist_ok=True)
+        for mname, m in gen.loaded[name].maps.items():
+            if mname in (CHAIN_MAP, CAPTURE_MAP) or mname.startswith(".") or \
+                    m.spec.type == MapType.PROG_ARRAY:
+                continue
+            path = os.path.join(d, mname)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            m.pin(path)
+
     def _progs_pin(self, generation: int) -> str:
         return os.path.join(self.pin_dir, f"progs_g{generation}")
 
-    def _swap(self, recs: list[StageRecord]) -> None:
+    def _swap(self, recs: list[StageRecord],
+              override: dict[str, dict[str, Any]] | None = None) -> None:
         from pyxdp.kernel import Link
 
-        gen = self._build(recs)
+        gen = self._build(recs, override)
         try:
-            made = self._pin_stage_maps(gen)
+            made = self._pin_stage_maps(gen, skip=set(override or ()))
             made.append(self._progs_pin(self.generation + 1))
             try:
                 gen.prog_array.pin(made[-1])
@@ -387,6 +485,8 @@ class Chain:
                     with contextlib.suppress(OSError):
                         os.unlink(p)
                 raise
+            for name in override or ():          # the app's new maps replace its pins
+                self._repin_stage_maps(name, gen)
             self.stages = recs
             self.generation += 1
             self._save()
@@ -421,8 +521,9 @@ class Chain:
             self.generation = int(doc["generation"])
             self.mode = doc.get("mode")
             cap = doc.get("capture")
-            self.capture = None if cap is None else {k: int(cap[k]) for k in
-                                                     ("snaplen", "sample", "pid")}
+            self.capture = None if cap is None else {
+                **{k: int(cap[k]) for k in ("snaplen", "sample", "pid")},
+                "where": str(cap.get("where", "after"))}
             self.stages = [StageRecord.from_dict(d) for d in doc["stages"]]
         except (KeyError, TypeError, ValueError) as e:
             raise ChainError(f"{self.state_file}: malformed chain state ({e})") from None

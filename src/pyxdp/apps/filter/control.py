@@ -98,8 +98,14 @@ class Filter:
     @classmethod
     def attach(cls, iface: str, mode: str | None = None, rules: RuleSet | None = None,
                pin_root: str = PIN_ROOT, *, state_root: str = STATE_ROOT,
-               sizes: Sizes | None = None, replace_stale: bool = False) -> Filter:
+               sizes: Sizes | None = None, replace_stale: bool = False,
+               chain: Any = None, priority: int = 10) -> Filter:
         """Attach a filter with ``rules`` (default: an empty allow-all set) to ``iface``.
+
+        ``chain``: a :class:`~pyxdp.apps.chain.Chain` on ``iface`` to join as its stage
+        ``filter`` (run at ``priority``, continuing on PASS), instead of attaching on a
+        link of its own; None joins the chain attached with the default chain roots if
+        there is one (the apps attach as stages when a chain exists), False never does.
 
         A filter state whose link no longer holds the interface (the interface was
         deleted and re-created, or someone detached the link) is *stale*: refused with
@@ -120,7 +126,7 @@ class Filter:
         # the check for an existing filter and everything after it run under the lock, so
         # two concurrent attaches cannot both pass the check (and one undo the other)
         if os.path.exists(os.path.join(state_dir, "state.json")):
-            why = _stale_reason(pin_dir, ifindex)
+            why = _stale_reason(pin_dir, ifindex, state_dir)
             if why is not None and replace_stale:
                 cls.force_detach(iface, pin_root, state_root=state_root)
             elif why is not None:
@@ -134,6 +140,7 @@ class Filter:
             raise FilterError(f"refusing to attach the filter to {iface}: {why_private};"
                               " run `pyxdp filter attach --netns NS ...` from the host"
                               " namespace instead")
+        chain = _find_chain(iface, chain)
         with _lock(state_dir, create=True):
             if os.path.exists(os.path.join(state_dir, "state.json")):
                 raise FilterError(f"{iface} already has a pyxdp filter ({state_dir}): use"
@@ -142,20 +149,40 @@ class Filter:
             made_pin_dir = not os.path.isdir(pin_dir)
             os.makedirs(pin_dir, exist_ok=True)
             state = FilterState(iface, ifindex, _netns(), mode, sizes, rs, slots, 1)
+            if chain is not None:
+                state.chain = {"pin_root": os.path.dirname(chain.pin_dir),
+                               "state_root": os.path.dirname(chain.state_dir),
+                               "stage": STAGE, "priority": int(priority)}
             gen = att = None
+            staged = False
+            link: Any = None
             try:
                 # no state.json under the lock: pins here are leftovers of a crashed attach
                 _clear_pins(pin_dir)
                 gen = load_generation(tables, sizes, KernelBackend(), pin_dir)
-                att = xdp.attach(iface, gen.programs[PROGRAM], mode)
-                if att.link is None:
-                    raise FilterError(f"{iface}: attached without a bpf_link; the filter"
-                                      " needs one for atomic rule changes")
-                att.link.pin(os.path.join(pin_dir, "link"))
-                prog: Any = gen.programs[PROGRAM]
-                write_atomic(os.path.join(state_dir, "state.json"),
-                             state.to_json(prog_id=prog.id))
+                if chain is not None:
+                    if chain.has_stage(STAGE):
+                        raise FilterError(f"the chain on {iface} has a stage {STAGE!r}"
+                                          " already")
+                    link = _ChainLink(chain, STAGE, int(priority))
+                    link.set(tables, sizes, gen, 1)
+                    staged = True
+                    write_atomic(os.path.join(state_dir, "state.json"),
+                                 state.to_json(prog_id=1))
+                else:
+                    att = xdp.attach(iface, gen.programs[PROGRAM], mode)
+                    if att.link is None:
+                        raise FilterError(f"{iface}: attached without a bpf_link; the filter"
+                                          " needs one for atomic rule changes")
+                    att.link.pin(os.path.join(pin_dir, "link"))
+                    link = att.link
+                    prog: Any = gen.programs[PROGRAM]
+                    write_atomic(os.path.join(state_dir, "state.json"),
+                                 state.to_json(prog_id=prog.id))
             except BaseException:
+                if staged:
+                    with contextlib.suppress(Exception):
+                        chain.remove(STAGE)
                 if att is not None:
                     att.detach()
                 if gen is not None:
@@ -167,7 +194,7 @@ class Filter:
                 if only_lock:       # nothing but our lock: waiters retry on a new one
                     shutil.rmtree(state_dir, ignore_errors=True)
                 raise
-        f = cls(state, pin_dir, state_dir, att.link)
+        f = cls(state, pin_dir, state_dir, link)
         f._gen = gen
         return f
 
@@ -188,8 +215,10 @@ class Filter:
             text = ""                    # a crash between renames: _recover decides
         except (OSError, UnicodeDecodeError):
             text = ""
+        staged = _chain_of(text)
         try:
-            link = Link.from_pin(os.path.join(pin_dir, "link"))
+            link = (_ChainLink.reopen(iface, staged) if staged is not None
+                    else Link.from_pin(os.path.join(pin_dir, "link")))
         except OSError as e:
             raise FilterError(f"{iface}: filter state exists but its link pin is gone"
                               f" ({e}); use Filter.force_detach (pyxdp filter detach"
@@ -232,6 +261,19 @@ class Filter:
         with _lock(state_dir, create=True):
             link_pin = os.path.join(pin_dir, "link")
             detached = False
+            staged = None
+            with contextlib.suppress(OSError, UnicodeDecodeError), \
+                    open(os.path.join(state_dir, "state.json")) as fh:
+                staged = _chain_of(fh.read())
+            if staged is not None:
+                try:
+                    cl = _ChainLink.reopen(iface, staged)
+                    if cl.chain.has_stage(cl.stage):
+                        cl.detach()
+                        done.append(f"removed stage {cl.stage!r} from the chain on {iface}")
+                    detached = True
+                except Exception as e:
+                    done.append(f"could not reach the chain ({e})")
             try:
                 with Link.from_pin(link_pin) as link:
                     link.detach()
@@ -389,6 +431,28 @@ class Filter:
         # force is kept as state.prev.json.  Whatever moment a crash hits, the next open
         # finds the state whose program the link runs (see _recover).
         next_path, prev_path = _next_path(self.state_dir), _prev_path(self.state_dir)
+        if isinstance(self._link, _ChainLink):
+            # as a chain stage: the states name the filter generation the chain's stage
+            # record is tagged with (what _recover compares), and the chain swaps
+            new_text = new.to_json(prog_id=new.generation)
+            try:
+                write_atomic(prev_path, st.to_json(prog_id=st.generation))
+                write_atomic(next_path, new_text)
+                self._link.set(tables, st.sizes, gen, new.generation)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(next_path)
+                gen.close()
+                raise
+            os.replace(next_path, path)        # a crash before: _recover commits it
+            write_atomic(_bak_path(self.state_dir), new_text)
+            if reused:
+                self._reset_slots(reused)
+            if self._gen is not None:
+                self._gen.close()
+            self._gen, self._state = gen, new
+            self._state_id = _file_id(path)
+            return
         with contextlib.ExitStack() as stack:
             try:
                 old_prog = self._gen.programs[PROGRAM] if self._gen is not None else None
@@ -493,7 +557,14 @@ class Filter:
         return sum(c.packets for c in per_cpu), sum(c.bytes for c in per_cpu)
 
     def program_id(self) -> int:
+        if isinstance(self._link, _ChainLink):
+            return self._link.program_id()
         return self._link.info().prog_id
+
+    @property
+    def chain_stage(self) -> str | None:
+        """The stage name when the filter runs inside a pyxdp chain, else None."""
+        return self._link.stage if isinstance(self._link, _ChainLink) else None
 
     # -- internals ---------------------------------------------------------------------------
     def _refresh(self) -> None:
@@ -588,11 +659,22 @@ def _lock(state_dir: str, *, create: bool) -> Iterator[None]:
             os.close(fd)
 
 
-def _stale_reason(pin_dir: str, ifindex: int) -> str | None:
+def _stale_reason(pin_dir: str, ifindex: int, state_dir: str | None = None) -> str | None:
     """Why the filter state next to ``pin_dir`` describes no running filter, or None."""
+    staged = None
+    if state_dir is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError), \
+                open(os.path.join(state_dir, "state.json")) as fh:
+            staged = _chain_of(fh.read())
     try:
-        with Link.from_pin(os.path.join(pin_dir, "link")) as link:
-            info = link.info()
+        if staged is not None:
+            cl = _ChainLink.reopen(os.path.basename(pin_dir).split("@netns")[0], staged)
+            if not cl.chain.has_stage(cl.stage):
+                return f"its chain has no stage {cl.stage!r}"
+            info = cl.info()
+        else:
+            with Link.from_pin(os.path.join(pin_dir, "link")) as link:
+                info = link.info()
     except OSError:
         return "its link pin is gone"
     if info.ifindex == 0:
@@ -677,6 +759,76 @@ def _recover(state_dir: str, link: Any, text: str) -> str:
                       f" (state.bak.json, state.prev.json, state.next.json) names the"
                       f" running program"
                       f" {running}; use Filter.force_detach (pyxdp filter detach --force)")
+
+
+STAGE = "filter"
+
+
+class _ChainLink:
+    """What a :class:`Filter` needs of its bpf_link when it runs as a stage of a pyxdp
+    chain: ``info()`` (the interface the chain holds, and as "program id" the filter
+    generation the chain's stage record is tagged with, which the saved states name),
+    ``set`` (swap in a generation: one atomic chain swap), ``detach`` (leave the chain)."""
+
+    def __init__(self, chain: Any, stage: str, priority: int) -> None:
+        self.chain, self.stage, self.priority = chain, stage, priority
+
+    @classmethod
+    def reopen(cls, iface: str, d: dict[str, Any]) -> _ChainLink:
+        from pyxdp.apps.chain import Chain, ChainError
+
+        try:
+            ch = Chain.open(iface, d["pin_root"], d["state_root"])
+        except ChainError as e:
+            raise OSError(2, f"its chain is gone ({e})") from None
+        return cls(ch, d["stage"], int(d.get("priority", 10)))
+
+    def info(self) -> Any:
+        from types import SimpleNamespace
+
+        tag = self.chain.stage_tag(self.stage)
+        return SimpleNamespace(prog_id=int(tag) if tag and tag.isdigit() else 0,
+                               ifindex=self.chain.link_ifindex())
+
+    def set(self, tables: Any, sizes: Any, gen: Any, generation: int) -> None:
+        from pyxdp.apps.filter.program import generation_spec
+
+        spec = generation_spec(tables, sizes)
+        maps = {n: m for n, m in gen.maps.items() if not n.startswith(".")}
+        self.chain.set_stage(self.stage, spec, maps, priority=self.priority,
+                             continue_on="pass", tag=str(generation))
+
+    def program_id(self) -> int:
+        return int(self.chain.stage_program_id(self.stage))
+
+    def detach(self) -> None:
+        self.chain.remove(self.stage)
+
+    def close(self) -> None:
+        pass
+
+
+def _find_chain(iface: str, chain: Any) -> Any:
+    """The chain to join: the one given, the one on ``iface`` under the default chain
+    roots (None), or none (False)."""
+    if chain is False:
+        return None
+    if chain is not None:
+        return chain
+    from pyxdp.apps.chain import Chain, ChainError
+
+    try:
+        return Chain.open(iface)
+    except (ChainError, OSError):
+        return None
+
+
+def _chain_of(text: str) -> dict[str, Any] | None:
+    try:
+        d = json.loads(text).get("chain")
+    except (ValueError, AttributeError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 def _pid_alive(pid: int) -> bool:

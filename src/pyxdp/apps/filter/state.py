@@ -119,6 +119,9 @@ class FilterState:
     ruleset: RuleSet = field(default_factory=RuleSet)
     slots: dict[str, int] = field(default_factory=dict)
     generation: int = 0
+    # a filter running as a stage of a pyxdp chain: {"pin_root", "state_root", "stage",
+    # "priority"} of that chain (None: attached on its own link)
+    chain: dict[str, Any] | None = None
 
     def to_json(self, prog_id: int | None = None) -> str:
         """The state as saved; ``prog_id`` names the program it describes (crash
@@ -126,7 +129,8 @@ class FilterState:
         return json.dumps({"version": VERSION, "iface": self.iface, "ifindex": self.ifindex,
                            "netns": self.netns, "mode": self.mode, "sizes": asdict(self.sizes),
                            "ruleset": ruleset_to_dict(self.ruleset), "slots": self.slots,
-                           "generation": self.generation, "prog_id": prog_id})
+                           "generation": self.generation, "prog_id": prog_id,
+                           "chain": self.chain})
 
     @classmethod
     def from_json(cls, text: str, where: str) -> FilterState:
@@ -145,7 +149,7 @@ class FilterState:
                                 where)
             return cls(d["iface"], d["ifindex"], d["netns"], d["mode"], Sizes(**d["sizes"]),
                        ruleset_from_dict(d["ruleset"], where), dict(d["slots"]),
-                       d["generation"])
+                       d["generation"], d.get("chain"))
         except (ValueError, KeyError, TypeError) as e:
             if isinstance(e, RuleError):
                 raise

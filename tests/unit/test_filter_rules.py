@@ -215,3 +215,12 @@ def test_unnamed_rules_keep_their_names_when_others_are_inserted() -> None:
     # the name only depends on what the rule matches (and does)
     assert parse_rule({"src": "198.19.0.0/16"}).name == before[0]
     assert parse_rule({"src": "198.19.0.0/16", "action": "allow"}).name != before[0]
+
+
+def test_expr_from_rule_words_keeps_its_equals_sign() -> None:
+    from pyxdp.apps.filter.rules import parse_rule_words
+
+    r = parse_rule_words("dns-q", ["expr=udp and dst port 53 and udp[10] & 0x80 = 0",
+                                   "src=198.19.0.0/16"])
+    assert r.expr == "udp and dst port 53 and udp[10] & 0x80 = 0"
+    assert [str(n) for n in r.src] == ["198.19.0.0/16"]

@@ -7,9 +7,6 @@ Refusals: everything the verifier refuses while a lock is held is a CompileError
 
 from __future__ import annotations
 
-import os
-import threading
-
 import pytest
 
 from pyxdp.backend import Backend
@@ -50,31 +47,16 @@ def test_lock_serialises_updates(backend: Backend) -> None:
 
 @pytest.mark.kernel
 def test_lock_holds_across_two_cpus() -> None:
+    from cpus import on_two_cpus
+
     from pyxdp.kernel import load_collection
 
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs two CPUs")
     obj = compile_module(SRC)
     n = 200_000
     coll = load_collection(obj.spec)
     try:
         prog = coll.programs["prog"]
-        errors: list[BaseException] = []
-
-        def run(cpu: int) -> None:
-            try:
-                os.sched_setaffinity(0, {cpu})       # this thread only
-                prog.test_run(bytes(64), repeat=n)
-            except BaseException as e:
-                errors.append(e)
-
-        threads = [threading.Thread(target=run, args=(c,)) for c in cpus[:2]]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert not errors and not any(t.is_alive() for t in threads)
+        on_two_cpus(lambda: prog.test_run(bytes(64), repeat=n))
         rec = obj.typed_maps(coll)["recs"][0]
         total = 2 * n
         assert rec.count == total

@@ -421,31 +421,13 @@ def test_rate_limit_holds_for_one_source_on_two_cpus(gen) -> None:
     """One source metered on both CPUs at once (two threads, each pinned to its own CPU,
     each a BPF_PROG_TEST_RUN of 100,000 repeats, the clock stopped): the bucket's lock
     makes the two CPUs share its tokens, so exactly the burst passes, not one more."""
-    import os
-    import threading
+    from cpus import on_two_cpus
 
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs two CPUs")
     g = gen(rules('[[rule]]\nname = "lim"\nproto = "udp"\n'
                   'rate = { pps = 1, burst = 5000 }\n'), extra={"FAKE_CLOCK": 1})
     g.set_clock(10**9)
     pkt, n = v4(src="198.18.0.1"), 100_000
-    errors: list[BaseException] = []
-
-    def run(cpu: int) -> None:
-        try:
-            os.sched_setaffinity(0, {cpu})
-            g.prog.test_run(pkt, repeat=n)
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in cpus[:2]]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors
+    on_two_cpus(lambda: g.prog.test_run(pkt, repeat=n))
     assert g.hits("@default") == 5000                 # the burst, across both CPUs
     assert g.hits("lim") == 2 * n - 5000
 

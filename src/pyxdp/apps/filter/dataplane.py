@@ -412,6 +412,9 @@ def index_of(v):
 
 
 # -- prefix lookups ---------------------------------------------------------------------------
+# One probe function per table, spelled out: a dialect helper cannot take a map as an
+# argument, and each table has its own lengths and masks (rodata constants the verifier
+# folds, so unused probes cost nothing).
 def probe_s4(addr):
     """Longest match of ``addr`` among the hash table's prefix lengths (0: none); one key,
     rewritten for each length (one stack slot, not one per probe)."""

@@ -102,7 +102,28 @@ class ProgArray(SlotMap):
         return super()._delete(key)
 
 
-class RingBuf(EmuMap):
+class _Keyless(EmuMap):
+    """A map user space drains instead of reading by key (ring buffers, perf rings)."""
+
+    WHY_NO_KEYS = ""
+
+    def _unsupported(self) -> Any:
+        raise EmuMapError(_errno.EOPNOTSUPP, self.WHY_NO_KEYS)
+
+    def _lookup(self, key: bytes) -> bytes | None:
+        return self._unsupported()
+
+    def _update(self, key: bytes, value: bytes, flags: int) -> None:
+        self._unsupported()
+
+    def _delete(self, key: bytes) -> bool:
+        return self._unsupported()
+
+    def _next_key(self, key: bytes | None) -> bytes | None:
+        return None
+
+
+class RingBuf(_Keyless):
     """A ring buffer: programs reserve/submit or output records, userspace drains them."""
 
     HEADER = 8
@@ -138,23 +159,10 @@ class RingBuf(EmuMap):
         self.used -= sum(self._cost(len(r)) for r in out)
         return out
 
-    def _unsupported(self) -> Any:
-        raise EmuMapError(_errno.EOPNOTSUPP, "ring buffers have no keys; use drain()")
-
-    def _lookup(self, key: bytes) -> bytes | None:
-        return self._unsupported()
-
-    def _update(self, key: bytes, value: bytes, flags: int) -> None:
-        self._unsupported()
-
-    def _delete(self, key: bytes) -> bool:
-        return self._unsupported()
-
-    def _next_key(self, key: bytes | None) -> bytes | None:
-        return None
+    WHY_NO_KEYS = "ring buffers have no keys; use drain()"
 
 
-class PerfEventArray(EmuMap):
+class PerfEventArray(_Keyless):
     """A perf event array: one sample ring per CPU index.  As in the kernel, a sample
     only lands once userspace has opened a ring for that CPU (:meth:`subscribe`); before,
     ``bpf_xdp_output`` returns -ENOENT.  Samples are padded to what the kernel's raw
@@ -207,18 +215,5 @@ class PerfEventArray(EmuMap):
                 out.append(rec)
         return out
 
-    def _unsupported(self) -> Any:
-        raise EmuMapError(_errno.EOPNOTSUPP, "a perf event array holds perf event fds;"
-                          " in the emulator use subscribe() and drain()")
-
-    def _lookup(self, key: bytes) -> bytes | None:
-        return self._unsupported()
-
-    def _update(self, key: bytes, value: bytes, flags: int) -> None:
-        self._unsupported()
-
-    def _delete(self, key: bytes) -> bool:
-        return self._unsupported()
-
-    def _next_key(self, key: bytes | None) -> bytes | None:
-        return None
+    WHY_NO_KEYS = ("a perf event array holds perf event fds; in the emulator use subscribe()"
+                   " and drain()")

@@ -361,7 +361,7 @@ def test_filter_runs_as_a_stage_of_the_chain(env) -> None:
 def test_filter_cli_joins_the_chain_and_leaves_it(env, tmp_path) -> None:
     """`pyxdp filter attach` on an interface with a chain: a stage of it (the JSON says
     which), `pyxdp chain list` shows it first, `pyxdp filter detach` removes the stage."""
-    tb, roots, pin_root, state_root = env
+    _tb, roots, pin_root, state_root = env
     rules = tmp_path / "r.toml"
     rules.write_text('[[rule]]\nname = "bad"\nsrc = "198.19.0.0/16"\n')
     netns = roots[roots.index("--netns") + 1]

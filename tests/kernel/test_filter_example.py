@@ -41,4 +41,8 @@ def test_example_rules_in_the_kernel() -> None:
         assert verdict(frame(build.udp(bytes(12) + b"\x00\x00\x01" + bytes(20),
                                        dport=53))) == PASS                        # type A
         assert verdict(frame(build.udp(b""))) == DROP                             # runts
+        monlist = b"\x17\x00\x03\x2a" + bytes(40)
+        assert verdict(frame(build.udp(monlist, dport=123))) == DROP             # expr
+        assert verdict(frame(build.udp(b"\x17\x00\x03\x01" + bytes(40),
+                                       dport=123))) == PASS                       # not 42
         assert verdict(frame(build.tcp(pad, dport=80, flags="S"))) == PASS       # within rate

@@ -64,7 +64,13 @@ class Sizes:
     pairs: int = 65536
     sources: int = 65536       # rate-limit buckets tracked at once (LRU beyond)
     talkers: int = 16384       # dropped sources tracked (LRU beyond)
-    talker_sample: int = 16    # record one drop in N in the top talkers (1: every drop)
+    talker_sample: int = 16    # record one drop in N in the top talkers (1: every drop;
+    #                            a power of two)
+
+    def __post_init__(self) -> None:
+        n = self.talker_sample
+        if not isinstance(n, int) or n < 1 or n & (n - 1):
+            raise ValueError(f"talker_sample {n!r}: a power of two (1 records every drop)")
 
     def max_entries(self) -> dict[str, int]:
         return {"src4": self.prefixes4, "dst4": self.prefixes4, "src6": self.prefixes6,

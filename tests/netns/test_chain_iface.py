@@ -377,6 +377,10 @@ def test_filter_cli_joins_the_chain_and_leaves_it(env, tmp_path) -> None:
     assert [s["name"] for s in listed["stages"]] == ["filter", "count"]
     r = pyxdp("filter", "attach", "veth1", *froots, ok=False)
     assert r.returncode != 0 and "already" in r.stderr
+    # the other filter commands work on the stage as on a standalone filter
+    pyxdp("filter", "add", "veth1", "dns-q", "expr=udp dst port 53", *froots[:6])
+    stats = json.loads(pyxdp("filter", "stats", "veth1", "--json", *froots[:6]).stdout)
+    assert {"bad", "dns-q"} <= set(stats["stats"]), stats
     pyxdp("filter", "detach", "veth1", *froots[:6])
     listed = json.loads(pyxdp("chain", "list", "veth1", "--json", *roots).stdout)
     assert [s["name"] for s in listed["stages"]] == ["count"]

@@ -381,6 +381,11 @@ def test_filter_cli_joins_the_chain_and_leaves_it(env, tmp_path) -> None:
     pyxdp("filter", "add", "veth1", "dns-q", "expr=udp dst port 53", *froots[:6])
     stats = json.loads(pyxdp("filter", "stats", "veth1", "--json", *froots[:6]).stdout)
     assert {"bad", "dns-q"} <= set(stats["stats"]), stats
+    # the stage removed behind the filter's back: said so, and --replace recovers
+    pyxdp("chain", "remove", "veth1", "filter", *roots)
+    r = pyxdp("filter", "stats", "veth1", *froots[:6], ok=False)
+    assert r.returncode == 1 and "was removed from the chain" in r.stderr, r.stderr
+    pyxdp("filter", "attach", "veth1", "--replace", "--rules", str(rules), *froots)
     pyxdp("filter", "detach", "veth1", *froots[:6])
     listed = json.loads(pyxdp("chain", "list", "veth1", "--json", *roots).stdout)
     assert [s["name"] for s in listed["stages"]] == ["count"]

@@ -223,6 +223,10 @@ class Filter:
             raise FilterError(f"{iface}: filter state exists but its link pin is gone"
                               f" ({e}); use Filter.force_detach (pyxdp filter detach"
                               " --force) and attach again") from None
+        if isinstance(link, _ChainLink) and not link.chain.has_stage(link.stage):
+            raise FilterError(f"{iface}: the filter's stage {link.stage!r} was removed from"
+                              " the chain: `pyxdp filter attach --replace` attaches it anew"
+                              " (or `pyxdp filter detach --force` removes its state)")
         try:
             severed = link.info().ifindex == 0
         except OSError:

@@ -228,9 +228,34 @@ class Router:
         if not _live_ports(state_dir, pin_root, ns):
             raise RouterError(f"the router state {path} is stale: none of its ports'"
                               " links is attached any more (interfaces deleted?); `pyxdp"
-                              " router detach` clears it")
+                              " router detach --force` (Router.force_detach) clears it")
         return cls(ports, d["mode"], d["direct"], os.path.join(pin_root, f"netns{ns}"),
                    state_dir, pin_root)
+
+    @classmethod
+    def force_detach(cls, pin_root: str = PIN_ROOT, *, state_root: str = STATE_ROOT
+                     ) -> list[str]:
+        """Recovery when :meth:`open` refuses (stale or unreadable state): detach whatever
+        port links are still pinned and remove the pins and the state of this namespace's
+        router.  Returns what was done."""
+        ns = _netns()
+        state_dir = os.path.join(state_root, f"netns{ns}")
+        done = []
+        if not os.path.isdir(state_dir):
+            return done
+        with locked(state_dir, create=True):
+            for p in _state_ports(state_dir):
+                pin = os.path.join(_link_dir(pin_root, p.name, ns), "link")
+                with contextlib.suppress(OSError), Link.from_pin(pin) as link:
+                    link.detach()
+                    done.append(f"detached {p.name}")
+            _clear(state_dir, pin_root, ns)
+            shutil.rmtree(state_dir, ignore_errors=True)
+            done.append(f"removed {state_dir}")
+        for root in (pin_root, state_root):
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
+        return done
 
     def close(self) -> None:
         """Release this process's handles; the router keeps running (pinned)."""

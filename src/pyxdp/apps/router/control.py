@@ -95,7 +95,8 @@ def check_ports(ifaces: list[str], *, allow_mtu_mismatch: bool = False) -> list[
             raise RouterError(f"port {name!r}: {e}; every port must be in the router's"
                               " network namespace (use --netns NS for another one)") from None
         if st.ifindex in seen:
-            what = "given twice" if seen[st.ifindex] == name else f"the same as {seen[st.ifindex]!r}"
+            other = seen[st.ifindex]
+            what = "given twice" if other == name else f"the same interface as {other!r}"
             raise RouterError(f"duplicate port {name!r}: {what}")
         try:
             hw = _hw_type(name)
@@ -144,11 +145,14 @@ class Router:
         policy-routing rules (BPF_FIB_LOOKUP_DIRECT)."""
         if mode is not None:
             xdp.AttachMode.parse(mode)
-        ports = check_ports(list(ifaces) if not isinstance(ifaces, str) else ifaces,
-                            allow_mtu_mismatch=allow_mtu_mismatch)
         ns = _netns()
         pin_dir = os.path.join(pin_root, f"netns{ns}")
         state_dir = os.path.join(state_root, f"netns{ns}")
+        if _live_ports(state_dir, pin_root, ns):       # checked again under the lock
+            raise RouterError(f"this network namespace already has a pyxdp router"
+                              f" ({state_dir}): Router.open it, or detach it first")
+        ports = check_ports(list(ifaces) if not isinstance(ifaces, str) else ifaces,
+                            allow_mtu_mismatch=allow_mtu_mismatch)
         if pin_root.startswith(DEFAULT_BPFFS + "/"):
             ensure_bpffs()
         elif not is_bpffs(os.path.dirname(pin_root.rstrip("/")) or "/"):

@@ -141,7 +141,9 @@ def ping(dst: str, *, ttl: int = 64, count: int = 1, timeout: float = 2.0,
                     # error: our request is quoted after the 8-byte ICMP header
                     inner = icmp[8:]
                     off = 40 if v6 else (inner[0] & 0xF) * 4 if inner else 0
-                    if len(inner) >= off + 8 and struct.unpack_from("!H", inner, off + 4)[0] == ident:
+                    quoted = (struct.unpack_from("!H", inner, off + 4)[0]
+                              if len(inner) >= off + 8 else None)
+                    if quoted == ident:
                         out.append(Icmp(typ, code, addr[0]))
                         break
     return out

@@ -3,8 +3,8 @@
 ::
 
     ports = ["eth1", "eth2", "eth3"]   # required: the interfaces to route between
-    mode = "native"                     # optional: native | generic (default: the kernel's choice)
-    direct = false                      # optional: skip policy-routing rules (BPF_FIB_LOOKUP_DIRECT)
+    mode = "native"                     # optional: native | generic (default: kernel's)
+    direct = false                      # optional: skip policy-routing rules
     allow_mtu_mismatch = false          # optional: ports with different MTUs
 
 Unknown keys and wrong types are errors naming the key, never ignored.

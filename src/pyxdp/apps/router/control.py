@@ -175,7 +175,7 @@ class Router:
             try:
                 coll = load_router([p.ifindex for p in ports], KernelBackend(),
                                    direct=direct, pin_dir=pin_dir)
-                prog = coll.programs[PROGRAM]
+                prog: Any = coll.programs[PROGRAM]
                 for p in ports:
                     try:
                         att = xdp.attach(p.name, prog, mode)
@@ -244,7 +244,7 @@ class Router:
         router.  Returns what was done."""
         ns = _netns()
         state_dir = os.path.join(state_root, f"netns{ns}")
-        done = []
+        done: list[str] = []
         if not os.path.isdir(state_dir):
             return done
         with locked(state_dir, create=True):
@@ -276,7 +276,7 @@ class Router:
     def detach(self) -> list[str]:
         """Detach every port and remove the pins and the saved state; returns what was
         done.  Ports whose link is gone (the interface was deleted) are skipped."""
-        done = []
+        done: list[str] = []
         self.close()
         ns = _netns()
         with locked(self.state_dir, create=True):

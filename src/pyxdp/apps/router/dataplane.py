@@ -79,8 +79,10 @@ class FibParams6(Struct):
     tot_len: u16
     ifindex: u32
     flowinfo: be32
-    src: u8[16]
-    dst: u8[16]
+    src_a: u64          # the addresses as two u64 each: copied with 8-byte loads
+    src_b: u64
+    dst_a: u64
+    dst_b: u64
     vlan_proto: be16
     vlan_tci: be16
     smac: u8[6]
@@ -180,12 +182,12 @@ def xdp_router(ctx):
         if ip6.hop_limit <= 1:
             count(R_TTL, length)
             return XDP_PASS
+        # IPv6 header at offset 14: flow word at 14, source at 22, destination at 38
         q = FibParams6(family=10, l4_protocol=ip6.nexthdr, tot_len=ip6.payload_len + 40,
-                      ifindex=ctx.ingress_ifindex,
-                      flowinfo=((ip6.ver_tc & 0x0F) << 24) | (ip6.flow[0] << 16)
-                      | (ip6.flow[1] << 8) | ip6.flow[2])
-        q.src = ip6.saddr
-        q.dst = ip6.daddr
+                       ifindex=ctx.ingress_ifindex,
+                       flowinfo=ctx.load(be32, 14).value & 0x0FFFFFFF,
+                       src_a=ctx.load(u64, 22).value, src_b=ctx.load(u64, 30).value,
+                       dst_a=ctx.load(u64, 38).value, dst_b=ctx.load(u64, 46).value)
         rc6 = fib_lookup(ctx, q, FIB_FLAGS)
         if rc6 != 0:
             count(fib_reason(rc6), length)

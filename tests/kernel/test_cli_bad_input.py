@@ -78,6 +78,12 @@ CASES = [
     ("filter-position", ["filter", "add", "lo", "r1", "src=198.18.0.1", "--position", "-99"],
      False, 2, "--position"),
     ("filter-watch", ["filter", "stats", "lo", "--watch", "-3"], False, 2, "--watch"),
+    ("router-no-iface", ["router", "attach", "pyxdpnosuch0"], True, 1, "no such interface"),
+    ("router-no-ports", ["router", "attach"], False, 2, "one or more interfaces"),
+    ("router-config", ["router", "attach", "--config", "{d}/none.toml"], False, 1,
+     "cannot read router config"),
+    ("router-interval", ["router", "stats", "--interval", "-1"], False, 2, "--interval"),
+    ("router-port", ["router", "serve-metrics", "--port", "70000"], False, 2, "--port"),
     # empty values
     ("empty-count", ["trafficgen", "lo", "--count", ""], False, 2, "--count"),
     ("empty-compile", ["compile", ""], False, 2, "no such file"),

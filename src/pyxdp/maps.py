@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from pyxdp.abi import MapType, UpdateFlags
+from pyxdp.abi import BPF_F_RDONLY_PROG, MapType, UpdateFlags
 from pyxdp.errors import MapError
 
 if TYPE_CHECKING:
@@ -258,7 +258,12 @@ def check_reuse_compat(name: str, got: MapSpec, want: MapSpec) -> None:
     layout (type, key and value size, max_entries, flags); raises :class:`MapError` naming
     the first difference."""
     for attr in ("type", "key_size", "value_size", "max_entries", "flags"):
-        if getattr(got, attr) != getattr(want, attr):
+        have, wanted = getattr(got, attr), getattr(want, attr)
+        if attr == "flags" and want.type in (MapType.DEVMAP, MapType.DEVMAP_HASH):
+            # the kernel adds BPF_F_RDONLY_PROG to every devmap it creates (libbpf asks
+            # for it up front): a devmap read back has it whatever the object said
+            have, wanted = have & ~BPF_F_RDONLY_PROG, wanted & ~BPF_F_RDONLY_PROG
+        if have != wanted:
             raise MapError(f"pinned map {name!r} has {attr} {getattr(got, attr)}, the object"
                            f" wants {getattr(want, attr)}")
 

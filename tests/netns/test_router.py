@@ -231,3 +231,54 @@ def test_cli_bad_config(rbed: Testbed, tmp_path: Any) -> None:
     assert p.returncode == 1 and "unknown key(s) speed" in p.stderr
     p = _cli(rbed, "attach")
     assert p.returncode == 2 and "one or more interfaces" in p.stderr
+
+
+def test_router_runs_behind_the_filter_in_a_chain(rbed: Testbed, tmp_path: Any) -> None:
+    """A pyxdp chain on r0 with the filter as its first stage: the router joins it as the
+    stage ``router`` (its other ports keep links of their own), so traffic is filtered
+    then forwarded on the same interface; a filter rule against the sender stops its
+    pings before the router sees them; detaching the router leaves the chain its filter."""
+    from pyxdp.apps.chain import Chain
+    from pyxdp.apps.filter import Filter, Prefixes, Rule, RuleSet
+
+    cpin = f"/sys/fs/bpf/pyxdprc-{os.getpid()}"
+    croots = {"pin_root": cpin, "state_root": str(tmp_path / "chain")}
+    fpin, fstate = f"{cpin}-filter", str(tmp_path / "filter")
+
+    def setup() -> tuple[Chain, Filter]:
+        ch = Chain.attach("r0", "native", **croots)
+        f = Filter.attach("r0", rules=RuleSet(), pin_root=fpin, state_root=fstate,
+                          chain=ch)
+        return ch, f
+
+    ch, f = rbed.call("rtr", setup)
+    r = None
+    try:
+        r = rbed.call("rtr", lambda: Router.attach(bed.PORTS, "native", chain_roots=croots))
+        st = rbed.call("rtr", ch.status)
+        assert [s["name"] for s in st["stages"]] == ["filter", "router"]
+        assert all(p.chain is None for p in r.ports if p.name != "r0")
+        assert rbed.call("rtr", r.program_ids)["r0"] > 0
+        answers = rbed.call("snd", bed.ping, "198.18.2.2", count=3)
+        assert len(answers) == 3 and all(a.is_reply for a in answers)
+        assert fast(rbed, r) >= 3                       # forwarded at XDP, behind the filter
+        rbed.call("rtr", f.apply, RuleSet([Rule("snd", src=Prefixes.parse(["198.18.1.2"]))]))
+        before = fast(rbed, r)
+        assert rbed.call("snd", bed.ping, "198.18.2.2", count=2, timeout=0.5) == []
+        assert rbed.call("rtr", f.stats)["snd"][0] >= 2
+        assert fast(rbed, r) == before                  # the router never saw them
+        rbed.call("rtr", f.apply, RuleSet())
+        assert len(rbed.call("snd", bed.ping, "198.18.2.2", count=2)) == 2
+        r2 = rbed.call("rtr", lambda: Router.open())    # a new control plane finds it
+        assert rbed.call("rtr", r2.program_ids) == rbed.call("rtr", r.program_ids)
+        rbed.call("rtr", r2.close)
+        done = rbed.call("rtr", r.detach)
+        r = None
+        assert any("removed stage 'router'" in d for d in done), done
+        st = rbed.call("rtr", ch.status)
+        assert [s["name"] for s in st["stages"]] == ["filter"]
+    finally:
+        if r is not None:
+            rbed.call("rtr", lambda: Router.force_detach())
+        rbed.call("rtr", f.detach)
+        rbed.call("rtr", ch.detach)

@@ -375,8 +375,10 @@ class Chain:
         return {m: Map.from_pin(os.path.join(d, m)) for m in sorted(os.listdir(d))}
 
     def status(self) -> dict[str, Any]:
+        """The chain as saved now (re-read: another control plane may have changed it)."""
         from pyxdp.kernel import Link
 
+        self._load()
         link_id = prog_id = 0
         with contextlib.suppress(OSError), \
                 Link.from_pin(os.path.join(self.pin_dir, "link")) as link:

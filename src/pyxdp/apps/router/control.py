@@ -24,13 +24,13 @@ import os
 import shutil
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyxdp import xdp
 from pyxdp.apps._state import locked, write_atomic
 from pyxdp.apps.router import dataplane as dp
-from pyxdp.apps.router.program import MAPS, PROGRAM, compiled, load_router
+from pyxdp.apps.router.program import MAPS, PROGRAM, compiled, load_router, router_spec
 from pyxdp.compiler.codecs import apply_codecs
 from pyxdp.errors import PyxdpError
 from pyxdp.kernel import DEFAULT_BPFFS, KernelBackend, Link, Map, ensure_bpffs, is_bpffs
@@ -67,6 +67,25 @@ class RouterError(PyxdpError):
 class Port:
     name: str
     ifindex: int
+    # the pyxdp chain this port runs the router in, as stage "router": {"pin_root",
+    # "state_root"} (None: the port has a link of its own)
+    chain: Any = field(default=None, compare=False)
+
+
+STAGE = "router"
+
+
+def _chain_of(iface: str, roots: Any) -> Any:
+    """The pyxdp chain on ``iface`` (roots: None = the default chain roots), or None."""
+    from pyxdp.apps.chain import PIN_ROOT as CPIN
+    from pyxdp.apps.chain import STATE_ROOT as CSTATE
+    from pyxdp.apps.chain import Chain, ChainError
+
+    r = roots or {"pin_root": CPIN, "state_root": CSTATE}
+    try:
+        return Chain.open(iface, r["pin_root"], r["state_root"])
+    except (ChainError, OSError):
+        return None
 
 
 def _netns() -> int:
@@ -80,7 +99,8 @@ def _hw_type(name: str) -> int:
     return int(struct.unpack_from("H", ifr, 16)[0])
 
 
-def check_ports(ifaces: list[str], *, allow_mtu_mismatch: bool = False) -> list[Port]:
+def check_ports(ifaces: list[str], *, allow_mtu_mismatch: bool = False,
+                chained: frozenset[str] = frozenset()) -> list[Port]:
     """Resolve and validate the port list (clear errors, before anything is loaded)."""
     if isinstance(ifaces, str) or not ifaces:
         raise RouterError("give the router a list of one or more interfaces")
@@ -107,7 +127,7 @@ def check_ports(ifaces: list[str], *, allow_mtu_mismatch: bool = False) -> list[
             raise RouterError(f"port {name!r} is {kind}: the router rewrites Ethernet"
                               " headers and transmits with XDP redirect, which needs an"
                               " Ethernet device with XDP support")
-        if st.attachments:
+        if st.attachments and name not in chained:
             a = st.attachments[0]
             raise RouterError(f"port {name!r} already runs XDP program {a.prog_name!r}"
                               f" (id {a.prog_id}, {a.mode.value}); detach it first")
@@ -139,10 +159,16 @@ class Router:
     @classmethod
     def attach(cls, ifaces: list[str], mode: str | None = None, *, direct: bool = False,
                allow_mtu_mismatch: bool = False, pin_root: str = PIN_ROOT,
-               state_root: str = STATE_ROOT) -> Router:
+               state_root: str = STATE_ROOT, chain_roots: Any = None,
+               priority: int = 90) -> Router:
         """Load the router and attach it to every interface of ``ifaces`` (``mode``: None
         lets the kernel choose, else ``native``/``generic``).  ``direct`` skips
-        policy-routing rules (BPF_FIB_LOOKUP_DIRECT)."""
+        policy-routing rules (BPF_FIB_LOOKUP_DIRECT).
+
+        A port that runs a pyxdp chain (under ``chain_roots``, a dict of ``pin_root`` and
+        ``state_root``; None: the chain's defaults; False: never) gets the router as the
+        chain's stage ``router`` at ``priority`` (late: after a filter) instead of a link
+        of its own; it continues on PASS, what the stack must handle."""
         if mode is not None:
             xdp.AttachMode.parse(mode)
         ns = _netns()
@@ -151,8 +177,14 @@ class Router:
         if _live_ports(state_dir, pin_root, ns):       # checked again under the lock
             raise RouterError(f"this network namespace already has a pyxdp router"
                               f" ({state_dir}): Router.open it, or detach it first")
-        ports = check_ports(list(ifaces) if not isinstance(ifaces, str) else ifaces,
-                            allow_mtu_mismatch=allow_mtu_mismatch)
+        names = list(ifaces) if not isinstance(ifaces, str) else ifaces
+        # ports running a pyxdp chain take the router as a stage (their XDP program is the
+        # chain's root): the check below lets those through
+        chains = {} if chain_roots is False or isinstance(names, str) else {
+            n: ch for n in names if isinstance(n, str)
+            and (ch := _chain_of(n, chain_roots)) is not None}
+        ports = check_ports(names, allow_mtu_mismatch=allow_mtu_mismatch,
+                            chained=frozenset(chains))
         if pin_root.startswith(DEFAULT_BPFFS + "/"):
             ensure_bpffs()
         elif not is_bpffs(os.path.dirname(pin_root.rstrip("/")) or "/"):
@@ -171,12 +203,27 @@ class Router:
             os.makedirs(pin_dir)
             coll = None
             atts: list[Any] = []
+            staged: list[Any] = []
             link_dirs: list[str] = []
             try:
                 coll = load_router([p.ifindex for p in ports], KernelBackend(),
                                    direct=direct, pin_dir=pin_dir)
                 prog: Any = coll.programs[PROGRAM]
+                chained = chains
+                spec = None
                 for p in ports:
+                    ch = chained.get(p.name)
+                    if ch is not None:
+                        if ch.has_stage(STAGE):
+                            raise RouterError(f"the chain on {p.name!r} has a stage"
+                                              f" {STAGE!r} already")
+                        if spec is None:
+                            spec = router_spec(max(q.ifindex for q in ports), direct=direct)
+                        ch.set_stage(STAGE, spec, {n: m for n, m in coll.maps.items()
+                                                   if not n.startswith(".")},
+                                     priority=priority, continue_on="pass")
+                        staged.append(ch)
+                        continue
                     try:
                         att = xdp.attach(p.name, prog, mode)
                     except xdp.XdpError as e:
@@ -189,11 +236,19 @@ class Router:
                     os.makedirs(d)
                     link_dirs.append(d)
                     att.link.pin(os.path.join(d, "link"))
+                ports = [Port(p.name, p.ifindex, None if p.name not in chained else {
+                    "pin_root": os.path.dirname(chained[p.name].pin_dir),
+                    "state_root": os.path.dirname(chained[p.name].state_dir)})
+                    for p in ports]
                 state = {"version": VERSION, "netns": ns, "mode": mode, "direct": direct,
-                         "ports": [{"name": p.name, "ifindex": p.ifindex} for p in ports],
+                         "ports": [{"name": p.name, "ifindex": p.ifindex, "chain": p.chain}
+                                   for p in ports],
                          "prog_id": prog.id}
                 write_atomic(os.path.join(state_dir, "state.json"), json.dumps(state))
             except BaseException:
+                for ch in staged:
+                    with contextlib.suppress(Exception):
+                        ch.remove(STAGE)
                 for att in atts:
                     with contextlib.suppress(OSError):
                         att.detach()
@@ -228,7 +283,7 @@ class Router:
         if not isinstance(d, dict) or d.get("version") != VERSION:
             raise RouterError(f"{path}: router state version {d.get('version')!r},"
                               f" expected {VERSION}")
-        ports = [Port(p["name"], p["ifindex"]) for p in d["ports"]]
+        ports = [Port(p["name"], p["ifindex"], p.get("chain")) for p in d["ports"]]
         if not _live_ports(state_dir, pin_root, ns):
             raise RouterError(f"the router state {path} is stale: none of its ports'"
                               " links is attached any more (interfaces deleted?); `pyxdp"
@@ -249,6 +304,13 @@ class Router:
             return done
         with locked(state_dir, create=True):
             for p in _state_ports(state_dir):
+                if p.chain is not None:
+                    ch = _chain_of(p.name, p.chain)
+                    if ch is not None and ch.has_stage(STAGE):
+                        with contextlib.suppress(Exception):
+                            ch.remove(STAGE)
+                            done.append(f"removed stage {STAGE!r} from the chain on {p.name}")
+                    continue
                 pin = os.path.join(_link_dir(pin_root, p.name, ns), "link")
                 with contextlib.suppress(OSError), Link.from_pin(pin) as link:
                     link.detach()
@@ -281,6 +343,14 @@ class Router:
         ns = _netns()
         with locked(self.state_dir, create=True):
             for p in self.ports:
+                if p.chain is not None:
+                    ch = _chain_of(p.name, p.chain)
+                    if ch is not None and ch.has_stage(STAGE):
+                        ch.remove(STAGE)
+                        done.append(f"{p.name}: removed stage {STAGE!r} from its chain")
+                    else:
+                        done.append(f"{p.name}: its chain has no stage {STAGE!r}")
+                    continue
                 d = _link_dir(self.pin_root, p.name, ns)
                 try:
                     with Link.from_pin(os.path.join(d, "link")) as link:
@@ -337,6 +407,10 @@ class Router:
         ns = _netns()
         out = {}
         for p in self.ports:
+            if p.chain is not None:
+                ch = _chain_of(p.name, p.chain)
+                out[p.name] = ch.stage_program_id(STAGE) if ch is not None else 0
+                continue
             with Link.from_pin(os.path.join(_link_dir(self.pin_root, p.name, ns), "link")
                                ) as link:
                 out[p.name] = link.info().prog_id
@@ -350,7 +424,7 @@ def _state_ports(state_dir: str) -> list[Port]:
     try:
         with open(os.path.join(state_dir, "state.json")) as f:
             d = json.load(f)
-        return [Port(p["name"], p["ifindex"]) for p in d["ports"]]
+        return [Port(p["name"], p["ifindex"], p.get("chain")) for p in d["ports"]]
     except (OSError, ValueError, KeyError, TypeError):
         return []
 
@@ -359,6 +433,11 @@ def _live_ports(state_dir: str, pin_root: str, ns: int) -> list[str]:
     """Ports of the saved router whose pinned link still holds their interface."""
     live = []
     for p in _state_ports(state_dir):
+        if p.chain is not None:
+            ch = _chain_of(p.name, p.chain)
+            if ch is not None and ch.has_stage(STAGE):
+                live.append(p.name)
+            continue
         try:
             with Link.from_pin(os.path.join(_link_dir(pin_root, p.name, ns), "link")) as lk:
                 if lk.info().ifindex == p.ifindex:

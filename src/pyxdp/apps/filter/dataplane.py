@@ -27,12 +27,13 @@ Known limitations:
   source metered on several CPUs at once shares one bucket: the limit holds across CPUs.
   The count-min sketch behind the bucket table (below) is updated without a lock: its
   cells can undercount by the packets of a race, never overcount.
-* Sources beyond the bucket table (``Sizes.sources``; LRU) do not escape the limit: a
-  source without a bucket is counted in a count-min sketch (``SKETCH_ROWS`` x
-  ``SKETCH_WIDTH`` cells, one-second windows) and is over while its smallest cell exceeds
-  pps + burst for the window.  The sketch only overestimates, so a source that shares all
-  its cells with heavy ones can be limited early; byte-rate (bps) limits are not counted
-  in it, only packet rates.
+* Sources beyond the bucket table (``Sizes.sources``; LRU) do not escape the limit: every
+  packet a rate rule passes is counted in a count-min sketch (``SKETCH_ROWS`` x
+  ``SKETCH_WIDTH`` cells, one-second windows), and a source whose smallest cell has
+  reached pps + burst in the window is over, even with a fresh bucket after an eviction.
+  Only passed packets are counted, so a cell holds at most pps + burst per source that
+  hashes to it; a source that shares all its cells with others can be limited early.
+  Byte-rate (bps) limits are not counted in it, only packet rates.
 * At most ``MAX_RATED`` rate-limited rules are metered for one packet: a fifth
   overlapping rate-limited candidate (lower priority than four that all passed) is not.
 * IPv6: ``MAX_EXT`` extension headers are walked; a longer chain is malformed.
@@ -606,13 +607,30 @@ def now_ns():
     return ktime_get_ns()
 
 
-def sketch_over(key, allow, now):
-    """Count the packet in the count-min sketch for ``key``'s source and window; True when
-    the smallest of its cells (the least overestimated count) exceeds ``allow``."""
-    window: u64 = now // SKETCH_WINDOW
-    h: u64 = (key.lo * 0x9E3779B97F4A7C15) ^ (key.hi * 0xC2B2AE3D27D4EB4F) ^ (
+def sketch_hash(key):
+    return (key.lo * 0x9E3779B97F4A7C15) ^ (key.hi * 0xC2B2AE3D27D4EB4F) ^ (
         u64(key.slot) * 0x165667B19E3779F9) ^ u64(key.fam)
+
+
+def sketch_full(h, allow, window):
+    """Whether the source with hash ``h`` already passed ``allow`` packets in ``window``:
+    the smallest of its cells (the least overestimated count) has reached it."""
     least: u64 = 0xFFFFFFFF
+    for row in range(SKETCH_ROWS):
+        mixed: u64 = (h ^ (u64(row) * 0xD6E8FEB86659FD93)) * 0xFF51AFD7ED558CCD
+        idx: u32 = u32(mixed >> SKETCH_SHIFT) + u32(row) * SKETCH_WIDTH
+        cell = sketch.lookup(idx)
+        if cell:
+            n: u64 = 0
+            if cell.value >> 32 == window & 0xFFFFFFFF:
+                n = cell.value & 0xFFFFFFFF
+            if n < least:
+                least = n
+    return least >= allow
+
+
+def sketch_count(h, window):
+    """Count one passed packet of the source with hash ``h`` in ``window``."""
     for row in range(SKETCH_ROWS):
         mixed: u64 = (h ^ (u64(row) * 0xD6E8FEB86659FD93)) * 0xFF51AFD7ED558CCD
         idx: u32 = u32(mixed >> SKETCH_SHIFT) + u32(row) * SKETCH_WIDTH
@@ -622,9 +640,6 @@ def sketch_over(key, allow, now):
             if cell.value >> 32 == window & 0xFFFFFFFF:
                 n = (cell.value & 0xFFFFFFFF) + 1
             cell.value = ((window & 0xFFFFFFFF) << 32) | (n & 0xFFFFFFFF)
-            if n < least:
-                least = n
-    return least > allow
 
 
 def over_rate(p, slot, li):
@@ -640,15 +655,20 @@ def over_rate(p, slot, li):
         key.hi = p.s_hi & lim.mask6_hi
         key.lo = p.s_lo & lim.mask6_lo
     now = now_ns()
+    # The bucket table is an LRU: with more sources than it holds, a source is evicted
+    # and comes back with a fresh full bucket, again and again.  The sketch counts every
+    # packet each source passed in this one-second window, across evictions, and a
+    # source that has passed pps + burst (the most its bucket can pass in a second) is
+    # over whatever its bucket says.
+    window: u64 = now // SKETCH_WINDOW
+    h: u64 = 0
+    if lim.win_allow:
+        h = sketch_hash(key)
+        if sketch_full(h, lim.win_allow, window):
+            return 1
     b = buckets.lookup(key)
     if not b:
-        # no bucket: a new source, or one evicted because more sources send than the table
-        # holds.  Those must not all start with a full bucket (an attacker with more
-        # sources than the table would pass them all): the sketch counts each source's
-        # packets per window, and a source above pps + burst in this window is over.
-        if lim.win_allow and sketch_over(key, lim.win_allow, now):
-            return 1
-        # otherwise a new source starts with a full bucket
+        # a new (or evicted) source starts with a full bucket
         buckets.update(key, Bucket(pkt_tokens=lim.pkt_cap, bit_tokens=lim.bit_cap, last=now),
                        BPF_NOEXIST)
         b = buckets.lookup(key)
@@ -689,6 +709,8 @@ def over_rate(p, slot, li):
         b.bit_tokens = bt
         if now > b.last:
             b.last = now
+    if lim.win_allow and not over:
+        sketch_count(h, window)
     return over
 
 

@@ -239,7 +239,8 @@ def _stub(name: str) -> Callable[..., Any]:
     return f
 
 
-BUILTINS = ("ktime_get_ns", "get_prandom_u32", "get_smp_processor_id", "redirect",
+BUILTINS = ("ktime_get_ns", "ktime_get_coarse_ns", "get_prandom_u32", "get_smp_processor_id",
+            "redirect",
             "csum_diff", "fib_lookup", "trace_printk", "tail_call", "load", "store",
             "atomic_add", "csum_fold", "csum_replace2", "csum_replace4", "ipv4_csum",
             "bswap16", "bswap32", "bswap64", "ip4")

@@ -70,9 +70,10 @@ def _not16(cl: CallLower, v: ir.Value) -> ir.Value:
 def lower_builtin(cl: CallLower, e: ast.Call, name: str) -> ir.Value:
     fl, b = cl.fl, cl.b
     args = list(e.args) + [k.value for k in e.keywords]
-    if name in ("ktime_get_ns", "get_prandom_u32", "get_smp_processor_id"):
+    if name in ("ktime_get_ns", "ktime_get_coarse_ns", "get_prandom_u32",
+                "get_smp_processor_id"):
         v = cl.helper(name, I64, [])
-        return v if name == "ktime_get_ns" else b.trunc(v, I32)
+        return v if name.startswith("ktime") else b.trunc(v, I32)
     if name.startswith("bswap"):
         t = {"bswap16": u16, "bswap32": u32, "bswap64": u64}[name]
         return b.bswap(fl.expr_as(args[0], t))

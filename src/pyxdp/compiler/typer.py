@@ -75,9 +75,9 @@ class Flow:
 
 
 # builtins that are kernel helper calls (refused while a bpf_spin_lock is held)
-_HELPER_BUILTINS = frozenset({"ktime_get_ns", "get_prandom_u32", "get_smp_processor_id",
-                              "redirect", "csum_diff", "fib_lookup", "trace_printk",
-                              "tail_call"})
+_HELPER_BUILTINS = frozenset({"ktime_get_ns", "ktime_get_coarse_ns", "get_prandom_u32",
+                              "get_smp_processor_id", "redirect", "csum_diff",
+                              "fib_lookup", "trace_printk", "tail_call"})
 
 
 def is_spin_lock(t: Type) -> bool:

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from pyxdp.compiler.typer import Typer
 
 _REDIRECT_MAPS = (MapType.DEVMAP, MapType.DEVMAP_HASH, MapType.CPUMAP, MapType.XSKMAP)
-_SIMPLE = {"ktime_get_ns": ((), u64), "get_prandom_u32": ((), u32),
+_SIMPLE = {"ktime_get_ns": ((), u64), "ktime_get_coarse_ns": ((), u64),
+           "get_prandom_u32": ((), u32),
            "get_smp_processor_id": ((), u32), "bswap16": (("int",), u16),
            "bswap32": (("int",), u32), "bswap64": (("int",), u64),
            "csum_fold": (("int",), u16), "csum_replace2": (("int", "int", "int"), u16),

@@ -161,6 +161,16 @@ def test_bad_input(rbed: Testbed) -> None:
         attach(["r0", "lo"])
     with pytest.raises(RouterError, match="one or more"):
         attach([])
+    # interfaces without (native) XDP support: a bridge device, and a veth whose peer
+    # neither runs XDP nor has GRO on (it cannot take redirected frames)
+    rbed.exec("rtr", ["ip", "link", "add", "br9", "type", "bridge"])
+    with pytest.raises(RouterError, match="'br9' \\(bridge\\) has no native XDP support"):
+        attach(["r0", "br9"])
+    rbed.set_gro("rcv", "c0", False)
+    with pytest.raises(RouterError, match="'r1' cannot transmit frames the router"
+                                          " redirects.*peer runs an XDP program or has GRO"):
+        attach(bed.PORTS)
+    rbed.set_gro("rcv", "c0", True)
     rbed.exec("rtr", ["ip", "link", "set", "r2", "mtu", "1400"])
     with pytest.raises(RouterError, match="MTU mismatch.*r2 1400"):
         attach(bed.PORTS)

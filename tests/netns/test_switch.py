@@ -280,6 +280,14 @@ def test_bad_ports_are_refused(sbed: Testbed) -> None:
         attach(sbed, [])
     with pytest.raises(SwitchError, match="loopback"):
         attach(sbed, ["p0", "lo"])
+    sbed.exec(bed.SWITCH_NS, ["ip", "link", "add", "br9", "type", "bridge"])
+    with pytest.raises(SwitchError, match="'br9' \\(bridge\\) has no native XDP support"):
+        attach(sbed, ["p0", "br9"], "native")
+    sbed.set_gro("h2", "e2", False)
+    with pytest.raises(SwitchError, match="'p2' cannot transmit frames the switch"
+                                          " redirects.*GRO on"):
+        attach(sbed, bed.PORTS)
+    sbed.set_gro("h2", "e2", True)
     with pytest.raises(SwitchError, match="not a port of the switch"):
         attach(sbed, ["p0", "p1"], vlans={"p2": PortVlans(pvid=5)})
     with pytest.raises(ValueError, match="out of range"):

@@ -64,11 +64,14 @@ def hw_address(name: str) -> tuple[int, bytes]:
 
 def check_ports(ifaces: Any, error: type[PyxdpError], app: str, why_ethernet: str, *,
                 allow_mtu_mismatch: bool = False, chained: frozenset[str] = frozenset(),
-                mtu_hint: str = "") -> list[Port]:
+                mtu_hint: str = "", mode: str | None = None) -> list[Port]:
     """Resolve and validate a port list before anything is loaded: every name an Ethernet
     interface of this namespace, none given twice, none running XDP already (unless it
-    runs a pyxdp chain the app joins: ``chained``), one MTU for all.  Errors are
-    ``error``s that name the port and the problem."""
+    runs a pyxdp chain the app joins: ``chained``), one MTU for all, and, where the app
+    will run in native mode (``mode`` native, or None on a driver with native XDP), a
+    driver that has native XDP and transmits redirected frames.  Errors are ``error``s
+    that name the port and the problem."""
+    want = xdp.AttachMode.parse(mode)
     if isinstance(ifaces, str) or not ifaces:
         raise error(f"give the {app} a list of one or more interfaces")
     ports: list[Port] = []
@@ -93,6 +96,7 @@ def check_ports(ifaces: Any, error: type[PyxdpError], app: str, why_ethernet: st
             kind = ("a loopback device" if hw == ARPHRD_LOOPBACK
                     else f"link type {hw}, not Ethernet")
             raise error(f"port {name!r} is {kind}: {why_ethernet}")
+        _check_xdp_features(name, st, want, error, app)
         if st.attachments and name not in chained:
             a = st.attachments[0]
             raise error(f"port {name!r} already runs XDP program {a.prog_name!r}"
@@ -105,6 +109,29 @@ def check_ports(ifaces: Any, error: type[PyxdpError], app: str, why_ethernet: st
         raise error(f"MTU mismatch between ports ({shown}): set the same MTU on all"
                     f" ports{mtu_hint}")
     return ports
+
+
+def _check_xdp_features(name: str, st: Any, want: Any, error: type[PyxdpError],
+                        app: str) -> None:
+    """Refuse a port the app cannot run on natively (what the kernel reports in the netdev
+    netlink family; nothing is checked on kernels without it)."""
+    try:
+        feats = xdp.features(st.ifindex)
+    except xdp.XdpError:
+        return
+    if feats is None or want == xdp.AttachMode.GENERIC:
+        return
+    native = bool(feats & xdp.XdpFeature.BASIC)
+    if want == xdp.AttachMode.NATIVE and not native:
+        raise error(f"port {name!r} ({st.kind or 'device'}) has no native XDP support in"
+                    " its driver: use generic mode (--mode generic), which runs after the"
+                    " kernel builds an skb")
+    if native and not feats & xdp.XdpFeature.NDO_XMIT:
+        hint = (": a veth transmits XDP frames only while its peer runs an XDP program or"
+                " has GRO on (ethtool -K PEER gro on)" if st.kind == "veth" else
+                ": its driver has no ndo_xdp_xmit; use generic mode (--mode generic)")
+        raise error(f"port {name!r} cannot transmit frames the {app} redirects to it"
+                    f" (no XDP_REDIRECT target support){hint}")
 
 
 def _chain_of(iface: str, roots: Any) -> Any:
@@ -162,11 +189,11 @@ class PortApp:
         raise NotImplementedError
 
     @classmethod
-    def _check(cls, ifaces: Any, allow_mtu_mismatch: bool,
-               chained: frozenset[str]) -> list[Port]:
+    def _check(cls, ifaces: Any, allow_mtu_mismatch: bool, chained: frozenset[str],
+               mode: str | None) -> list[Port]:
         return check_ports(ifaces, cls.ERROR, cls.APP, cls.WHY_ETHERNET,
                            allow_mtu_mismatch=allow_mtu_mismatch, chained=chained,
-                           mtu_hint=cls.MTU_HINT)
+                           mtu_hint=cls.MTU_HINT, mode=mode)
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -194,7 +221,7 @@ class PortApp:
                         or isinstance(names, str)) else {
             n: ch for n in names if isinstance(n, str)
             and (ch := _chain_of(n, chain_roots)) is not None}
-        ports = cls._check(names, allow_mtu_mismatch, frozenset(chains))
+        ports = cls._check(names, allow_mtu_mismatch, frozenset(chains), mode)
         if pin_root.startswith(DEFAULT_BPFFS + "/"):
             ensure_bpffs()
         elif not is_bpffs(os.path.dirname(pin_root.rstrip("/")) or "/"):

@@ -16,7 +16,7 @@ import errno
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, IntFlag
 from typing import Any, TypeVar
 
 from pyxdp.abi import (
@@ -172,6 +172,31 @@ def status(iface: str | int) -> XdpStatus:
             atts.append(Attachment(idx, q.ifname, mode, pid, _prog_name(pid),
                                    links.get((idx, pid), 0)))
     return XdpStatus(idx, q.ifname, q.mtu, q.kind, tuple(atts))
+
+
+class XdpFeature(IntFlag):
+    """``NETDEV_XDP_ACT_*``: what a device's driver does for XDP (netdev netlink)."""
+
+    BASIC = 1            # native XDP: DROP, PASS, TX, ABORTED
+    REDIRECT = 2         # its native programs can redirect
+    NDO_XMIT = 4         # it transmits frames other devices redirect to it
+    XSK_ZEROCOPY = 8
+    HW_OFFLOAD = 16
+    RX_SG = 32           # multi-buffer receive
+    NDO_XMIT_SG = 64
+
+
+def features(iface: str | int) -> XdpFeature | None:
+    """The XDP features the kernel reports for ``iface`` (calling thread's namespace), or
+    None on kernels without the netdev netlink family (before 6.3).  On veth, NDO_XMIT
+    comes and goes with the peer: set while the peer runs XDP or has GRO on."""
+    idx = ifindex_of(iface)
+    try:
+        bits = nl.xdp_features(idx)
+    except nl.NetlinkError as e:
+        raise XdpError(f"cannot query XDP features of {iface!r}: {e}", e.errno or errno.EIO
+                       ) from e
+    return None if bits is None else XdpFeature(bits)
 
 
 def redirect_warnings(att: Attachment) -> list[str]:
@@ -434,8 +459,8 @@ from pyxdp.xdp._pinned import (  # noqa: E402  (needs the names above)
     pin_dir,
 )
 
-__all__ = ["AMBIGUOUS_LINK", "LIBXDP_ROOT", "PIN_ROOT", "DispatcherState",
-           "dispatcher_state", "AttachMode", "Attachment", "PinnedAttachment",
-           "XdpAttachment", "XdpError", "XdpStatus", "app_owner", "attach", "attach_pinned",
-           "detach", "detach_pinned", "ifindex_of", "in_netns", "pin_dir", "redirect_warnings",
+__all__ = ["AMBIGUOUS_LINK", "LIBXDP_ROOT", "PIN_ROOT", "DispatcherState", "dispatcher_state",
+           "AttachMode", "Attachment", "PinnedAttachment", "XdpAttachment", "XdpError",
+           "XdpFeature", "XdpStatus", "app_owner", "attach", "attach_pinned", "detach",
+           "detach_pinned", "features", "ifindex_of", "in_netns", "pin_dir", "redirect_warnings",
            "status"]

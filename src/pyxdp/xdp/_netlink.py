@@ -84,10 +84,15 @@ def _parse_attrs(data: bytes) -> dict[int, bytes]:
 
 def _request(msg_type: int, flags: int, ifindex: int, attrs: bytes, what: str) -> list[bytes]:
     """Send one request; return the payloads of the replies (after ifinfomsg header parse)."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0) + attrs
+    return _transact(NETLINK_ROUTE, msg_type, flags, body, what)
+
+
+def _transact(proto: int, msg_type: int, flags: int, body: bytes, what: str) -> list[bytes]:
+    """One netlink request on a fresh socket of ``proto``; the payloads of the replies."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto) as s:
         s.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         s.bind((0, 0))
-        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0) + attrs
         seq = 1
         s.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type,
                               NLM_F_REQUEST | NLM_F_ACK | flags, seq, 0) + body)
@@ -162,6 +167,46 @@ def query(ifindex: int) -> XdpQuery:
             attached=attached, prog_id=prog_id, drv_prog_id=drv, skb_prog_id=skb,
             hw_prog_id=hw)
     raise NetlinkError(_errno.ENODEV, f"query XDP on ifindex {ifindex}", "no reply")
+
+
+# generic netlink: the "netdev" family (Linux 6.3+) reports a device's XDP features
+NETLINK_GENERIC = 16
+GENL_ID_CTRL = 0x10
+CTRL_CMD_GETFAMILY = 3
+CTRL_ATTR_FAMILY_ID = 1
+CTRL_ATTR_FAMILY_NAME = 2
+NETDEV_CMD_DEV_GET = 1
+NETDEV_A_DEV_IFINDEX = 1
+NETDEV_A_DEV_XDP_FEATURES = 3
+_GENLMSGHDR = struct.Struct("=BBH")
+
+
+def _genl(family: int, cmd: int, attrs: bytes, what: str) -> list[dict[int, bytes]]:
+    body = _GENLMSGHDR.pack(cmd, 1, 0) + attrs
+    return [_parse_attrs(r[_GENLMSGHDR.size:])
+            for r in _transact(NETLINK_GENERIC, family, 0, body, what)]
+
+
+def xdp_features(ifindex: int) -> int | None:
+    """The device's ``NETDEV_XDP_ACT_*`` bits (basic, redirect, ndo_xmit...), or None on
+    a kernel without the netdev netlink family (before 6.3)."""
+    try:
+        fam = _genl(GENL_ID_CTRL, CTRL_CMD_GETFAMILY,
+                    _attr(CTRL_ATTR_FAMILY_NAME, b"netdev\0"), "resolve genl family netdev")
+    except NetlinkError as e:
+        if e.errno == _errno.ENOENT:
+            return None
+        raise
+    fid = next((struct.unpack("=H", a[CTRL_ATTR_FAMILY_ID][:2])[0] for a in fam
+                if CTRL_ATTR_FAMILY_ID in a), None)
+    if fid is None:
+        return None
+    for a in _genl(fid, NETDEV_CMD_DEV_GET, _attr(NETDEV_A_DEV_IFINDEX,
+                                                   struct.pack("=I", ifindex)),
+                   f"query XDP features of ifindex {ifindex}"):
+        if NETDEV_A_DEV_XDP_FEATURES in a:
+            return int(struct.unpack("=Q", a[NETDEV_A_DEV_XDP_FEATURES][:8])[0])
+    return 0
 
 
 def set_xdp(ifindex: int, fd: int, flags: int, expected_fd: int | None = None) -> None:

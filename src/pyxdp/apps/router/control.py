@@ -61,11 +61,11 @@ _MTU_HINT = (", or allow it (--allow-mtu-mismatch: larger packets then go to the
 
 
 def check_ports(ifaces: list[str], *, allow_mtu_mismatch: bool = False,
-                chained: frozenset[str] = frozenset()) -> list[Port]:
+                chained: frozenset[str] = frozenset(), mode: str | None = None) -> list[Port]:
     """Resolve and validate the port list (clear errors, before anything is loaded)."""
     return _ports.check_ports(ifaces, RouterError, "router", _WHY,
                               allow_mtu_mismatch=allow_mtu_mismatch, chained=chained,
-                              mtu_hint=_MTU_HINT)
+                              mtu_hint=_MTU_HINT, mode=mode)
 
 
 class Router(PortApp):

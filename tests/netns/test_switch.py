@@ -6,9 +6,13 @@ static entries and flush, aging, reopen, and refusals."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -304,3 +308,88 @@ def test_bad_ports_are_refused(sbed: Testbed) -> None:
     s = attach(sbed, bed.PORTS, allow_mtu_mismatch=True)
     s.close()
     sbed.call(bed.SWITCH_NS, lambda: Switch.force_detach())
+
+
+def _cli(tb: Testbed, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "..",
+                                                    "src")}
+    return subprocess.run([sys.executable, "-m", "pyxdp", "switch", *args, "--netns",
+                           tb.ns_name(bed.SWITCH_NS)], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_cli_config_vlans_static_stats_fdb_metrics_detach(qbed: Testbed,
+                                                          tmp_path: Any) -> None:
+    cfg = tmp_path / "switch.toml"
+    cfg.write_text('ports = ["p0", "p1", "p2"]\nmode = "native"\nage = 120\n'
+                   '[vlans.p0]\npvid = 10\n[vlans.p1]\npvid = 10\n[vlans.p2]\npvid = 20\n'
+                   '[[static]]\nmac = "02:5e:00:00:10:09"\nport = "p2"\nvlan = 20\n')
+    p = _cli(qbed, "attach", "--config", str(cfg), "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert set(d["prog_ids"]) == set(bed.PORTS) and d["vlans"] and d["static"] == 1
+    try:
+        # h0 and h1 share VLAN 10 (untagged on both): they ping; h2 (VLAN 20) is apart
+        assert len(qbed.call("h0", rbed.ping, bed.v4(2), count=3)) == 3
+        assert qbed.call("h0", rbed.ping, bed.v4(3), count=1, timeout=0.5) == []
+        p = _cli(qbed, "fdb", "--json")
+        assert p.returncode == 0, p.stderr
+        rows = {(r["mac"], r["vlan"]): r for r in json.loads(p.stdout)}
+        assert rows[(bed.mac(1), 10)]["port"] == "p0"
+        assert rows[("02:5e:00:00:10:09", 20)]["static"] is True
+        p = _cli(qbed, "stats", "--json")
+        assert p.returncode == 0, p.stderr
+        st = json.loads(p.stdout)
+        assert st["reasons"]["forwarded"]["packets"] >= 4
+        assert st["port_stats"]["p1"]["tx_packets"] >= 3
+        assert st["reasons"]["drop_vlan_egress"]["packets"] >= 1   # h0's ARP at p2
+        p = _cli(qbed, "stats")
+        assert p.returncode == 0 and "p1 tx" in p.stdout and "fdb entries" in p.stdout
+        p = _cli(qbed, "static", "02:5e:00:00:10:0a", "p1", "--vlan", "10")
+        assert p.returncode == 0, p.stderr
+        p = _cli(qbed, "forget", "02:5e:00:00:10:0a", "--vlan", "10")
+        assert p.returncode == 0 and "forgotten" in p.stdout
+        p = _cli(qbed, "forget", "02:5e:00:00:10:0a", "--vlan", "10")
+        assert p.returncode == 1 and "was not known" in p.stdout
+        p = _cli(qbed, "static", "02:5e:00:00:10:0a", "p1")     # VLANs on: VLAN 0 refused
+        assert p.returncode == 1 and "give the entry's VLAN" in p.stderr
+        srv = subprocess.Popen([sys.executable, "-m", "pyxdp", "switch", "serve-metrics",
+                                "--netns", qbed.ns_name(bed.SWITCH_NS), "--port", "19468",
+                                "--duration", "20"], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": os.path.join(
+                                   os.path.dirname(__file__), "..", "..", "src")})
+        try:
+            assert srv.stdout is not None
+            srv.stdout.readline()
+            body = urllib.request.urlopen("http://127.0.0.1:19468/metrics", timeout=10
+                                          ).read().decode()
+        finally:
+            srv.terminate()
+            srv.wait(timeout=10)
+        line = [x for x in body.splitlines()
+                if x.startswith('pyxdp_switch_port_tx_packets_total{iface="p1"}')]
+        assert line and float(line[0].split()[-1]) >= 3
+        assert "pyxdp_switch_fdb_entries" in body
+        p = _cli(qbed, "flush", "--json")
+        assert p.returncode == 0 and json.loads(p.stdout)["removed"] >= 2
+        p = _cli(qbed, "fdb", "--json")
+        # the static entry stays; a learned one is back only if its host spoke since
+        left = json.loads(p.stdout)
+        assert [r["mac"] for r in left if r["static"]] == ["02:5e:00:00:10:09"]
+        assert all(r["age_s"] < 5 for r in left if not r["static"])
+    finally:
+        p = _cli(qbed, "detach")
+    assert p.returncode == 0 and "switch detached" in p.stdout
+    p = _cli(qbed, "stats")
+    assert p.returncode == 1 and "no pyxdp switch" in p.stderr
+
+
+def test_cli_bad_config(qbed: Testbed, tmp_path: Any) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('ports = ["p0"]\n[vlans.p7]\npvid = 3\n')
+    p = _cli(qbed, "attach", "--config", str(cfg))
+    assert p.returncode == 1 and "'p7' is not in 'ports'" in p.stderr
+    p = _cli(qbed, "attach")
+    assert p.returncode == 2 and "one or more interfaces" in p.stderr
+    p = _cli(qbed, "attach", "p0", "--age", "0")
+    assert p.returncode == 2

@@ -45,6 +45,7 @@ COMMANDS: dict[str, Command] = {
     "status": Command("_xdp", "which XDP programs run on which interfaces"),
     "filter": Command("_filter", "DDoS protection: drop by prefix, port, pattern, rate"),
     "router": Command("_router", "route IPv4/IPv6 between interfaces at XDP (kernel FIB)"),
+    "switch": Command("_switch", "an L2 learning switch between interfaces at XDP (VLANs)"),
     "chain": Command("_chain", "several XDP programs on one interface, changed atomically"),
     "top": Command("_top", "a live view of every XDP program: packets/s, ns/packet, chain"
                            " stages"),

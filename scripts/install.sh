@@ -8,7 +8,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq clang llvm libbpf-dev libxdp-dev bpftool xdp-tools iproute2 nftables \
-    libpcap0.8 \
+    libpcap0.8 etcd-server \
     >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'

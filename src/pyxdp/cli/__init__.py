@@ -46,6 +46,9 @@ COMMANDS: dict[str, Command] = {
     "filter": Command("_filter", "DDoS protection: drop by prefix, port, pattern, rate"),
     "router": Command("_router", "route IPv4/IPv6 between interfaces at XDP (kernel FIB)"),
     "switch": Command("_switch", "an L2 learning switch between interfaces at XDP (VLANs)"),
+    "fleet": Command("_fleet", "one filter policy on many hosts through etcd: push, status,"
+                               " rollback"),
+    "agent": Command("_fleet", "a host's fleet agent: applies the policy etcd names for it"),
     "chain": Command("_chain", "several XDP programs on one interface, changed atomically"),
     "top": Command("_top", "a live view of every XDP program: packets/s, ns/packet, chain"
                            " stages"),

@@ -6,6 +6,7 @@ sender namespace talks to.  Real UDP packets show each policy taking effect."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -194,6 +195,28 @@ def test_push_member_down_bad_policy_and_roles(fleet: Fleet) -> None:
     # rollback to v2 (the bad v3 is skipped): all applied
     r = fleet.in_core(lambda: store.rollback(fleet.client(), "edge", "edge-*", to_version=2))
     assert r.ok and r.version == 2
+    # the command line sees the same (run in the core namespace, where etcd listens)
+    (fleet.tmp / "root.pw").write_text("pw-root\n")
+    etcd = ["--etcd", ",".join(fleet.cluster.endpoints), "--ca", fleet.pki.ca, "--cert",
+            fleet.pki.clients["root"][0], "--key", fleet.pki.clients["root"][1],
+            "--user", "root", "--password-file", str(fleet.tmp / "root.pw"), "--json"]
+    p = fleet.tb.exec("core", ["env", f"PYTHONPATH={SRC}", sys.executable, "-m", "pyxdp", "fleet", "status", *etcd],
+                      check=False)
+    assert p.returncode == 0, p.stderr
+    assert {d["host"]: d["state"] for d in json.loads(p.stdout)} == dict.fromkeys(
+        HOSTS, "applied")
+    pol = fleet.tmp / "edge.toml"
+    pol.write_text(deny(9997))
+    p = fleet.tb.exec("core", ["env", f"PYTHONPATH={SRC}", sys.executable, "-m", "pyxdp", "fleet", "push", str(pol),
+                               "--hosts", "edge-[01]", *etcd], check=False)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["ok"] and sorted(out["applied"]) == ["edge-0", "edge-1"]
+    assert fleet.delivered(0, 9997) == 0 and fleet.delivered(2, 9997) == 5
+    pol.write_text('[[rule]]\nname = "x"\nsrc = "not-an-address"\n')
+    p = fleet.tb.exec("core", ["env", f"PYTHONPATH={SRC}", sys.executable, "-m", "pyxdp", "fleet", "push", str(pol),
+                               *etcd], check=False)
+    assert p.returncode == 1 and "not-an-address" in p.stderr
     # a host's role reads its own keys and the policies, nothing else
     e0 = fleet.client("edge-0")
     assert fleet.in_core(e0.get_one, store.k_host("edge-0", "desired")) is not None

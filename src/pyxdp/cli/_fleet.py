@@ -9,7 +9,7 @@ import signal
 from typing import Any
 
 from pyxdp.cli._args import float_range
-from pyxdp.cli._render import UsageError, print_json, table
+from pyxdp.cli._render import UsageError, add_json, print_json, table
 
 # pyxdp.fleet (and the filter, the compiler) are imported by the commands, not here
 
@@ -104,8 +104,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UsageError(f"--netns {args.netns}: {e.strerror or e}") from None
     c = _client(args)
-    a = Agent(c, args.host, args.iface, mode=args.mode, lease_ttl=args.lease_ttl,
-              log=lambda m: print(f"agent {args.host}: {m}", flush=True))
+    def log(m: str) -> None:
+        if args.json:
+            print_json({"host": args.host, "event": m})
+        else:
+            print(f"agent {args.host}: {m}", flush=True)
+
+    a = Agent(c, args.host, args.iface, mode=args.mode, lease_ttl=args.lease_ttl, log=log)
     signal.signal(signal.SIGTERM, lambda *_: a.stop.set())
     try:
         a.run()
@@ -121,7 +126,7 @@ def _etcd_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", help="client key")
     p.add_argument("--user", help="etcd user (token auth)")
     p.add_argument("--password-file", help="file holding the user's password")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(p)
 
 
 def register(sub: Any) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from pyxdp.fleet import store
 from pyxdp.fleet.cluster import Cluster, make_pki
-from pyxdp.fleet.etcd import Client, PermissionDenied, wait_ready
+from pyxdp.fleet.etcd import Client, Compacted, PermissionDenied, wait_ready
 from pyxdp.testbed import Testbed
 
 pytestmark = pytest.mark.netns
@@ -241,6 +241,17 @@ def test_partition_and_agent_killed_mid_apply(fleet: Fleet) -> None:
     assert sorted(r.applied) == ["edge-0", "edge-2"] and r.lagging == ["edge-1"]
     assert fleet.delivered(1, 9999) == 0         # it keeps filtering with what it has
     assert fleet.delivered(1, 9998) == 5         # (the old version)
+    # one more version while it is away, then etcd compacts its history: what the agent
+    # missed is gone from the log, so only a full resync can bring it up to date
+    v = fleet.in_core(store.write_policy, c, "edge", deny(9999, 9998, 9997))
+    r = fleet.in_core(lambda: store.push(c, "edge", v, "edge-*", timeout=8))
+    assert r.lagging == ["edge-1"]
+    head = fleet.in_core(c.status)["header"]["revision"]
+    fleet.in_core(c.compact, int(head))
+    with pytest.raises(Compacted) as ei:
+        fleet.in_core(lambda: next(iter(c.watch(store.k_host("edge-1", "desired"),
+                                                start_revision=2, timeout=2))))
+    assert ei.value.compact_revision == int(head)
     # the lease ran out: status shows it down
     assert store.wait_until(lambda: {s.host: s.state for s in fleet.in_core(
         store.fleet_status, c)}["edge-1"] == "down", 10)
@@ -252,6 +263,7 @@ def test_partition_and_agent_killed_mid_apply(fleet: Fleet) -> None:
     d = json.loads(st.value)
     assert d["stale_events"] >= 1 and d["longest_stale_s"] > 1
     assert fleet.delivered(1, 9998) == 0
+    assert fleet.delivered(1, 9997) == 0         # the version written while it was away
     # kill edge-2's agent right after its desired key changes, restart it: it converges
     big = deny(9999, 9998) + '[[rule]]\nname = "many"\nsrc = [' + ", ".join(
         f'"198.19.{i // 250}.{i % 250}/32"' for i in range(20000)) + "]\n"

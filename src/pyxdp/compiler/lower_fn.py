@@ -382,11 +382,24 @@ class FnLower:
         return self.calls.call(e)
 
     def e_IfExp(self, e: ast.IfExp) -> ir.Value:
+        # real branches: only the chosen arm runs (an arm may call a helper, update a map
+        # or change the packet); LLVM makes a select of it where that is the same
         t = self.t(e)
-        c = self.truth(e.test)
+        yes, no, done = self.new_block("ift"), self.new_block("iff"), self.new_block("ifx")
+        self.b.cbranch(self.truth(e.test), yes, no)
+        self.b.position_at_end(yes)
         a = self.expr_as(e.body, t)
+        a_end = self.b.block
+        self.b.branch(done)
+        self.b.position_at_end(no)
         b = self.expr_as(e.orelse, t)
-        return self.b.select(c, a, b)
+        b_end = self.b.block
+        self.b.branch(done)
+        self.b.position_at_end(done)
+        phi = self.b.phi(a.type)
+        phi.add_incoming(a, a_end)
+        phi.add_incoming(b, b_end)
+        return phi
 
     def e_UnaryOp(self, e: ast.UnaryOp) -> ir.Value:
         if isinstance(e.op, ast.Not):

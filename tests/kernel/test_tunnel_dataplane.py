@@ -472,7 +472,7 @@ def test_no_route_to_the_remote_goes_to_the_stack(backend: Any) -> None:
 def test_too_big_ipv4_df_answered_with_icmp(world: World) -> None:
     f = lan4("198.18.73.5", size=1400 - 28 + 1, df=True)     # 1401 + 20 > 1400
     r = world.run("t0", f)
-    assert r.verdict == XDP_TX
+    assert r.verdict == XDP_REDIRECT                          # back out of t0 (devmap)
     out = Ether(r.packet)
     assert out.dst == MAC["a"] and out.src == MAC["t0"]
     assert out[IP].src == "198.18.1.1" and out[IP].dst == "198.18.1.2"
@@ -495,7 +495,7 @@ def test_too_big_ipv6_answered_with_packet_too_big(world: World) -> None:
     from scapy.layers.inet6 import ICMPv6PacketTooBig
     f = lan6("2001:db8:74::5", size=1400)
     r = world.run("t0", f)
-    assert r.verdict == XDP_TX
+    assert r.verdict == XDP_REDIRECT
     out = Ether(r.packet)
     assert out[IPv6].src == "2001:db8:1::1" and out[IPv6].dst == "2001:db8:1::2"
     ptb = out[ICMPv6PacketTooBig]

@@ -46,6 +46,8 @@ COMMANDS: dict[str, Command] = {
     "filter": Command("_filter", "DDoS protection: drop by prefix, port, pattern, rate"),
     "router": Command("_router", "route IPv4/IPv6 between interfaces at XDP (kernel FIB)"),
     "switch": Command("_switch", "an L2 learning switch between interfaces at XDP (VLANs)"),
+    "tunnel": Command("_tunnel", "terminate and originate tunnels at XDP: IPIP, GUE, GRE, VXLAN,"
+                                 " Geneve, SRv6"),
     "fleet": Command("_fleet", "one filter policy on many hosts through etcd: push, status,"
                                " rollback"),
     "agent": Command("_fleet", "a host's fleet agent: applies the policy etcd names for it"),

@@ -54,6 +54,7 @@ REASONS: dict[str, int] = {
     "icmp_too_big_sent": dp.R_ICMP_SENT,
     "drop_too_big": dp.R_TOO_BIG_DROP,
     "pass_no_route": dp.R_NO_ROUTE,
+    "pass_no_neighbour": dp.R_NO_NEIGH,
     "pass_egress_not_a_port": dp.R_NOT_PORT,
     "pass_error": dp.R_ERROR,
 }
@@ -101,6 +102,22 @@ def fill(maps: dict[str, Any], cfg: TunnelConfig, ids: dict[str, int],
         for r in t.routes:
             net = ipaddress.ip_network(r)
             maps["routes4" if net.version == 4 else "routes6"][net] = tid
+
+
+def prime_neighbours(tunnels: tuple[Tunnel, ...]) -> None:
+    """Have the kernel resolve the next hop towards every remote endpoint (one UDP
+    datagram to its discard port, from the calling thread's namespace): the data plane
+    takes the outer frame's MACs from the kernel's neighbour table, and a packet whose
+    next hop is not resolved yet goes to the stack (counted ``pass_no_neighbour``)."""
+    import socket
+
+    for t in tunnels:
+        fam = socket.AF_INET6 if ":" in t.remote else socket.AF_INET
+        try:
+            with socket.socket(fam, socket.SOCK_DGRAM) as s:
+                s.sendto(b"", (t.remote, 9))
+        except OSError:
+            continue           # no route yet: the data plane passes and counts
 
 
 def check_config(cfg: TunnelConfig, ifindex_of: Any) -> dict[str, int]:
@@ -169,8 +186,10 @@ class TunnelApp(PortApp):
         ids = assign_ids(tunnels, {})
         options = {**cfg.settings(), "tunnels": [t.to_json() for t in tunnels], "ids": ids,
                    "generation": 1}
-        return cls._attach(list(cfg.ports), cfg.mode, options, allow_mtu_mismatch=True,
+        app = cls._attach(list(cfg.ports), cfg.mode, options, allow_mtu_mismatch=True,
                            pin_root=pin_root, state_root=state_root)
+        prime_neighbours(tunnels)
+        return app
 
     @classmethod
     def _compiled(cls) -> CompiledObject:
@@ -237,6 +256,7 @@ class TunnelApp(PortApp):
                 coll.close()
         self.options = {k: v for k, v in state.items()
                         if k not in ("version", "netns", "mode", "ports", "prog_id")}
+        prime_neighbours(new)
         return int(options["generation"])
 
     def add(self, tunnel: Any) -> int:

@@ -20,7 +20,8 @@ redirected, or (``F_REDIRECT``, L2) is redirected out of the tunnel's interface.
 headers are pushed (UDP source port, IPv6 flow label and IPv4 id from a flow hash of the
 inner addresses and ports), the outer frame is routed with ``bpf_fib_lookup`` (the kernel's
 routes and neighbours) and redirected.  A frame that would exceed the path MTU once
-encapsulated is answered in XDP (XDP_TX): ICMP "fragmentation needed" for IPv4 with DF,
+encapsulated is answered in XDP, back out of the ingress port: ICMP "fragmentation
+needed" for IPv4 with DF,
 ICMPv6 "packet too big" for IPv6, from ``ICMP_SRC4``/``ICMP_SRC6``.
 
 Every outcome is counted in ``stats`` (per CPU, by reason) and every decapsulated or
@@ -101,6 +102,7 @@ R_TOO_BIG_DROP = 9        # too big, no DF (IPv4 cannot be fragmented here) or n
 R_NO_ROUTE = 10           # bpf_fib_lookup failed (no route / neighbour): to the stack
 R_NOT_PORT = 11           # routed out of an interface that is not a port: to the stack
 R_ERROR = 12              # adjust_head/adjust_tail failed
+R_NO_NEIGH = 13           # the outer next hop's neighbour is not resolved: to the stack
 N_REASONS = 16
 
 MAX_TUNNELS = 1024
@@ -290,8 +292,9 @@ def forward_inner(ctx, length):
             return XDP_PASS
         p = FibParams(family=2, l4_protocol=ip.protocol, tot_len=ip.tot_len, tos=ip.tos,
                       ifindex=ctx.ingress_ifindex, ipv4_src=ip.saddr, ipv4_dst=ip.daddr)
-        if fib_lookup(ctx, p, 0) != 0:
-            count(R_NO_ROUTE, length)
+        rc4 = fib_lookup(ctx, p, 0)
+        if rc4 != 0:
+            count(R_NO_NEIGH if rc4 == 7 else R_NO_ROUTE, length)
             return XDP_PASS
         if not egress_ok(length, p.ifindex):
             return XDP_PASS
@@ -314,8 +317,9 @@ def forward_inner(ctx, length):
         q = FibParams6(family=10, l4_protocol=ip6.nexthdr, tot_len=ip6.payload_len + 40,
                        ifindex=ctx.ingress_ifindex,
                        src_a=s1.value, src_b=s2.value, dst_a=d1.value, dst_b=d2.value)
-        if fib_lookup(ctx, q, 0) != 0:
-            count(R_NO_ROUTE, length)
+        rc6 = fib_lookup(ctx, q, 0)
+        if rc6 != 0:
+            count(R_NO_NEIGH if rc6 == 7 else R_NO_ROUTE, length)
             return XDP_PASS
         if not egress_ok(length, q.ifindex):
             return XDP_PASS
@@ -528,7 +532,7 @@ def encapsulate(ctx, e, h, info):
         count(R_TOO_BIG_DROP, length)            # no DF: IPv4 cannot be fragmented here
         return XDP_DROP
     if rc != 0:
-        count(R_NO_ROUTE, length)
+        count(R_NO_NEIGH if rc == 7 else R_NO_ROUTE, length)
         return XDP_PASS
     if not egress_ok(length, fi):
         return XDP_PASS
@@ -923,7 +927,11 @@ def xdp_tunnel(ctx):
     v = encapsulate(ctx, e, h, fam | (dfbit << 8) | (ttl << 16))
     if v < 16:
         return v
-    # too big once encapsulated: answer with the MTU left for the inner packet
-    if fam == 4:
-        return XDP_TX if too_big4(ctx, v >> 4, length) == 0 else XDP_DROP
-    return XDP_TX if too_big6(ctx, v >> 4, length) == 0 else XDP_DROP
+    # too big once encapsulated: answer with the MTU left for the inner packet, back out
+    # of the ingress port through the devmap (XDP_TX if that fails).  Not XDP_TX first: a
+    # veth does not wake its peer for XDP_TX frames unless the peer runs XDP itself
+    # (veth_xdp_flush), so the answer would wait in the peer's ring for unrelated traffic
+    sent = too_big4(ctx, v >> 4, length) if fam == 4 else too_big6(ctx, v >> 4, length)
+    if sent != 0:
+        return XDP_DROP
+    return tx_ports.redirect(ctx.ingress_ifindex, XDP_TX)

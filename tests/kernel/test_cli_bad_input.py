@@ -42,6 +42,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "mapped.toml").write_text('[[rule]]\nname = "m"\nsrc = "::ffff:198.18.0.1"\n')
     (d / "mapped.list").write_text("198.18.0.0/24\n::ffff:198.18.0.1\n")
     (d / "dir.py").mkdir()
+    (d / "badproto.toml").write_text('ports = ["lo"]\n[[tunnel]]\nname = "t"\nprotocol = "l2tp"\n'
+                                     'local = "198.18.0.1"\nremote = "198.18.0.2"\n')
+    (d / "badvni.toml").write_text('ports = ["lo"]\n[[tunnel]]\nname = "t"\nprotocol = "vxlan"\n'
+                                   'vni = 99999999\nlocal = "198.18.0.1"\n'
+                                   'remote = "198.18.0.2"\n')
     return d
 
 
@@ -96,6 +101,14 @@ CASES = [
      "cannot read router config"),
     ("router-interval", ["router", "stats", "--interval", "-1"], False, 2, "--interval"),
     ("router-port", ["router", "serve-metrics", "--port", "70000"], False, 2, "--port"),
+    ("tunnel-config", ["tunnel", "attach", "lo", "--config", "{d}/none.toml"], False, 1,
+     "cannot read tunnel config"),
+    ("tunnel-proto", ["tunnel", "attach", "lo", "--config", "{d}/badproto.toml"], False, 1,
+     "l2tp"),
+    ("tunnel-vni", ["tunnel", "attach", "lo", "--config", "{d}/badvni.toml"], False, 1,
+     "vni"),
+    ("tunnel-interval", ["tunnel", "stats", "--interval", "-1"], False, 2, "--interval"),
+    ("tunnel-port", ["tunnel", "serve-metrics", "--port", "70000"], False, 2, "--port"),
     # empty values
     ("empty-count", ["trafficgen", "lo", "--count", ""], False, 2, "--count"),
     ("empty-compile", ["compile", ""], False, 2, "no such file"),

@@ -44,6 +44,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "dir.py").mkdir()
     (d / "badproto.toml").write_text('ports = ["lo"]\n[[tunnel]]\nname = "t"\nprotocol = "l2tp"\n'
                                      'local = "198.18.0.1"\nremote = "198.18.0.2"\n')
+    (d / "ila48.toml").write_text('ports = ["lo"]\n[[sir]]\nprefix = "2001:db8:1::/48"\n')
     (d / "badvni.toml").write_text('ports = ["lo"]\n[[tunnel]]\nname = "t"\nprotocol = "vxlan"\n'
                                    'vni = 99999999\nlocal = "198.18.0.1"\n'
                                    'remote = "198.18.0.2"\n')
@@ -109,6 +110,12 @@ CASES = [
      "vni"),
     ("tunnel-interval", ["tunnel", "stats", "--interval", "-1"], False, 2, "--interval"),
     ("tunnel-port", ["tunnel", "serve-metrics", "--port", "70000"], False, 2, "--port"),
+    ("ila-config", ["ila", "attach", "--config", "{d}/none.toml"], False, 1,
+     "cannot read ILA config"),
+    ("ila-no-config", ["ila", "attach"], False, 2, "--config"),
+    ("ila-sir-48", ["ila", "attach", "--config", "{d}/ila48.toml"], False, 1, "/64"),
+    ("ila-map-args", ["ila", "map", "add", "::1:0:0:5"], False, 2, "IDENTIFIER LOCATOR"),
+    ("ila-interval", ["ila", "stats", "--interval", "-1"], False, 2, "--interval"),
     # empty values
     ("empty-count", ["trafficgen", "lo", "--count", ""], False, 2, "--count"),
     ("empty-compile", ["compile", ""], False, 2, "no such file"),

@@ -48,6 +48,8 @@ COMMANDS: dict[str, Command] = {
     "switch": Command("_switch", "an L2 learning switch between interfaces at XDP (VLANs)"),
     "tunnel": Command("_tunnel", "terminate and originate tunnels at XDP: IPIP, GUE, GRE, VXLAN,"
                                  " Geneve, SRv6"),
+    "ila": Command("_ila", "ILA: SIR addresses translated to locators and back at XDP"
+                           " (draft-herbert-intarea-ila)"),
     "fleet": Command("_fleet", "one filter policy on many hosts through etcd: push, status,"
                                " rollback"),
     "agent": Command("_fleet", "a host's fleet agent: applies the policy etcd names for it"),

@@ -147,6 +147,56 @@ def test_bad_changes_are_refused_and_change_nothing(bed: Bed) -> None:
     bed.transfer("a", tbed.host4("tb"), size=50_000, port=7004)     # still carrying traffic
 
 
+def test_allow_list_and_malformed_frames_on_the_wire(bed: Bed) -> None:
+    """Frames sent onto the underlay link to the attached endpoint: GRE from the configured
+    remote is decapsulated and delivered to host a; the same from an unknown endpoint, and
+    frames whose outer headers are cut short, are left to the stack and counted."""
+    import socket as so
+
+    from scapy.layers.inet import GRE, IP, UDP
+    from scapy.layers.l2 import Ether
+
+    pair = tbed.tunnel_pair("gre", 4)
+    for ep in pair:
+        bed.app(ep, lambda t, ep=ep: t.set_tunnels([pair[ep]]))
+
+    def gre(src: str, payload: bytes) -> bytes:
+        inner = IP(src=tbed.host4("tb"), dst=tbed.host4("ta")) / UDP(sport=5000,
+                                                                     dport=7050) / payload
+        return bytes(Ether(src=tbed.MAC["tb1"], dst=tbed.MAC["ta1"])
+                     / IP(src=src, dst="198.18.20.1") / GRE() / inner)
+
+    def listen() -> so.socket:
+        s = so.socket(so.AF_INET, so.SOCK_DGRAM)
+        s.bind((tbed.host4("ta"), 7050))
+        s.settimeout(0.5)
+        return s
+
+    def send(frames: list[bytes]) -> None:
+        with so.socket(so.AF_PACKET, so.SOCK_RAW) as s:
+            s.bind(("tb1", 0))
+            for f in frames:
+                s.send(f)
+
+    good = gre("198.18.20.2", b"from the remote")
+    cut = [good[:14 + 20 + 2], good[:14 + 20 + 4 + 10], good[:14 + 12]]
+    before = bed.app("ta", lambda t: t.stats())
+    rx = bed.tb.call("a", listen)
+    with rx:
+        bed.tb.call("tb", send, [gre("198.18.20.9", b"from a stranger"), *cut, good])
+        got = []
+        try:
+            while True:
+                got.append(rx.recv(100))
+        except TimeoutError:
+            pass
+    after = bed.app("ta", lambda t: t.stats())
+    d = {k: after[k][0] - before[k][0] for k in after}
+    assert got == [b"from the remote"]                 # the stranger's frame never arrives
+    assert d["pass_unknown_endpoint"] == 1
+    assert d["pass_malformed"] >= 2 and d["decapsulated"] == 1, d
+
+
 def cli(bed: Bed, ep: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pyxdp", "tunnel", *argv, "--netns",
                            bed.tb.ns_name(ep)], capture_output=True, text=True, timeout=120,

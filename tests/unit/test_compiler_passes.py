@@ -91,6 +91,11 @@ def test_typing_errors_point_at_the_line() -> None:
     assert e.line == 7 and "has no attribute" in str(e)
     e = compile_error("c = ctx.cursor()\neth = c.parse(Ethernet)\nx = eth.proto\n")
     assert e.line == 8 and "may be None" in str(e) and e.hint
+    # an attribute straight on a lookup's result: nobody checked it for None
+    e = compile_error("x = out.lookup(0).value\n")
+    assert "result of this lookup may be None" in str(e) and "if not x" in (e.hint or "")
+    e = compile_error("if out.lookup(1).value == 3:\n    return XDP_DROP\n")
+    assert "may be None" in str(e)
     e = compile_error("x: u8 = 300\n")
     assert "does not fit" in str(e)
     e = compile_error("x = u32(1) << 40\n")

@@ -510,6 +510,14 @@ class Typer:
                     e.value.id not in self.flow.nonnull):
                 raise self.err(e, f"{e.value.id!r} may be None here",
                                f"check it first: if not {e.value.id}: return ...")
+            if (isinstance(e.value, ast.Call) and base.space == "map"
+                    and not self.is_nonnull(e.value, base)):
+                # `m.lookup(k).field`: a map value nobody checked (a packet load is left
+                # alone: a bounds check already made on the path can cover it)
+                raise self.err(e, f"the result of this lookup may be None; '.{attr}' on it"
+                               " is an unchecked dereference (the verifier refuses it)",
+                               f"name it and check it: x = ...; if not x: return ...;"
+                               f" then x.{attr}")
             tgt = base.target
             if isinstance(tgt, StructType):
                 if is_spin_lock(tgt):

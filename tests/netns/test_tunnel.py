@@ -237,3 +237,23 @@ def test_cli_list_apply_add_remove_stats(bed: Bed, tmp_path: Path) -> None:
     assert r.returncode == 1 and "unknown key(s) bogus" in r.stderr
     r = cli(bed, "ta", "stats")
     assert r.returncode == 0 and "tunnel " + t["name"] in r.stdout
+
+
+def test_prometheus_metrics_read_the_pinned_counters(bed: Bed) -> None:
+    from prometheus_client import generate_latest
+
+    from pyxdp.apps.tunnel.metrics import registry_for
+
+    pair = tbed.tunnel_pair("gre", 4)
+    for ep in pair:
+        bed.app(ep, lambda t, ep=ep: t.set_tunnels([pair[ep]]))
+    bed.transfer("a", tbed.host4("tb"), size=50_000, port=7060)
+    stats, per, text = bed.app("ta", lambda t: (t.stats(), t.tunnel_stats(),
+                                                generate_latest(registry_for(t)).decode()))
+    enc = stats["encapsulated"][0]
+    assert enc > 0
+    assert f'pyxdp_tunnel_packets_total{{reason="encapsulated"}} {float(enc)}' in text
+    name = pair["ta"]["name"]
+    assert (f'pyxdp_tunnel_tunnel_packets_total{{tunnel="{name}"}} {float(per[name][0])}'
+            in text)
+    assert "pyxdp_tunnel_generation " in text

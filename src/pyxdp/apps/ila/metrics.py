@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from pyxdp.apps import _metrics
 
 
 class IlaCollector(Collector):
@@ -18,34 +20,22 @@ class IlaCollector(Collector):
         self.call = call or (lambda fn, *a: fn(*a))
 
     def collect(self) -> Iterator[Any]:
-        stats = self.call(self.ila.stats)
-        pk = CounterMetricFamily("pyxdp_ila_packets", "Packets per verdict reason",
-                                 labels=["reason"])
-        by = CounterMetricFamily("pyxdp_ila_bytes", "Bytes per verdict reason",
-                                 labels=["reason"])
-        for name, (p, b) in stats.items():
-            pk.add_metric([name], p)
-            by.add_metric([name], b)
-        yield pk
-        yield by
+        yield from _metrics.counter_pair("pyxdp_ila", "reason", self.call(self.ila.stats),
+                                         "Packets per verdict reason",
+                                         "Bytes per verdict reason")
         n = GaugeMetricFamily("pyxdp_ila_mappings", "Mappings in the active table")
         n.add_metric([], len(self.call(self.ila.mappings)))
         yield n
 
 
 def registry_for(ila: Any, call: Callable[..., Any] | None = None) -> CollectorRegistry:
-    reg = CollectorRegistry()
-    reg.register(IlaCollector(ila, call))
-    return reg
+    return _metrics.registry(IlaCollector(ila, call))
 
 
 def serve(ila: Any, port: int, addr: str = "127.0.0.1",
           call: Callable[..., Any] | None = None) -> Any:
     """Start the HTTP exporter on ``addr:port``; returns the server (``.shutdown()``)."""
-    from prometheus_client import start_http_server
-
-    server, _thread = start_http_server(port, addr=addr, registry=registry_for(ila, call))
-    return server
+    return _metrics.serve(registry_for(ila, call), port, addr)
 
 
 __all__ = ["IlaCollector", "registry_for", "serve"]

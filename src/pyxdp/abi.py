@@ -245,6 +245,7 @@ CAP_BPF = 39
 
 # -- map_flags (BPF_MAP_CREATE) --------------------------------------------------------------
 BPF_F_NO_PREALLOC = 1 << 0
+BPF_F_NO_COMMON_LRU = 1 << 1    # LRU maps: one LRU list per CPU (no shared list lock)
 BPF_F_RDONLY = 1 << 3          # also file_flags of BPF_OBJ_GET / *_GET_FD_BY_ID
 BPF_F_WRONLY = 1 << 4
 BPF_F_RDONLY_PROG = 1 << 7     # programs may only read the map (stores fail verification)
@@ -483,6 +484,7 @@ __all__ = [
     "BPF_FS_MAGIC",
     "BPF_F_INNER_MAP",
     "BPF_F_MMAPABLE",
+    "BPF_F_NO_COMMON_LRU",
     "BPF_F_NO_PREALLOC",
     "BPF_F_RDONLY",
     "BPF_F_RDONLY_PROG",

@@ -18,9 +18,11 @@ maps take and return a list with one value per possible CPU.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import ipaddress
 import struct
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -404,6 +406,23 @@ class MapBase(ABC):
         for i in range(n):
             self._update(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs], flags)
         return n
+
+    def write_array(self, values: bytes | memoryview, start: int = 0) -> int:
+        """Write consecutive values of an ARRAY map from one blob (``value_size`` bytes
+        each), from index ``start``; returns how many.  Here one batch update with
+        generated keys; the kernel writes an mmapable array through a shared mapping."""
+        if self.spec.type != MapType.ARRAY:
+            raise MapError(f"map {self.name!r} is a {self.spec.type.name}, not an ARRAY")
+        vs = self.spec.value_size
+        n = len(values) // vs if vs else 0
+        if len(values) != n * vs or start < 0 or start + n > self.spec.max_entries:
+            raise MapError(f"map {self.name!r}: {len(values)} bytes from index {start} are"
+                           f" not whole {vs}-byte values inside its {self.spec.max_entries}"
+                           " entries")
+        keys = array.array("I", range(start, start + n))
+        if sys.byteorder != "little":
+            keys.byteswap()
+        return self.update_batch_raw(keys.tobytes(), bytes(values))
 
     def write_value_bytes(self, key: bytes, offset: int, data: bytes) -> None:
         """Overwrite ``data`` at ``offset`` in the value of raw ``key`` (read-modify-write

@@ -235,6 +235,31 @@ def test_create_map_follows_the_map_protocol(backend: Backend) -> None:
         m.close()
 
 
+@pytest.mark.parametrize("flags", [0, 1 << 10], ids=["plain", "mmapable"])
+def test_write_array_fills_consecutive_values(backend: Backend, flags: int) -> None:
+    """``write_array``: one blob of values from an index (an mmapable kernel array is
+    written through a shared mapping, any other by a batch update); the program sees
+    them; a blob that is not whole values, or runs past the end, or a non-array, is a
+    MapError naming the map."""
+    m = backend.create_map(MapSpec("arr", MapType.ARRAY, 4, 8, 64, flags=flags))
+    h = backend.create_map(MapSpec("h", MapType.HASH, 4, 8, 4))
+    try:
+        blob = b"".join((i * 3 + 1).to_bytes(8, "little") for i in range(10))
+        assert m.write_array(blob, 5) == 10
+        assert [m[i] for i in range(4, 16)] == [0] + [i * 3 + 1 for i in range(10)] + [0]
+        assert m.write_array(memoryview(blob)[:16]) == 2 and (m[0], m[1]) == (1, 4)
+        with pytest.raises(MapError, match="arr"):
+            m.write_array(blob[:-1])
+        with pytest.raises(MapError, match="arr"):
+            m.write_array(blob, 60)
+        with pytest.raises(MapError, match="not an ARRAY"):
+            h.write_array(blob)
+        assert m[60] == 0 and len(h) == 0
+    finally:
+        m.close()
+        h.close()
+
+
 def test_a_failed_load_reports_the_cause(backend: Backend) -> None:
     spec = load_object(OBJ / "tail_call.o")
     spec.map_slots["jump_table"][3] = "no_such_program"

@@ -118,14 +118,19 @@ def test_every_strategy_finds_the_reference_rule(data: Any, spec: Any) -> None:
     want = [reference(rules, a) for a in addrs]
     lengths = {n.prefixlen for _, nets in rules for n in nets}
     tried = []
-    for strategy in ("lpm", "hash"):
+    for strategy in ("lpm", "hash", "dir", "auto"):
         try:
             tables = compile_tables(rs, slots, SIZES, strategy=strategy)
         except RuleError as e:
-            assert strategy == "hash" and len(lengths) > MAX_HASH_LENGTHS, e
+            # hash: too many lengths; dir: IPv4 only, and not when two rules' longer
+            # prefixes share a chunk (a block list, one rule, always fits)
+            assert (strategy == "hash" and len(lengths) > MAX_HASH_LENGTHS) or (
+                strategy == "dir" and not v6 and len(rules) > 1), e
             continue
         idx = ("src6" if v6 else "src4")
-        assert (idx in tables.hash_lengths) == (strategy == "hash")
+        assert (idx in tables.hash_lengths) == (strategy == "hash") or strategy in (
+            "auto", "dir")
+        assert (idx in tables.dirs) == (strategy == "dir" and not v6) or strategy == "auto"
         for backend in (KernelBackend(), EmuBackend()):
             coll = load_generation(tables, SIZES, backend)
             try:
@@ -134,23 +139,50 @@ def test_every_strategy_finds_the_reference_rule(data: Any, spec: Any) -> None:
                 coll.close()
             assert got == want, (strategy, backend.name, [str(a) for a in addrs])
         tried.append(strategy)
-    assert "lpm" in tried
+    assert "lpm" in tried and "auto" in tried
     if len(lengths) <= MAX_HASH_LENGTHS:
         assert "hash" in tried
+    if not v6 and len(rules) == 1:
+        assert "dir" in tried
 
 
-def test_auto_picks_hash_for_few_lengths_and_the_trie_for_many() -> None:
+def test_auto_picks_dir_for_ipv4_hash_for_few_ipv6_lengths_and_the_trie_for_many() -> None:
     few = parse_rules_text(toml([("deny", [ipaddress.ip_network("198.18.1.0/24"),
                                            ipaddress.ip_network("198.18.2.7/32")])]), "a")
     many = parse_rules_text(toml([("deny", [ipaddress.ip_network(f"198.18.0.0/{n}")
                                             for n in range(16, 22)])]), "b")
+    few6 = parse_rules_text(toml([("deny", [ipaddress.ip_network("2001:db8:1::/48"),
+                                            ipaddress.ip_network("2001:db8::7/128")])]), "c")
+    many6 = parse_rules_text(toml([("deny", [ipaddress.ip_network(f"2001:db8::/{n}")
+                                             for n in range(40, 46)])]), "d")
     t_few = compile_tables(few, assign_slots(few.rules, {}, 64), SIZES)
     t_many = compile_tables(many, assign_slots(many.rules, {}, 64), SIZES)
-    assert t_few.hash_lengths == {"src4": [32, 24]} and "hsrc4" in t_few.tries
-    assert t_few.config["HASH_S4"] == 2 and t_few.config["MS4_1"] == 0xFFFFFF00
-    assert t_many.hash_lengths == {} and "src4" in t_many.tries
-    assert t_many.config.get("HASH_S4", 0) == 0
+    # IPv4: a DIR-k table whatever the lengths (one rule's prefixes always fit it)
+    for t in (t_few, t_many):
+        assert set(t.dirs) == {"src4"} and t.hash_lengths == {} and t.tries == {}
+        assert t.config["DIR_S4"] == 1 and t.config["DSHS4"] == 32 - t.dirs["src4"].k
+    t_hash = compile_tables(few, assign_slots(few.rules, {}, 64), SIZES, strategy="hash")
+    assert t_hash.hash_lengths == {"src4": [32, 24]} and "hsrc4" in t_hash.tries
+    assert t_hash.config["HASH_S4"] == 2 and t_hash.config["MS4_1"] == 0xFFFFFF00
+    assert t_hash.config.get("DIR_S4", 0) == 0
+    # IPv6: hash for few lengths, the trie for many
+    t_few6 = compile_tables(few6, assign_slots(few6.rules, {}, 64), SIZES)
+    t_many6 = compile_tables(many6, assign_slots(many6.rules, {}, 64), SIZES)
+    assert t_few6.hash_lengths == {"src6": [128, 48]} and t_few6.dirs == {}
+    assert t_many6.hash_lengths == {} and "src6" in t_many6.tries
     with pytest.raises(RuleError, match="at most 4"):
         compile_tables(many, assign_slots(many.rules, {}, 64), SIZES, strategy="hash")
     with pytest.raises(ValueError, match="lookup strategy"):
-        compile_tables(many, assign_slots(many.rules, {}, 64), SIZES, strategy="dir")
+        compile_tables(many, assign_slots(many.rules, {}, 64), SIZES, strategy="btree")
+
+
+def test_two_rules_sharing_a_chunk_are_not_a_dir_table_and_auto_falls_back() -> None:
+    """Two rules' hosts in one /k: one chunk cannot hold both values; ``dir`` refuses,
+    ``auto`` keeps the hash probe (and the verdicts stay right: the differential test)."""
+    rs = parse_rules_text(toml([("deny", [ipaddress.ip_network("198.18.1.1/32")]),
+                                ("allow", [ipaddress.ip_network("198.18.1.2/32")])]), "e")
+    slots = assign_slots(rs.rules, {}, 64)
+    with pytest.raises(RuleError, match="DIR-k"):
+        compile_tables(rs, slots, SIZES, strategy="dir")
+    t = compile_tables(rs, slots, SIZES)
+    assert t.dirs == {} and t.hash_lengths == {"src4": [32]}

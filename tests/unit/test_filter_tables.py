@@ -36,9 +36,12 @@ def tables(text: str, sizes: Sizes = SIZES):
 
 
 def trie(t, name: str) -> dict[str, int]:
-    """The table's contents, whichever lookup holds it (the trie, or the per-length hash
-    map ``h<name>`` that takes the same keys)."""
-    keys, values = t.tries[name] if name in t.tries else t.tries["h" + name]
+    """The table's contents, whichever lookup holds it (the trie, the per-length hash
+    map ``h<name>`` that takes the same keys, or a DIR-k table built from them)."""
+    keys, values = t.entries[name]
+    held = [x for x in (name, "h" + name) if x in t.tries] + (
+        ["dir"] if name in t.dirs else [])
+    assert len(held) == 1, held
     n = 8 if name.endswith("4") else 20
     out = {}
     for i in range(len(keys) // n):

@@ -5,7 +5,9 @@ Part of ``python -m pyxdp.bench.filter_speed`` (its ``scale`` rows); the pieces 
 * Per packet, BPF_PROG_TEST_RUN (200,000 repeats a sample): a UDP packet from the last
   denied address (deny) and from an address nothing matches (miss), for pyxdp's filter at
   1, 1,000, 10,000, 100,000 and 1,000,000 denied /32s and a mixed-length list (the shape
-  of a public block list) at 100,000 and 1,000,000; xdp-filter's own object
+  of a public block list) at 100,000 and 1,000,000, each with the lookup ``auto`` picks
+  (a DIR-k table) and with the one it replaced (the per-length hash for /32s, the LPM
+  trie for the mixed list); xdp-filter's own object
   (``xdpfilt_alw_ip.o``, loaded as xdp-tools builds it, its ``filter_ipv4`` map filled
   with the same addresses) at 1, 1,000 and 10,000; and a bare program that parses the same
   headers and drops.  Everything alternates in each round.
@@ -129,6 +131,7 @@ class Loaded:
 
     def __init__(self, coll: Any, prog: Any, table: tuple[str, ...] = ()) -> None:
         self.coll, self.prog, self.table = coll, prog, table
+        self.label = ""
 
     def ns(self, pkt: bytes) -> float:
         return float(self.prog.test_run(pkt, repeat=200_000).duration_ns)
@@ -137,17 +140,29 @@ class Loaded:
         self.coll.close()
 
 
-def load_pyxdp(p: Prefixes) -> Loaded:
+def load_pyxdp(p: Prefixes, strategy: str = "auto") -> Loaded:
+    """The filter's generation for one source-prefix rule; ``table``: the maps that hold
+    the prefixes (their memlock is the table's kernel memory), ``label`` its layout."""
     from pyxdp.apps.filter.program import PROGRAM, load_generation
     from pyxdp.apps.filter.tables import Sizes, assign_slots, compile_tables
     from pyxdp.kernel import KernelBackend
 
     sizes = Sizes()
     rs = ruleset(p)
-    tables = compile_tables(rs, assign_slots(rs.rules, {}, sizes.rules), sizes)
+    tables = compile_tables(rs, assign_slots(rs.rules, {}, sizes.rules), sizes,
+                            strategy=strategy)
     coll = load_generation(tables, sizes, KernelBackend())
-    table = ("hsrc4",) if tables.hash_lengths.get("src4") else ("src4",)
-    return Loaded(coll, coll.programs[PROGRAM], table)
+    d = tables.dirs.get("src4")
+    if d is not None:
+        table: tuple[str, ...] = ("dir_s4_l1", "dir_s4_bits", "dir_s4_info")
+        label = f"DIR-{d.k} (dir4)"
+    elif tables.hash_lengths.get("src4"):
+        table, label = ("hsrc4",), f"hash, {len(tables.hash_lengths['src4'])} length(s)"
+    else:
+        table, label = ("src4",), "LPM trie"
+    lp = Loaded(coll, coll.programs[PROGRAM], table)
+    lp.label = label
+    return lp
 
 
 def load_xdp_filter(n: int) -> Loaded:
@@ -193,18 +208,22 @@ def test_run_rows(rounds: int, log: Callable[[str], None]) -> tuple[dict[str, li
         for n in SIZES:
             progs: dict[str, Loaded] = {}
             try:
-                t0 = time.monotonic()
-                progs["pyxdp"] = load_pyxdp(host_list(n))
-                mem[f"pyxdp {n}"] = {"load_s": round(time.monotonic() - t0, 3),
-                                     "table": progs["pyxdp"].table[0],
-                                     "memlock": memlock(progs["pyxdp"].coll,
-                                                        progs["pyxdp"].table)}
-                if n in MIXED:
-                    progs["pyxdp mixed"] = load_pyxdp(mixed_list(n))
-                    mem[f"pyxdp mixed {n}"] = {
-                        "table": progs["pyxdp mixed"].table[0],
-                        "memlock": memlock(progs["pyxdp mixed"].coll,
-                                           progs["pyxdp mixed"].table)}
+                hosts = host_list(n)
+                # the candidates: what auto picks (a DIR-k table) and the strategies it
+                # replaced, on the same list in the same rounds
+                for who, pfx, strategy in (("pyxdp", hosts, "auto"),
+                                           ("pyxdp hash", hosts, "hash"),
+                                           ("pyxdp mixed", mixed_list(n) if n in MIXED
+                                            else None, "auto"),
+                                           ("pyxdp mixed lpm", mixed_list(n) if n in MIXED
+                                            else None, "lpm")):
+                    if pfx is None:
+                        continue
+                    t0 = time.monotonic()
+                    lp = progs[who] = load_pyxdp(pfx, strategy)
+                    mem[f"{who} {n}"] = {"load_s": round(time.monotonic() - t0, 3),
+                                         "table": lp.label, "maps": list(lp.table),
+                                         "memlock": memlock(lp.coll, lp.table)}
                 if n in COMPARED:
                     progs["xdp-filter"] = load_xdp_filter(n)
                     mem[f"xdp-filter {n}"] = {"memlock": memlock(progs["xdp-filter"].coll,

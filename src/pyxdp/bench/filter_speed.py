@@ -201,9 +201,11 @@ def _scale_rows(r: Report, tr: dict[str, list[float]], mem: dict[str, Any],
 
     rows = []
     for n in fsc.SIZES:
-        kinds = [("pyxdp", f"/32s ({mem[f'pyxdp {n}']['table']})")]
+        kinds = [("pyxdp", f"/32s ({mem[f'pyxdp {n}']['table']})"),
+                 ("pyxdp hash", f"/32s ({mem[f'pyxdp hash {n}']['table']})")]
         if n in fsc.MIXED:
-            kinds.append(("pyxdp mixed", f"mixed lengths ({mem[f'pyxdp mixed {n}']['table']})"))
+            kinds += [(w, f"mixed lengths ({mem[f'{w} {n}']['table']})")
+                      for w in ("pyxdp mixed", "pyxdp mixed lpm")]
         for who, label in kinds:
             for what in ("deny", "miss"):
                 r.side(f"{who} {what} {n}", tr[f"{who} {what} {n}"], "ns/packet", LOWER)
@@ -262,8 +264,36 @@ def _scale_rows(r: Report, tr: dict[str, list[float]], mem: dict[str, Any],
               f" ({fmt(min(cp['open_s']))}-{fmt(max(cp['open_s']))})", "< 1 s"],
              ["build the rule (packed, 1M addresses)", f"{fmt(cp['build_s'])} s", ""],
              ["peak RSS of that process", f"{cp['maxrss_mb']:.0f} MB", "reported"]])
+    aims = []
+    for n in fsc.COMPARED:
+        for what in ("deny", "miss"):
+            ratio = [a / b for a, b in zip(tr[f"xdp-filter {what} {n}"],
+                                           tr[f"pyxdp {what} {n}"], strict=True)]
+            aims.append([f"{what} at {n:,}: xdp-filter ns / pyxdp ns", ">= 1.5",
+                         f"{fmt(med(ratio))} ({fmt(min(ratio))}-{fmt(max(ratio))})",
+                         _met(min(ratio) >= 1.5, med(ratio) >= 1.5)])
+    for who, label in (("pyxdp", "/32s"), ("pyxdp mixed", "mixed lengths")):
+        diff = [a - b for a, b in zip(tr[f"{who} deny 1000000"], tr["bare 1000000"],
+                                      strict=True)]
+        aims.append([f"deny - parse-and-drop at 1,000,000 {label}", "<= 15 ns",
+                     f"{fmt(med(diff))} ({fmt(min(diff))}-{fmt(max(diff))})",
+                     _met(max(diff) <= 15, med(diff) <= 15)])
+    for key, label, limit in (("apply_s", "apply 1,000,000 prefixes", 3.0),
+                              ("open_s", "reopen 1,000,000 prefixes", 1.0)):
+        v = cp[key]
+        aims.append([label, f"< {limit:g} s", f"{fmt(med(v))} s ({fmt(min(v))}-{fmt(max(v))})",
+                     _met(max(v) < limit, med(v) < limit)])
+    aims.append(["peak RSS of the control plane, 1,000,000 prefixes", "reported",
+                 f"{cp['maxrss_mb']:.0f} MB", "reported"])
+    r.table("The issue's aims", ["aim", "target", "measured median (min-max)", "met"], aims,
+            "met: every round inside the target; 'median only': the median is, some rounds"
+            " are not.")
     r.extra["scale_memory"] = mem
     r.extra["control_plane"] = cp
+
+
+def _met(every: bool, median: bool) -> str:
+    return "yes" if every else ("median only" if median else "no")
 
 
 def measure(rounds: int, count: int, log: Callable[[str], None] = stderr_log,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyxdp.abi import (
+    BPF_F_MMAPABLE,
+    BPF_F_NO_COMMON_LRU,
     BPF_F_NO_PREALLOC,
     LIBBPF_PIN_BY_NAME,
     LIBBPF_PIN_NONE,
@@ -257,7 +259,7 @@ def ip4(text: str) -> int:
 
 __all__ = [
     "ARP", "BPF_ANY", "PIN_BY_NAME", "PIN_NONE", "BPF_EXIST", "BPF_FIB_LKUP_RET_SUCCESS",
-    "BPF_F_NO_PREALLOC",
+    "BPF_F_MMAPABLE", "BPF_F_NO_COMMON_LRU", "BPF_F_NO_PREALLOC",
     "BPF_NOEXIST", "ETH_P_8021AD", "ETH_P_8021Q", "ETH_P_ARP", "ETH_P_IP", "ETH_P_IPV6", "GRE",
     "GUE", "ICMP", "IPPROTO_DSTOPTS", "IPPROTO_FRAGMENT", "IPPROTO_GRE", "IPPROTO_HOPOPTS",
     "IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_IPIP", "IPPROTO_IPV6", "IPPROTO_NONE",

@@ -445,6 +445,28 @@ class Map(OwnedObject, MapBase):
                     return
         super().write_value_bytes(key, offset, data)
 
+    def write_array(self, values: bytes | memoryview, start: int = 0) -> int:
+        """Consecutive values of an ARRAY map from one blob; an mmapable array (whose
+        values are 8-byte aligned in the mapping) is written through a shared mapping in
+        one copy, tens of megabytes in milliseconds, others by one batch update."""
+        vs = self.spec.value_size
+        values = memoryview(values).cast("B")
+        if (self.spec.flags & BPF_F_MMAPABLE and self.spec.type == MapType.ARRAY
+                and vs % 8 == 0 and vs and len(values) % vs == 0 and start >= 0
+                and start + len(values) // vs <= self.spec.max_entries):
+            page = mmap.PAGESIZE
+            length = (vs * self.spec.max_entries + page - 1) // page * page
+            try:
+                mm = mmap.mmap(self.fd.fileno(), length, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE)
+            except OSError:
+                pass
+            else:
+                with mm:
+                    mm[start * vs:start * vs + len(values)] = values
+                return len(values) // vs
+        return super().write_array(values, start)
+
     def update_batch_raw(self, keys: bytes, values: bytes, flags: int = 0) -> int:
         """Batch update from contiguous key/value blobs (already in kernel layout)."""
         ks, vw = self._ksize, self._vwidth

@@ -40,6 +40,7 @@ Known limitations:
 """
 
 from pyxdp.compiler.lang import (
+    BPF_F_MMAPABLE,
     BPF_F_NO_PREALLOC,
     BPF_NOEXIST,
     ETH_P_8021AD,
@@ -215,6 +216,16 @@ MLD6_2 = Const(u64, 0)
 LD6_3 = Const(u32, 0)
 MHD6_3 = Const(u64, 0)
 MLD6_3 = Const(u64, 0)
+# DIR-k tables (apps/filter/dir4.py) for the IPv4 indexes: DIR_<idx> = 1 when the table
+# is one (it then wins over HASH_<idx>), DSH<idx> = 32 - k (shift to the first-level
+# index), DWS<idx> = log2 of a chunk's 64-bit words (26 - k)
+DIR_CHUNK = 0x40000000
+DIR_S4 = Const(u32, 0)
+DSHS4 = Const(u32, 8)
+DWSS4 = Const(u32, 2)
+DIR_D4 = Const(u32, 0)
+DSHD4 = Const(u32, 8)
+DWSD4 = Const(u32, 2)
 
 
 
@@ -363,6 +374,14 @@ hsrc4 = HashMap[LpmKey4, u32](max_entries=1 << 21, flags=BPF_F_NO_PREALLOC)
 hdst4 = HashMap[LpmKey4, u32](max_entries=1 << 21, flags=BPF_F_NO_PREALLOC)
 hsrc6 = HashMap[HKey6, u32](max_entries=1 << 20, flags=BPF_F_NO_PREALLOC)
 hdst6 = HashMap[HKey6, u32](max_entries=1 << 20, flags=BPF_F_NO_PREALLOC)
+# DIR-k tables: first level (two u32 entries a u64, mmapable: written in one copy),
+# chunk bitmaps, chunk values (hi: the longer prefixes', lo: the /k's own)
+dir_s4_l1 = ArrayMap[u32, u64](max_entries=1 << 23, flags=BPF_F_MMAPABLE)
+dir_s4_bits = ArrayMap[u32, u64](max_entries=1, flags=BPF_F_MMAPABLE)
+dir_s4_info = ArrayMap[u32, u64](max_entries=1, flags=BPF_F_MMAPABLE)
+dir_d4_l1 = ArrayMap[u32, u64](max_entries=1 << 23, flags=BPF_F_MMAPABLE)
+dir_d4_bits = ArrayMap[u32, u64](max_entries=1, flags=BPF_F_MMAPABLE)
+dir_d4_info = ArrayMap[u32, u64](max_entries=1, flags=BPF_F_MMAPABLE)
 macs = HashMap[u64, u32](max_entries=4096)
 lists = ArrayMap[u32, u32](max_entries=4096 * MAX_LIST)
 generic = ArrayMap[u32, u32](max_entries=MAX_GENERIC)
@@ -471,6 +490,47 @@ def probe_d4(addr):
         if v3:
             return v3.value
     return 0
+
+
+def dir_s4(addr):
+    """Longest match of ``addr`` in the source DIR-k table (0: none): at most three
+    array loads, whatever the table holds."""
+    s = addr >> DSHS4
+    w = dir_s4_l1.lookup(s >> 1)
+    if not w:
+        return 0
+    e = u32((w.value >> ((s & 1) << 5)) & 0xFFFFFFFF)
+    if (e & DIR_CHUNK) == 0:
+        return e
+    c = e & (DIR_CHUNK - 1)
+    lo = addr & ((u32(1) << DSHS4) - 1)
+    b = dir_s4_bits.lookup((c << DWSS4) + (lo >> 6))
+    i = dir_s4_info.lookup(c)
+    if not b or not i:
+        return 0
+    if (b.value >> (lo & 63)) & 1:
+        return u32(i.value >> 32)
+    return u32(i.value & 0xFFFFFFFF)
+
+
+def dir_d4(addr):
+    """Longest match of ``addr`` in the destination DIR-k table (0: none)."""
+    s = addr >> DSHD4
+    w = dir_d4_l1.lookup(s >> 1)
+    if not w:
+        return 0
+    e = u32((w.value >> ((s & 1) << 5)) & 0xFFFFFFFF)
+    if (e & DIR_CHUNK) == 0:
+        return e
+    c = e & (DIR_CHUNK - 1)
+    lo = addr & ((u32(1) << DSHD4) - 1)
+    b = dir_d4_bits.lookup((c << DWSD4) + (lo >> 6))
+    i = dir_d4_info.lookup(c)
+    if not b or not i:
+        return 0
+    if (b.value >> (lo & 63)) & 1:
+        return u32(i.value >> 32)
+    return u32(i.value & 0xFFFFFFFF)
 
 
 @subprog
@@ -878,7 +938,9 @@ def xdp_filter(ctx):
             if ip0 and ip0.version == 4 and ip0.tot_len >= ip0.ihl * 4 and (
                     14 + ip0.tot_len <= n0):
                 hit: u32 = 0
-                if HASH_S4:
+                if DIR_S4:
+                    hit = dir_s4(ip0.saddr)
+                elif HASH_S4:
                     hit = probe_s4(ip0.saddr)
                 else:
                     hit = index_of(src4.lookup(LpmKey4(prefixlen=32, addr=ip0.saddr)))
@@ -967,12 +1029,16 @@ def xdp_filter(ctx):
                     if ip.frag_off & 0x1FFF:
                         p.bits |= P_LATER
                 if USE_SRC4:
-                    if HASH_S4:
+                    if DIR_S4:
+                        p.slist = dir_s4(ip.saddr)
+                    elif HASH_S4:
                         p.slist = probe_s4(ip.saddr)
                     else:
                         p.slist = index_of(src4.lookup(LpmKey4(prefixlen=32, addr=ip.saddr)))
                 if USE_DST4:
-                    if HASH_D4:
+                    if DIR_D4:
+                        p.dlist = dir_d4(ip.daddr)
+                    elif HASH_D4:
                         p.dlist = probe_d4(ip.daddr)
                     else:
                         p.dlist = index_of(dst4.lookup(LpmKey4(prefixlen=32, addr=ip.daddr)))

@@ -42,6 +42,12 @@ def generation_spec(tables: Tables, sizes: Sizes, extra: dict[str, int] | None =
         # needlessly long one misses the cache
         spec.maps["h" + name].max_entries = max(1, tables.counts.get(name, 0)
                                                 if name in tables.hash_lengths else 1)
+    for name in ("s4", "d4"):
+        # a DIR-k table's arrays are sized to it; unused ones to one entry
+        d = tables.dirs.get("src4" if name == "s4" else "dst4")
+        spec.maps[f"dir_{name}_l1"].max_entries = (1 << (d.k - 1)) if d else 1
+        spec.maps[f"dir_{name}_bits"].max_entries = max(1, len(d.bits) // 8) if d else 1
+        spec.maps[f"dir_{name}_info"].max_entries = max(1, d.chunks) if d else 1
     for name in SHARED:
         spec.maps[name].pinning = LIBBPF_PIN_BY_NAME
     for k, v in {**tables.config, **(extra or {})}.items():

@@ -12,16 +12,19 @@ over the prefixes sorted by start address: CIDR blocks nest or are disjoint, so 
 holds exactly the enclosing blocks.
 
 Lookup strategy, per table, from the rule set's shape (``compile_tables(strategy=)``):
-the same keys (prefix length, address) go into the LPM trie or into a hash map probed once
-per prefix length in use, longest first (the lengths and masks are ``.rodata`` constants,
-so the verifier drops the probes a table does not need).  Measured on this machine
-(BPF_PROG_TEST_RUN, ns per packet, deny/miss, /32 block lists of 1, 1k, 100k, 1M entries):
-the trie 100/128, 147/167, 174/200, 206/221 (its walk grows with the table); one hash probe
-116/82, 116/84, 111/77, 113/81 (flat, once its bucket array is sized to the table: a
-2M-bucket array at 1 entry cost 198 ns in cache misses).  So a table with at most
-:data:`MAX_HASH_LENGTHS` lengths is hashed and any other stays in the trie, whose cost per
-prefix length probed it beats beyond a handful of lengths; a block list with more lengths
-than that still pays the trie's walk (a DIR-24-8 table is the next step there).
+the same keys (prefix length, address) and index values go into a DIR-k table
+(:mod:`.dir4`, IPv4), into a hash map probed once per prefix length in use, longest first
+(the lengths and masks are ``.rodata`` constants, so the verifier drops the probes a table
+does not need), or into the LPM trie.  Measured on this machine (BPF_PROG_TEST_RUN, ns a
+packet over a program that only parses): one hash probe into a million entries +22 ns
+(a jhash and a bucket walk; flat in the table's size once its bucket array is sized to
+it), the trie +100 to +130 at 100k-1M mixed lengths (its walk grows with the table), an
+array load +2 (the verifier inlines it).  So ``auto`` makes every IPv4 table that fits a
+DIR-k table (at most three array loads whatever the prefixes; a table whose longer
+prefixes put two index values in one chunk, or that would need more than
+:data:`DIR_MAX_BYTES`, does not fit), an IPv6 table with at most :data:`MAX_HASH_LENGTHS`
+lengths a hash probe, and any other table the trie.  ``bench/results/filter_speed.md``
+has the three side by side at 1 to 1,000,000 prefixes.
 """
 
 from __future__ import annotations
@@ -29,17 +32,22 @@ from __future__ import annotations
 import array
 import ipaddress
 import struct
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from pyxdp.apps.filter import dataplane as dp
+from pyxdp.apps.filter import dir4
+from pyxdp.apps.filter.dir4 import Dir4
 from pyxdp.apps.filter.prefixes import Prefixes
 from pyxdp.apps.filter.rules import Action, Rule, RuleError, RuleSet
 from pyxdp.maps import MapBase
 
 MAX_HASH_LENGTHS = 4   # prefix lengths a hash lookup probes (dataplane: L<idx>_0..3)
+DIR_MAX_BYTES = 256 << 20   # "auto" keeps a larger DIR-k table in the hash map or the trie
+STRATEGIES = ("auto", "dir", "hash", "lpm")
 PORT_GROUPS = 64       # distinct sport (and dport) range lists per rule set: bits of a u64
 MAX_BURST_BITS = 1 << 62
 MAX_SHIFT = 12         # 8 * NS is divisible by 2**12: byte costs stay exact
@@ -89,6 +97,9 @@ class Tables:
     config: dict[str, int] = field(default_factory=dict)
     rules: dict[int, Any] = field(default_factory=dict)
     tries: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # raw key/value blobs
+    # every prefix table's (prefix length, address) keys and index values, whichever
+    # lookup holds it (the trie, its hash map, or a DIR-k table built from them)
+    entries: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     macs: dict[int, int] = field(default_factory=dict)
     lists: dict[int, int] = field(default_factory=dict)
@@ -99,6 +110,7 @@ class Tables:
     patterns: dict[int, Any] = field(default_factory=dict)
     limits: dict[int, Any] = field(default_factory=dict)
     hash_lengths: dict[str, list[int]] = field(default_factory=dict)   # probed, longest first
+    dirs: dict[str, Dir4] = field(default_factory=dict)    # src4/dst4 held as DIR-k tables
     exprs: dict[int, str] = field(default_factory=dict)    # expr_<j> -> tcpdump expression
 
     def write(self, maps: Mapping[str, MapBase]) -> None:
@@ -106,6 +118,12 @@ class Tables:
         maps with the declared codecs)."""
         for name, (keys, values) in self.tries.items():
             _write_raw(maps[name], keys, values)
+        for name, d in self.dirs.items():
+            m = "dir_" + name[0] + "4_"            # src4 -> dir_s4_
+            maps[m + "l1"].write_array(d.l1)
+            if d.chunks:
+                maps[m + "bits"].write_array(d.bits)
+                maps[m + "info"].write_array(d.info)
         for name, content in (("rules", self.rules), ("macs", self.macs),
                               ("lists", self.lists), ("generic", self.generic),
                               ("sports", self.sports), ("dports", self.dports),
@@ -342,12 +360,15 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes,
                    strategy: str = "auto") -> Tables:
     """Map contents and feature flags for ``rs`` (validated here as a whole).
 
-    Prefix lookups (``strategy``): ``"auto"`` puts a table with at most
+    Prefix lookups (``strategy``): ``"auto"`` puts an IPv4 table in a DIR-k table
+    (:mod:`.dir4`: at most three array loads, whatever the prefixes) when it fits one and
+    needs at most :data:`DIR_MAX_BYTES`; any other table with at most
     :data:`MAX_HASH_LENGTHS` distinct prefix lengths in a hash map probed once per length,
-    longest first (a block list of /32s is one probe, whatever its size), and any other in
-    the LPM trie, whose walk grows with the table; ``"hash"`` or ``"lpm"`` force one."""
-    if strategy not in ("auto", "hash", "lpm"):
-        raise ValueError(f"lookup strategy {strategy!r}: auto, hash or lpm")
+    longest first, and the rest in the LPM trie, whose walk grows with the table.
+    ``"dir"`` insists on DIR-k tables for IPv4 (IPv6 as ``auto``), ``"hash"`` or
+    ``"lpm"`` force one for every table."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"lookup strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     rs.validate()
     rules = rs.rules
     if len(rules) > sizes.rules:
@@ -423,7 +444,16 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes,
             raise TableFullError(f"{n} {name} prefixes, the {name} trie holds {cap}"
                                  f" (raise Sizes.prefixes{name[-1]})")
         lengths = sorted(plens, reverse=True)
-        if strategy != "lpm" and (len(lengths) <= MAX_HASH_LENGTHS or strategy == "hash"):
+        t.entries[name] = (keys, values)
+        d = _dir(keys, values, strategy) if bits == 32 and strategy in ("auto", "dir") else None
+        if strategy == "dir" and bits == 32 and d is None:
+            raise RuleError(f"{name}: not representable as a DIR-k table (two prefixes"
+                            " longer than its first level inside one chunk reach different"
+                            " rules); use hash or lpm")
+        if d is not None:
+            t.dirs[name] = d
+        elif (strategy in ("auto", "dir") and len(lengths) <= MAX_HASH_LENGTHS) or (
+                strategy == "hash"):
             if len(lengths) > MAX_HASH_LENGTHS:
                 raise RuleError(f"{name}: {len(lengths)} prefix lengths, a hash lookup probes"
                                 f" at most {MAX_HASH_LENGTHS} (use the LPM trie)")
@@ -455,6 +485,24 @@ def compile_tables(rs: RuleSet, slots: Mapping[str, int], sizes: Sizes,
     return t
 
 
+def _dir(keys: bytes, values: bytes, strategy: str) -> Dir4 | None:
+    """The DIR-k table of one IPv4 table's trie keys and values, or None when it cannot
+    hold them (or, for ``auto``, would take more than :data:`DIR_MAX_BYTES`)."""
+    k = array.array("I", keys)
+    if sys.byteorder != "little":
+        k.byteswap()
+    addrs = k[1::2]
+    if sys.byteorder == "little":
+        addrs.byteswap()                       # network order -> host order
+    plens = bytes(array.array("B", k[0::2]))
+    vals = array.array("I", values)
+    width, need = dir4.choose_k(addrs, plens)
+    if strategy == "auto" and need > DIR_MAX_BYTES:
+        return None
+    one = vals[0] if vals and vals.count(vals[0]) == len(vals) else None
+    return dir4.build(addrs, plens, one if one is not None else vals, width)
+
+
 def _port_bitmaps(t: Tables, rules: list[Rule], groups: dict[str, dict[Any, int]]) -> None:
     for what, out in (("sport", t.sports), ("dport", t.dports)):
         for ranges, g in groups[what].items():
@@ -476,6 +524,7 @@ def _config(rs: RuleSet, t: Tables, lists: _Lists, sizes: Sizes) -> dict[str, in
         "USE_SRC4": int("src4" in t.counts), "USE_SRC6": int("src6" in t.counts),
         "USE_DST4": int("dst4" in t.counts), "USE_DST6": int("dst6" in t.counts),
         **_hash_config(t),
+        **_dir_config(t),
         "USE_MACS": int(bool(t.macs)),
         "LIST_LEN": lists.longest,
         "N_GENERIC": len(t.generic),
@@ -504,6 +553,17 @@ def _fast4(rules: list[Rule], t: Tables, lists: _Lists) -> bool:
     return all((e.flags & ~own) == 0 for e in t.rules.values())
 
 
+def _dir_config(t: Tables) -> dict[str, int]:
+    """DIR_<idx>, DSH<idx> and DWS<idx> of every DIR-k table."""
+    out: dict[str, int] = {}
+    for name, d in t.dirs.items():
+        idx = name[0].upper() + name[-1]          # src4 -> S4
+        out[f"DIR_{idx}"] = 1
+        out[f"DSH{idx}"] = 32 - d.k
+        out[f"DWS{idx}"] = (32 - d.k) - 6
+    return out
+
+
 def _hash_config(t: Tables) -> dict[str, int]:
     """HASH_<idx>, L<idx>_<j> and the masks of every hash-probed table."""
     out: dict[str, int] = {}
@@ -522,5 +582,5 @@ def _hash_config(t: Tables) -> dict[str, int]:
     return out
 
 
-__all__ = ["MAX_HASH_LENGTHS", "PORT_GROUPS", "Sizes", "TableFullError", "Tables", "assign_slots",
-           "compile_tables"]
+__all__ = ["DIR_MAX_BYTES", "MAX_HASH_LENGTHS", "PORT_GROUPS", "STRATEGIES", "Sizes",
+           "TableFullError", "Tables", "assign_slots", "compile_tables"]

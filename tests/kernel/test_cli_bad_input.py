@@ -48,6 +48,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "badvni.toml").write_text('ports = ["lo"]\n[[tunnel]]\nname = "t"\nprotocol = "vxlan"\n'
                                    'vni = 99999999\nlocal = "198.18.0.1"\n'
                                    'remote = "198.18.0.2"\n')
+    (d / "lbvip.toml").write_text('ports = ["lo"]\nsource4 = "198.18.10.1"\n[[service]]\n'
+                                  'vip = "203.0.113.1"\nport = 80\n')
+    (d / "lbring.toml").write_text('ports = ["lo"]\nring_size = 1000\n')
+    (d / "lbsaved.toml").write_text('ports = ["lo"]\n[[service]]\nvip = "198.18.100.1"\n'
+                                    'port = 80\n')
     return d
 
 
@@ -116,6 +121,17 @@ CASES = [
     ("ila-sir-48", ["ila", "attach", "--config", "{d}/ila48.toml"], False, 1, "/64"),
     ("ila-map-args", ["ila", "map", "add", "::1:0:0:5"], False, 2, "IDENTIFIER LOCATOR"),
     ("ila-interval", ["ila", "stats", "--interval", "-1"], False, 2, "--interval"),
+    ("lb-no-config", ["lb", "attach"], False, 2, "--config"),
+    ("lb-config", ["lb", "attach", "--config", "{d}/none.toml"], False, 1, "none.toml"),
+    ("lb-vip-range", ["lb", "attach", "--config", "{d}/lbvip.toml"], False, 1,
+     "outside the allowed ranges"),
+    ("lb-ring", ["lb", "attach", "--config", "{d}/lbring.toml"], False, 1, "prime"),
+    ("lb-restore-not-saved", ["lb", "restore", "{d}/lbsaved.toml", "--state-root", "{d}/st"],
+     False, 1, "ports"),
+    ("lb-weight-missing", ["lb", "real", "weight", "198.18.100.1:80", "198.18.10.11"], False,
+     2, "--weight"),
+    ("lb-interval", ["lb", "stats", "--interval", "-1"], False, 2, "--interval"),
+    ("lb-port", ["lb", "serve-metrics", "--port", "70000"], False, 2, "--port"),
     # empty values
     ("empty-count", ["trafficgen", "lo", "--count", ""], False, 2, "--count"),
     ("empty-compile", ["compile", ""], False, 2, "no such file"),

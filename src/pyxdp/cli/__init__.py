@@ -50,6 +50,8 @@ COMMANDS: dict[str, Command] = {
                                  " Geneve, SRv6"),
     "ila": Command("_ila", "ILA: SIR addresses translated to locators and back at XDP"
                            " (draft-herbert-intarea-ila)"),
+    "lb": Command("_lb", "an L4 load balancer (IPVS replacement): Maglev, IPIP/GUE/DSR,"
+                         " health checks"),
     "fleet": Command("_fleet", "one filter policy on many hosts through etcd: push, status,"
                                " rollback"),
     "agent": Command("_fleet", "a host's fleet agent: applies the policy etcd names for it"),

@@ -27,7 +27,7 @@ from pyxdp.apps.lb import program as pg
 sys.path.insert(0, str(Path(__file__).parent.parent / "data"))
 import lb_corpus as corpus
 
-XDP_DROP, XDP_PASS, XDP_REDIRECT = 1, 2, 4
+XDP_DROP, XDP_PASS, XDP_TX = 1, 2, 3
 RING = 13
 REASONS = {"forwarded": dp.R_FORWARDED, "not_vip": dp.R_NOT_VIP, "not_ip": dp.R_NOT_IP,
            "malformed": dp.R_MALFORMED, "fragment": dp.R_FRAGMENT, "options": dp.R_OPTIONS,
@@ -54,10 +54,15 @@ class World:
     def reason(self, name: str) -> int:
         return sum(c.packets for c in self.maps()["stats"][REASONS[name]])
 
+    ifindex2 = 0          # a second port (two-NIC setups): the far real is behind it
+    l1_mac = "02:1b:00:00:00:02"
+    far_mac = "02:1e:00:00:00:21"
+    far = "198.18.11.21"
+
     def load(self, backend: Any, config: dict[str, int] | None = None) -> None:
         self.coll = pg.load_lb(backend, ring_size=RING, max_vips=16, max_reals=16,
                                max_conns=256, config={**CONFIG, **(config or {})},
-                               ifindexes=[self.ifindex])
+                               ifindexes=[self.ifindex, self.ifindex2])
         self.prog = self.coll.programs[pg.PROGRAM]
         self.slots: dict[str, int] = {}
         for i, (vip, port, proto, method, real, variant) in enumerate(corpus.SERVICES):
@@ -84,10 +89,11 @@ class EmuWorld(World):
     def __init__(self, backend: Any, config: dict[str, int] | None = None) -> None:
         from pyxdp.emu import Fib
 
-        self.ifindex = 2
+        self.ifindex, self.ifindex2 = 2, 3
         fib = Fib()
         for ip, mac in corpus.REAL_MAC.items():
             fib.add_route(ip, self.ifindex, corpus.LB_MAC, mac)
+        fib.add_route(self.far, self.ifindex2, self.l1_mac, self.far_mac)
         self.load(backend, config)
         self.prog.machine.fib = fib
 
@@ -107,7 +113,11 @@ class KernelWorld(World):
         tb.sysctl("lb", "net.ipv6.conf.all.forwarding", "1")
         for ip, mac in corpus.REAL_MAC.items():
             tb.neighbour("lb", "l0", ip, mac)
+        tb.veth("cl", "c1", "lb", "l1", ipv4=("198.18.11.2/24", "198.18.11.1/24"),
+                macs=("02:1c:00:00:00:03", self.l1_mac))
+        tb.neighbour("lb", "l1", self.far, self.far_mac)
         self.ifindex = tb.call("lb", socket.if_nametoindex, "l0")
+        self.ifindex2 = tb.call("lb", socket.if_nametoindex, "l1")
         tb.call("lb", self.load, backend, config)
 
     def run(self, frame: bytes) -> Any:
@@ -148,7 +158,7 @@ def test_corpus_forwarded_frames_are_the_expected_ones(world: World, case: Any) 
     method, variant = corpus.SERVICES[i][3], corpus.SERVICES[i][5]
     r = world.run(bytes(corpus.frame(inner)))
     want = bytes(corpus.encap(inner, real, method, h_of(inner), variant))
-    assert r.verdict == XDP_REDIRECT, (r.verdict, world.reason("not_vip"))
+    assert r.verdict == XDP_TX, (r.verdict, world.reason("not_vip"))
     assert r.packet == want, (Ether(r.packet).show(dump=True), Ether(want).show(dump=True))
     assert world.reason("forwarded") == 1 and world.reason("lru_miss") == 1
     assert sum(c.packets for c in world.maps()["vip_stats"][i]) == 1
@@ -246,7 +256,7 @@ def test_too_big_once_encapsulated_is_answered_in_xdp(small_world: World) -> Non
     w = small_world
     inner = corpus.client4("198.18.100.1", 80, size=1400 - 20 - 20 - 10)   # 1390 + 20 > 1400
     r = w.run(bytes(corpus.frame(inner)))
-    assert r.verdict == XDP_REDIRECT and w.reason("icmp_sent") == 1
+    assert r.verdict == XDP_TX and w.reason("icmp_sent") == 1
     e = Ether(r.packet)
     assert e.dst == corpus.CLIENT_MAC and e[IP].src == corpus.SRC4
     assert e[IP].dst == inner.src and e[ICMP].type == 3 and e[ICMP].code == 4
@@ -256,9 +266,22 @@ def test_too_big_once_encapsulated_is_answered_in_xdp(small_world: World) -> Non
     assert IP(bytes(again)).chksum == e[IP].chksum        # scapy recomputes it: equal
     inner6 = corpus.client6("2001:db8:100::1", 80, size=1400 - 40 - 20 - 10)
     r6 = w.run(bytes(corpus.frame(inner6)))
-    assert r6.verdict == XDP_REDIRECT and w.reason("icmp_sent") == 2
+    assert r6.verdict == XDP_TX and w.reason("icmp_sent") == 2
     e6 = Ether(r6.packet)
     assert e6[IPv6].dst == inner6.src and e6[ICMPv6PacketTooBig].mtu == 1360
     fits = corpus.client4("198.18.100.1", 80, size=1400 - 20 - 20 - 20)
-    assert w.run(bytes(corpus.frame(fits))).verdict == XDP_REDIRECT
+    assert w.run(bytes(corpus.frame(fits))).verdict == XDP_TX
     assert w.reason("forwarded") == 1
+
+
+def test_a_real_behind_another_port_is_reached_through_the_devmap(world: World) -> None:
+    """Two-NIC setups: the next hop is on the second port, so the frame leaves by a devmap
+    redirect (XDP_REDIRECT) with that port's MAC as its source."""
+    world.service(0, "198.18.100.1", 80, "tcp", "ipip", {world.far: 1})
+    inner = corpus.client4("198.18.100.1", 80)
+    r = world.run(bytes(corpus.frame(inner)))
+    assert r.verdict == 4                                 # XDP_REDIRECT
+    e = Ether(r.packet)
+    assert (e.dst, e.src, e[IP].dst, e[IP].proto) == (world.far_mac, world.l1_mac,
+                                                      world.far, 4)
+    assert bytes(e[IP].payload) == bytes(inner)

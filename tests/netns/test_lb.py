@@ -10,10 +10,12 @@ nothing changed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from pyxdp.apps.lb.health import HealthChecker
 from pyxdp.testbed import Testbed
 
 pytestmark = pytest.mark.netns
+SRC = Path(__file__).resolve().parents[2] / "src"      # this checkout, for subprocesses
 PIN, STATE = "/sys/fs/bpf/pyxdp-lbtest", "/run/pyxdp-lbtest"
 NAMES = {f"b{i}" for i in (1, 2, 3)}
 VIPS = {("ipip", 4): "198.18.100.1", ("gue", 4): "198.18.100.2", ("dsr", 4): "198.18.100.3",
@@ -117,7 +120,7 @@ def run_flows(tb: Testbed, lb: LoadBalancer, frames: list[tuple[int, bytes]]
             out = {}
             for sport, f in frames:
                 r = p.run_packet(f, ingress_ifindex=ifindex)
-                assert r.retval == 4, r.retval
+                assert r.retval == 3, r.retval             # XDP_TX: out where it came in
                 out[sport] = real_of(r.packet)
             return out
     return tb.call("lb", go)
@@ -233,7 +236,7 @@ def test_a_restarted_control_plane_keeps_balancing(bed: Any, lb: LoadBalancer) -
         # namespace of its own, without the pins)
         out = subprocess.run(["nsenter", f"--net=/run/netns/{tb.ns_name('lb')}",
                               sys.executable, "-c", script], capture_output=True, text=True,
-                             timeout=60)
+                             timeout=60, env={**os.environ, "PYTHONPATH": str(SRC)})
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "8"
         assert tb.call("c", conn.say, "after") == who
@@ -251,6 +254,8 @@ def test_a_restarted_control_plane_keeps_balancing(bed: Any, lb: LoadBalancer) -
 
 def test_bad_changes_are_refused_and_nothing_changes(bed: Any, lb: LoadBalancer) -> None:
     tb, _ = bed
+    # a network behind a gateway (the client): reachable for ipip, not for dsr
+    tb.exec("lb", ["ip", "route", "replace", "198.18.40.0/24", "via", lbed.CLIENT4])
     before = tb.call("lb", lambda: (lb.config().services, lb._state()))
     cases = [
         (lambda: lb.add_service("203.0.113.1:80/tcp"), "outside the allowed ranges"),
@@ -260,8 +265,9 @@ def test_bad_changes_are_refused_and_nothing_changes(bed: Any, lb: LoadBalancer)
         (lambda: lb.set_weight(f"{VIPS[('gue', 4)]}:80/tcp", lbed.real4(1), 70000),
          "weight"),
         (lambda: lb.add_real(f"{VIPS[('dsr', 4)]}:80/tcp", lbed.real6(1)), "IPv4 like"),
-        (lambda: lb.add_real(f"{VIPS[('dsr', 4)]}:80/tcp", "198.18.30.5"), "no route|not a"
-         " port|routed"),
+        (lambda: lb.add_real(f"{VIPS[('dsr', 4)]}:80/tcp", "198.18.30.5"), "no route"),
+        (lambda: lb.add_real(f"{VIPS[('dsr', 4)]}:80/tcp", "198.18.40.5"),
+         "dsr needs the real on-link"),
         (lambda: lb.add_service("198.18.100.77:80/sctp"), "proto"),
         (lambda: lb.add_service("198.18.100.77:80/tcp", "nat"), "method"),
         (lambda: lb.remove_service("198.18.100.78:80/tcp"), "no service"),
@@ -273,6 +279,9 @@ def test_bad_changes_are_refused_and_nothing_changes(bed: Any, lb: LoadBalancer)
     assert tb.call("lb", lambda: (lb.config().services, lb._state())) == before
     got = get(tb, VIPS[("gue", 4)], 6)
     assert set(got) <= NAMES
+    # the same real is fine for a method that routes: ipip via the gateway
+    tb.call("lb", lb.add_real, f"{VIPS[('ipip', 4)]}:80/tcp", "198.18.40.5")
+    tb.exec("lb", ["ip", "route", "del", "198.18.40.0/24"])
 
 
 def test_attach_refuses_bad_settings_and_leaves_nothing(bed: Any) -> None:
@@ -298,9 +307,7 @@ def test_attach_refuses_bad_settings_and_leaves_nothing(bed: Any) -> None:
 
 def test_cli_attach_change_save_restore_metrics_detach(bed: Any, tmp_path: Any) -> None:
     import json
-    import os
     import urllib.request
-    from pathlib import Path
 
     tb, _ = bed
     tb.call("lb", LoadBalancer.force_detach)
@@ -310,7 +317,7 @@ def test_cli_attach_change_save_restore_metrics_detach(bed: Any, tmp_path: Any) 
                    f'source4 = "{lbed.LB4}"\nsource6 = "{lbed.LB6}"\n'
                    f'[[service]]\nvip = "{vip}"\nport = 80\nmethod = "ipip"\n'
                    f'reals = [{{ address = "{lbed.real4(1)}" }}]\n')
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
     ns = tb.ns_name("lb")
 
     def cli(*argv: str, json_out: bool = True) -> Any:
@@ -321,6 +328,12 @@ def test_cli_attach_change_save_restore_metrics_detach(bed: Any, tmp_path: Any) 
         return json.loads(p.stdout) if json_out else p.stdout
     try:
         assert cli("attach", "--config", str(cfg))["services"] == 1
+        assert cli("detach")["detached"]
+        # interfaces on the command line, services added one by one
+        assert cli("attach", "l0", "--mode", "native", "--source4", lbed.LB4, "--source6",
+                   lbed.LB6, "--ring-size", "1021")["services"] == 0
+        cli("service", "add", f"{vip}:80", "--proto", "tcp", "--method", "ipip")
+        cli("real", "add", f"{vip}:80", lbed.real4(1), "--proto", "tcp")
         assert get(tb, vip, 5) == ["b1"] * 5
         cli("real", "add", f"{vip}:80", lbed.real4(2))
         cli("real", "weight", f"{vip}:80", lbed.real4(2), "--weight", "3")

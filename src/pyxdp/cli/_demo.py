@@ -1,5 +1,5 @@
 """``pyxdp demo``: the filter protecting a TCP service from a flood (see
-:mod:`pyxdp.apps.demo`)."""
+:mod:`pyxdp.apps.demo`); ``pyxdp demo lb``: the load balancer (:mod:`pyxdp.apps.lb.demo`)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ def _phase(p: Any) -> dict[str, Any]:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pyxdp.apps import demo
 
+    if args.which == "lb":
+        from pyxdp.apps.lb import demo as lbdemo
+
+        if not args.json:
+            return lbdemo.main(emulator=args.emulator)
+        if can_run_test_beds() and not args.emulator:
+            print_json({"mode": "kernel", "phases": lbdemo.run_kernel_demo(
+                log=lambda line: print(line, file=sys.stderr))})
+        else:
+            print_json({"mode": "emulator", **lbdemo.run_emulator_demo(
+                log=lambda line: print(line, file=sys.stderr))})
+        return 0
     if not args.json:
         return demo.main(emulator=args.emulator)
 
@@ -38,6 +50,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo")
+    p.add_argument("which", nargs="?", choices=["filter", "lb"], default="filter",
+                   help="filter (a flood stopped at XDP, the default) or lb (a service"
+                        " behind a VIP, a real drained and failing)")
     p.add_argument("--emulator", action="store_true", help="use the emulator even as root")
     add_json(p)
     p.set_defaults(func=cmd_demo)

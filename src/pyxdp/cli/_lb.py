@@ -22,12 +22,19 @@ def _app() -> Any:
 
 def cmd_attach(args: argparse.Namespace) -> int:
     from pyxdp.apps.lb import LoadBalancer
-    from pyxdp.apps.lb.config import load_file
+    from pyxdp.apps.lb.config import from_dict, load_file
     from pyxdp.xdp import in_netns
 
-    if not args.config:
-        raise UsageError("lb attach needs --config FILE (ports, sources, [[service]])")
-    cfg = load_file(args.config)
+    if args.config:
+        cfg = load_file(args.config)
+        if args.ifaces:
+            cfg.ports = tuple(args.ifaces)
+    elif args.ifaces:
+        cfg = from_dict({"ports": list(args.ifaces), **{
+            k: v for k, v in (("source4", args.source4), ("source6", args.source6),
+                              ("ring_size", args.ring_size)) if v is not None}})
+    else:
+        raise UsageError("lb attach needs interfaces (IFACE ...) or --config FILE")
     if args.mode:
         cfg.mode = args.mode
 
@@ -109,7 +116,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service(args: argparse.Namespace) -> str:
+    """VIP:PORT[/PROTO], with --proto when the protocol is not in the name."""
+    if args.proto and "/" not in args.service:
+        return f"{args.service}/{args.proto}"
+    if args.proto and not args.service.endswith("/" + args.proto):
+        raise UsageError(f"{args.service} names another protocol than --proto {args.proto}")
+    return str(args.service)
+
+
 def cmd_service(args: argparse.Namespace) -> int:
+    args.service = _service(args)
     if args.op == "add":
         pa.open_app(_app, args, lambda r: r.add_service(args.service, args.method,
                                                         gue_variant=args.gue_variant))
@@ -123,6 +140,7 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_real(args: argparse.Namespace) -> int:
+    args.service = _service(args)
     op = args.op
     if op == "weight" and args.weight is None:
         raise UsageError("lb real weight needs --weight N")
@@ -233,23 +251,60 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backend(args: argparse.Namespace) -> int:
+    from pyxdp.apps.lb.backend import PIN_ROOT, STATE_ROOT, setup_backend, teardown_backend
+    from pyxdp.apps.tunnel import TunnelApp
+    from pyxdp.xdp import in_netns
+
+    if not args.vip:
+        raise UsageError("lb backend needs --vip ADDRESS (one or more)")
+    if args.undo:
+        def undo() -> None:
+            app = TunnelApp.open(PIN_ROOT, state_root=STATE_ROOT)
+            app.detach()
+            teardown_backend(args.vip)
+        in_netns(args.netns, undo)
+        msg = f"backend {args.iface}: decapsulation detached, VIPs removed"
+    else:
+        if not args.lb_source:
+            raise UsageError("lb backend needs --lb-source ADDRESS (the LB's outer source)")
+
+        def setup() -> None:
+            setup_backend(args.iface, args.vip, args.lb_source, mode=args.mode).close()
+        in_netns(args.netns, setup)
+        msg = (f"backend {args.iface}: VIPs {', '.join(args.vip)} on lo, decapsulating"
+               f" IPIP/GUE from {', '.join(args.lb_source)}")
+    if args.json:
+        print_json({"iface": args.iface, "vips": args.vip, "undo": args.undo, "ok": True})
+    else:
+        print(msg)
+    return 0
+
+
 def register(sub: Any) -> None:
     from pyxdp.cli._args import SECONDS_OR_ZERO
 
     add = pa.actions(sub, "lb")
-    p = add("attach", cmd_attach, "balance on the interfaces of a config file")
+    p = add("attach", cmd_attach, "balance on interfaces (services from --config, or added"
+            " later)")
+    p.add_argument("ifaces", nargs="*", metavar="IFACE")
     p.add_argument("--mode", choices=["generic", "native"], default=None)
     p.add_argument("--config", help="TOML file (ports, sources, [[service]], ...)")
+    p.add_argument("--source4", default=None, help="outer IPv4 source (ipip/gue)")
+    p.add_argument("--source6", default=None, help="outer IPv6 source (ipip/gue)")
+    p.add_argument("--ring-size", type=int, default=None, help="Maglev ring size (a prime)")
     add("list", cmd_list, "the services, their method and reals")
     p = add("service", cmd_service, "add or delete a virtual service")
     p.add_argument("op", choices=["add", "del"])
     p.add_argument("service", metavar="VIP:PORT[/PROTO]", help="[VIP]:PORT for IPv6")
+    p.add_argument("--proto", choices=["tcp", "udp"], default=None)
     p.add_argument("--method", choices=["ipip", "gue", "dsr"], default="ipip")
     p.add_argument("--gue-variant", type=int, choices=[0, 1], default=1)
     p = add("real", cmd_real, "add, delete, weigh, drain or restore a real of a service")
     p.add_argument("op", choices=["add", "del", "weight", "drain", "restore"])
     p.add_argument("service", metavar="VIP:PORT[/PROTO]")
     p.add_argument("real", metavar="ADDRESS")
+    p.add_argument("--proto", choices=["tcp", "udp"], default=None)
     p.add_argument("--weight", type=int, default=None)
     p = add("save", cmd_save, "write the services as a TOML file (- for stdout)")
     p.add_argument("file", metavar="FILE")
@@ -260,6 +315,13 @@ def register(sub: Any) -> None:
     p = add("health", cmd_health, "run the services' health checks (drain and restore reals)")
     p.add_argument("--duration", type=SECONDS_OR_ZERO, default=0,
                    help="seconds to run (0: until Ctrl-C)")
+    p = add("backend", cmd_backend, "set up a backend: VIPs on lo, ARP off them, pyxdp"
+            " tunnel decapsulating what the LB sends (--undo: take it down)")
+    p.add_argument("iface", metavar="IFACE")
+    p.add_argument("--vip", action="append", default=[], metavar="ADDRESS")
+    p.add_argument("--lb-source", action="append", default=[], metavar="ADDRESS")
+    p.add_argument("--mode", choices=["generic", "native"], default="native")
+    p.add_argument("--undo", action="store_true")
     pa.add_common_actions(add, "lb", detach=cmd_detach, stats=cmd_stats,
                           serve_metrics=cmd_serve_metrics, port=9106,
                           stats_help="per-reason, per-service and per-real counters")

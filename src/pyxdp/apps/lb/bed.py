@@ -5,9 +5,11 @@ service.  Namespaces of a :class:`pyxdp.testbed.Testbed`::
     c   c0  198.18.10.2   2001:db8:10::2    routes 198.18.100.0/24, 2001:db8:100::/64 via
                                             the LB (.1, ::1)
     lb  l0  198.18.10.1   2001:db8:10::1    the balancer (XDP on l0)
-    bN  b0  198.18.10.1N  2001:db8:10::1N   backends 1..n: the VIPs on lo (arp_ignore 1,
-                                            arp_announce 2, IPVS-DR style), pyxdp tunnel
-                                            decapsulating IPIP/IPv6-in-IP/GUE from the LB
+    bN  b0  198.18.10.1N  2001:db8:10::1N   backends 1..n, set up by
+                                            :func:`pyxdp.apps.lb.backend.setup_backend`
+                                            (:meth:`Bed.start_decap`): the VIPs on lo, ARP
+                                            off them, pyxdp tunnel decapsulating
+                                            IPIP/IPv6-in-IP/GUE from the LB
     sw  br0 the bridge joining them (its ports with GRO on: redirected XDP frames need
             NAPI on the peer)
 
@@ -23,6 +25,7 @@ import socket
 import socketserver
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from pyxdp.apps.router.bed import set_tx_checksum
@@ -69,31 +72,27 @@ class Bed:
             ports.append(peer)
         tb.bridge("sw", "br0", ports)
         tb.exec("sw", ["ip", "link", "set", "br0", "up"])
+        # a veth delivers XDP_TX frames only to a peer that runs XDP itself (veth_xdp_flush
+        # wakes the peer's NAPI only then): the LB's peer port gets an XDP_PASS program,
+        # as the NIC on the other end of a real LB's wire would just receive
+        from pyxdp import xdp
+        from pyxdp.asm import programs as progs
+        from pyxdp.isa import XdpAction
+        from pyxdp.kernel import Program
+
+        self._pass = Program.load(progs.xdp_verdict(XdpAction.PASS), name="lb_bed_pass")
+        self._pass_att = tb.call("sw", xdp.attach, "s-lb", self._pass, "native")
         tb.route("c", VIP_NET4, LB4)
         tb.exec("c", ["ip", "-6", "route", "add", VIP_NET6, "via", LB6])
         tb.sysctl("lb", "net.ipv4.ip_forward", "1")           # bpf_fib_lookup needs it
         tb.sysctl("lb", "net.ipv6.conf.all.forwarding", "1")
-        for i in range(1, n + 1):
-            b = f"b{i}"
-            for k, v in (("net.ipv4.conf.all.arp_ignore", "1"),
-                         ("net.ipv4.conf.all.arp_announce", "2"),
-                         ("net.ipv4.conf.all.rp_filter", "0"),
-                         ("net.ipv4.conf.b0.rp_filter", "0")):
-                tb.sysctl(b, k, v)
         # neighbours resolved both ways up front (the LB's FIB lookups need them)
         for i in range(1, n + 1):
             for a in (real4(i), real6(i)):
                 tb.exec("lb", ["ping", "-c", "1", "-W", "2", a], check=False, timeout=10)
             for a in (CLIENT4, CLIENT6):
                 tb.exec(f"b{i}", ["ping", "-c", "1", "-W", "2", a], check=False, timeout=10)
-        for v in vips:
-            self.add_vip(v)
-
-    def add_vip(self, vip: str) -> None:
-        """Put ``vip`` on every backend's loopback."""
-        plen = 128 if ":" in vip else 32
-        for i in range(1, self.n + 1):
-            self.tb.exec(f"b{i}", ["ip", "addr", "add", f"{vip}/{plen}", "dev", "lo"])
+        self.vips = list(vips)
 
     def start_services(self) -> None:
         for i in range(1, self.n + 1):
@@ -101,8 +100,11 @@ class Bed:
 
     def start_service(self, i: int) -> None:
         b = f"b{i}"
+        # this very package, whatever else is installed
+        src = str(Path(__file__).resolve().parents[3])
         p = self.tb.popen(b, [sys.executable, "-m", "pyxdp.apps.lb.bed", "serve", b],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "PYTHONPATH": src})
         assert p.stdout is not None
         line = p.stdout.readline()           # "ready" once both sockets listen
         if not line.startswith(b"ready"):
@@ -122,25 +124,24 @@ class Bed:
                 p.wait(5)
 
     def start_decap(self) -> None:
-        """pyxdp tunnel on every backend's b0: IPIP, IPv6-in-IP and GUE from the LB."""
-        from pyxdp.apps.tunnel import TunnelApp, TunnelConfig, check_tunnels
+        """Every backend set up as :func:`pyxdp.apps.lb.backend.setup_backend` does (the
+        VIPs on lo, ARP off them, pyxdp tunnel decapsulating IPIP/IPv6-in-IP/GUE from the
+        LB on b0)."""
+        from pyxdp.apps.lb.backend import setup_backend
 
         for i in range(1, self.n + 1):
-            ts = []
-            for fam, local, remote in ((4, real4(i), LB4), (6, real6(i), LB6)):
-                for proto in ("ipip", "ip6ip", "gue"):
-                    ts.append({"name": f"lb{fam}-{proto}", "protocol": proto,
-                               "local": local, "remote": remote, "decap": True,
-                               "action": "pass"})
-            cfg = TunnelConfig(("b0",), "native", tunnels=check_tunnels(ts))
             b = f"b{i}"
-            self.tunnels[b] = self.tb.call(b, TunnelApp.attach, cfg,
+            self.tunnels[b] = self.tb.call(b, setup_backend, "b0", self.vips, [LB4, LB6],
                                            pin_root=f"/sys/fs/bpf/pyxdp-lbbed-{b}",
                                            state_root=f"/run/pyxdp-lbbed-{b}")
 
     def close(self) -> None:
         for i in range(1, self.n + 1):
             self.stop_service(i)
+        try:
+            self.tb.call("sw", self._pass_att.detach)
+        finally:
+            self._pass.close()
         for b, app in list(self.tunnels.items()):
             try:
                 self.tb.call(b, app.detach)

@@ -23,7 +23,8 @@ from pyxdp.elf import set_variable
 from pyxdp.spec import ObjectSpec
 
 PROGRAM = "xdp_lb"
-MAPS = ("vips", "ring", "reals", "conns", "stats", "vip_stats", "real_stats", "tx_ports")
+MAPS = ("vips", "ring", "reals", "conns", "stats", "vip_stats", "real_stats", "tx_ports",
+        "nh_tick")
 METHODS = {"ipip": dp.M_IPIP, "gue": dp.M_GUE, "dsr": dp.M_DSR}
 PROTOS = {"tcp": 6, "udp": 17}
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -130,6 +131,7 @@ def set_real(maps: dict[str, Any], slot: int, addr: IP | None, epoch: int) -> No
         maps["reals"][slot] = dp.Real(a=0, b=0, fam=0, epoch=epoch)
         return
     a, b = words(addr)
+    # nh_time 0: the data plane resolves the next hop on the real's first packet
     maps["reals"][slot] = dp.Real(a=a, b=b, fam=addr.version, epoch=epoch)
 
 

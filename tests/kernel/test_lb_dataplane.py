@@ -33,7 +33,8 @@ REASONS = {"forwarded": dp.R_FORWARDED, "not_vip": dp.R_NOT_VIP, "not_ip": dp.R_
            "malformed": dp.R_MALFORMED, "fragment": dp.R_FRAGMENT, "options": dp.R_OPTIONS,
            "no_real": dp.R_NO_REAL, "lru_hit": dp.R_LRU_HIT, "lru_miss": dp.R_LRU_MISS,
            "second_hop": dp.R_SECOND_HOP, "icmp_sent": dp.R_ICMP_SENT,
-           "stale": dp.R_STALE}
+           "stale": dp.R_STALE, "quic_routed": dp.R_QUIC_ROUTED,
+           "quic_hashed": dp.R_QUIC_HASHED}
 A = ipaddress.ip_address
 CONFIG = {"SRC4": int(A(corpus.SRC4)), "SRC6_A": pg.words(A(corpus.SRC6))[0],
           "SRC6_B": pg.words(A(corpus.SRC6))[1], "ICMP_SRC4": int(A(corpus.SRC4)),
@@ -285,3 +286,52 @@ def test_a_real_behind_another_port_is_reached_through_the_devmap(world: World) 
     assert (e.dst, e.src, e[IP].dst, e[IP].proto) == (world.far_mac, world.l1_mac,
                                                       world.far, 4)
     assert bytes(e[IP].payload) == bytes(inner)
+
+
+def quic_frame(payload: bytes, sport: int) -> bytes:
+    from scapy.layers.inet import UDP
+    from scapy.packet import Raw
+
+    return bytes(corpus.frame(IP(src="198.19.7.7", dst="198.18.100.7", ttl=60)
+                              / UDP(sport=sport, dport=443) / Raw(payload)))
+
+
+def test_quic_packets_go_to_the_real_their_connection_id_names(world: World) -> None:
+    """QUIC routing (a UDP service with quic): a short-header or Handshake packet whose
+    destination connection id carries a real's host id goes to that real whatever its
+    5-tuple; Initial packets, ids of no real and non-QUIC payloads are hashed."""
+    reals = {"198.18.10.11": 1, "198.18.10.12": 1, "198.18.10.13": 1}
+    ring = maglev.build({r: (world.real_slot(r), w) for r, w in reals.items()}, RING)
+    m = world.maps()
+    pg.write_ring(m, 5, 0, ring, RING)
+    pg.set_quic_ids(m, 5, {7: world.slots["198.18.10.11"], 9: world.slots["198.18.10.12"]})
+    pg.set_vip(m, pg.vip_key(A("198.18.100.7"), 443, 17), 5, pg.METHODS["dsr"], 0, False, 0,
+               quic=True)
+    by_slot = {world.slots[r]: r for r in reals}
+
+    def real_for(payload: bytes, sport: int) -> str:
+        r = world.run(quic_frame(payload, sport))
+        assert r.verdict == XDP_TX
+        return next(a for a, mac in corpus.REAL_MAC.items() if mac == Ether(r.packet).dst)
+
+    def hashed(sport: int) -> str:
+        return by_slot[ring[pg.flow_hash(A("198.19.7.7"), A("198.18.100.7"), sport, 443, 17)
+                            % RING]]
+
+    short9 = bytes([0x41, 0x40, 0x00, 0x09]) + b"\xaa" * 20
+    handshake7 = bytes([0xE0, 0, 0, 0, 1, 8, 0x40, 0x00, 0x07]) + b"\xbb" * 25
+    initial = bytes([0xC0, 0, 0, 0, 1, 8, 0x40, 0x00, 0x09]) + b"\xcc" * 25
+    unknown = bytes([0x41, 0x40, 0x12, 0x34]) + b"\xdd" * 20
+    for sport in range(5000, 5020):
+        assert real_for(short9, sport) == "198.18.10.12", sport
+    for sport in range(6000, 6010):
+        assert real_for(handshake7, sport) == "198.18.10.11", sport
+    assert world.reason("quic_routed") == 30
+    for sport in range(7000, 7010):                   # hashed as any UDP flow
+        assert real_for(initial, sport) == hashed(sport)
+        assert real_for(unknown, sport + 100) == hashed(sport + 100)
+        assert real_for(b"\x00\x01", sport + 200) == hashed(sport + 200)   # not QUIC
+    assert world.reason("quic_hashed") == 30
+    # the host id's real removed from the slot table: hashed, not sent to a dead slot
+    pg.set_quic_ids(m, 5, {9: world.slots["198.18.10.12"]})
+    assert real_for(handshake7, 6100) == hashed(6100)

@@ -378,3 +378,28 @@ def test_cli_attach_change_save_restore_metrics_detach(bed: Any, tmp_path: Any) 
         assert cli("detach")["detached"]
     finally:
         tb.call("lb", LoadBalancer.force_detach)
+
+
+def test_quic_host_ids_follow_the_service_and_its_reals(bed: Any, lb: LoadBalancer) -> None:
+    """The control plane keeps the data plane's QUIC table (service number << 16 | host
+    id -> real slot) in step with the service: written with it, pruned with its reals,
+    emptied with it."""
+    tb, _ = bed
+    key = "198.18.100.8:443/udp"
+    tb.call("lb", lambda: lb.add_service(key, "ipip", quic=True, reals=[
+        {"address": lbed.real4(1), "quic_id": 7}, {"address": lbed.real4(2), "quic_id": 9},
+        {"address": lbed.real4(3)}]))
+
+    def table() -> dict[int, str]:
+        st = lb._state()
+        num = st["nums"][key]
+        by_slot = {v: k.split("|")[1] for k, v in st["slots"].items() if k.startswith(key)}
+        return {k & 0xFFFF: by_slot[v] for k, v in lb._map("quic_ids").items()
+                if k >> 16 == num}
+    assert tb.call("lb", table) == {7: lbed.real4(1), 9: lbed.real4(2)}
+    tb.call("lb", lb.remove_real, key, lbed.real4(1))
+    assert tb.call("lb", table) == {9: lbed.real4(2)}
+    saved = tb.call("lb", lambda: lb.config().service(key))
+    assert saved.quic and [r.quic_id for r in saved.reals] == [9, 0]
+    tb.call("lb", lb.remove_service, key)
+    assert len(tb.call("lb", lambda: list(lb._map("quic_ids").keys()))) == 0

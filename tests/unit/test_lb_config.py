@@ -84,6 +84,15 @@ def svc(**kw: Any) -> dict[str, Any]:
     (base(source4="2001:db8::1"), "not an IPv4"),
     (base(second_hop=-1), "second_hop"),
     (base(mode="turbo"), "mode"),
+    (base(service=[svc(quic=True)]), "quic routing needs proto udp"),
+    (base(service=[svc(proto="udp", reals=[{"address": "198.18.10.11", "quic_id": 7}])]),
+     "does not route QUIC"),
+    (base(service=[svc(proto="udp", quic=True, reals=[
+        {"address": "198.18.10.11", "quic_id": 7},
+        {"address": "198.18.10.12", "quic_id": 7}])]), "quic_id 7 of 198.18.10.12"),
+    (base(service=[svc(proto="udp", quic=True, reals=[
+        {"address": "198.18.10.11", "quic_id": 70000}])]), "quic_id"),
+    (base(service=[svc(proto="udp", quic="yes")]), "quic is true or false"),
 ])
 def test_bad_configurations_are_named(cfg: dict[str, Any], match: str) -> None:
     if cfg.get("source6", "") is None:

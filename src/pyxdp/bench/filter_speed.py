@@ -152,8 +152,13 @@ class Sides:
         return (float(t1_s) - float(t0_s)) / XDP_FILTER_ADDS * PREFIXES
 
 
+def fsc_repeat() -> int:
+    from pyxdp.bench.filter_scale import REPEAT
+    return REPEAT
+
+
 def _test_run_ns(prog: Any, pkt: bytes) -> float:
-    return float(prog.test_run(pkt, repeat=200_000).duration_ns)
+    return float(prog.test_run(pkt, repeat=fsc_repeat()).duration_ns)
 
 
 def feature_cost(rounds: int) -> tuple[dict[str, int], dict[str, list[float]]]:
@@ -229,7 +234,7 @@ def _scale_rows(r: Report, tr: dict[str, list[float]], mem: dict[str, Any],
             kb = mem[f"{who} {n}"]["memlock"] / max(n, 1)
             cells.append(f"{kb:,.0f}")
             rows.append(cells)
-    r.table("Per packet by block-list size (BPF_PROG_TEST_RUN, 200,000 repeats a sample)",
+    r.table("Per packet by block-list size (BPF_PROG_TEST_RUN, 1,000,000 repeats a sample)",
             ["denied prefixes", "pyxdp table", "pyxdp deny ns", "pyxdp miss ns",
              "bare parse+drop ns", "pyxdp deny - bare ns (range)",
              "xdp-filter deny ns (xdp-filter ns / pyxdp ns, verdict)",

@@ -129,7 +129,8 @@ def cmd_service(args: argparse.Namespace) -> int:
     args.service = _service(args)
     if args.op == "add":
         pa.open_app(_app, args, lambda r: r.add_service(args.service, args.method,
-                                                        gue_variant=args.gue_variant))
+                                                        gue_variant=args.gue_variant,
+                                                        quic=args.quic))
     else:
         pa.open_app(_app, args, lambda r: r.remove_service(args.service))
     if args.json:
@@ -147,7 +148,7 @@ def cmd_real(args: argparse.Namespace) -> int:
 
     def run(r: Any) -> None:
         if op == "add":
-            r.add_real(args.service, args.real, args.weight or 1)
+            r.add_real(args.service, args.real, args.weight or 1, quic_id=args.quic_id)
         elif op == "del":
             r.remove_real(args.service, args.real)
         elif op == "weight":
@@ -300,12 +301,15 @@ def register(sub: Any) -> None:
     p.add_argument("--proto", choices=["tcp", "udp"], default=None)
     p.add_argument("--method", choices=["ipip", "gue", "dsr"], default="ipip")
     p.add_argument("--gue-variant", type=int, choices=[0, 1], default=1)
+    p.add_argument("--quic", action="store_true",
+                   help="UDP: route QUIC by the host id in the connection id")
     p = add("real", cmd_real, "add, delete, weigh, drain or restore a real of a service")
     p.add_argument("op", choices=["add", "del", "weight", "drain", "restore"])
     p.add_argument("service", metavar="VIP:PORT[/PROTO]")
     p.add_argument("real", metavar="ADDRESS")
     p.add_argument("--proto", choices=["tcp", "udp"], default=None)
     p.add_argument("--weight", type=int, default=None)
+    p.add_argument("--quic-id", type=int, default=0, help="QUIC services: the real's host id")
     p = add("save", cmd_save, "write the services as a TOML file (- for stdout)")
     p.add_argument("file", metavar="FILE")
     p = add("restore", cmd_restore, "replace the services from a saved TOML file (or"

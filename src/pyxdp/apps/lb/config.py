@@ -20,6 +20,8 @@ validated whole before anything changes (pure Python: no kernel).  One TOML file
     gue_variant = 1                   # 1: IP right after UDP; 0: a GUE header
     health = { kind = "http", port = 80, path = "/", interval = 1.0, rise = 2, fall = 2 }
     reals = [{ address = "198.18.10.11", weight = 2 }, { address = "198.18.10.12" }]
+    quic = false                      # UDP: route QUIC by the connection id's host id
+                                      # (each real then has a quic_id = 1..65535)
 
 Every mistake is an :class:`LbError` naming the service, the real and the key.
 """
@@ -63,6 +65,7 @@ class RealCfg:
     address: IP
     weight: int = 1
     state: str = "active"
+    quic_id: int = 0           # QUIC services: the host id in the real's connection ids
 
     @property
     def ring_weight(self) -> int:
@@ -79,6 +82,7 @@ class ServiceCfg:
     gue_variant: int = 1
     health: Health | None = None
     reals: tuple[RealCfg, ...] = ()
+    quic: bool = False         # UDP: route QUIC packets by their connection id's host id
 
     @property
     def key(self) -> str:
@@ -168,12 +172,25 @@ def check_service(cfg: LbConfig, s: ServiceCfg, others: list[ServiceCfg]) -> Ser
     for o in others:
         if o.key == s.key:
             raise LbError(f"{where}: a service {s.key} exists already")
+    if not isinstance(s.quic, bool):
+        raise LbError(f"{where}: quic is true or false, not {s.quic!r}")
+    if s.quic and s.proto != "udp":
+        raise LbError(f"{where}: quic routing needs proto udp")
     seen: set[IP] = set()
+    ids: dict[int, IP] = {}
     for r in s.reals:
         check_real(cfg, s, r)
         if r.address in seen:
             raise LbError(f"{where}: real {r.address} given twice")
         seen.add(r.address)
+        if r.quic_id:
+            if not s.quic:
+                raise LbError(f"{where}: real {r.address} has a quic_id, but the service"
+                              " does not route QUIC (quic = true)")
+            if r.quic_id in ids:
+                raise LbError(f"{where}: quic_id {r.quic_id} of {r.address} is"
+                              f" {ids[r.quic_id]}'s already")
+            ids[r.quic_id] = r.address
     if s.health is not None:
         h = s.health
         if h.kind not in ("tcp", "http"):
@@ -195,6 +212,7 @@ def check_service(cfg: LbConfig, s: ServiceCfg, others: list[ServiceCfg]) -> Ser
 def check_real(cfg: LbConfig, s: ServiceCfg, r: RealCfg) -> RealCfg:
     where = f"service {s.key}: real {r.address}"
     _int(r.weight, f"{where}: weight", 1, MAX_WEIGHT)
+    _int(r.quic_id, f"{where}: quic_id", 0, 65535)
     if r.state not in STATES:
         raise LbError(f"{where}: state {r.state!r}: one of {', '.join(STATES)}")
     if s.method == "dsr" and r.address.version != s.vip.version:
@@ -221,7 +239,7 @@ def _health(d: Any, where: str) -> Health:
 def service_from_dict(d: Any, where: str) -> ServiceCfg:
     if not isinstance(d, dict):
         raise LbError(f"{where}: a [[service]] table")
-    known = {"vip", "port", "proto", "method", "gue_variant", "health", "reals"}
+    known = {"vip", "port", "proto", "method", "gue_variant", "health", "reals", "quic"}
     for k in d:
         if k not in known:
             raise LbError(f"{where}: unknown key {k!r} ({', '.join(sorted(known))})")
@@ -229,16 +247,18 @@ def service_from_dict(d: Any, where: str) -> ServiceCfg:
         raise LbError(f"{where}: vip and port are required")
     reals = []
     for j, r in enumerate(d.get("reals", [])):
-        if not isinstance(r, dict) or "address" not in r or set(r) - {"address", "weight",
-                                                                        "state"}:
-            raise LbError(f"{where}: reals[{j}]: {{ address = ..., weight = N }}")
+        if not isinstance(r, dict) or "address" not in r or set(r) - {
+                "address", "weight", "state", "quic_id"}:
+            raise LbError(f"{where}: reals[{j}]: {{ address = ..., weight = N"
+                          " [, quic_id = N] }")
         reals.append(RealCfg(_ip(r["address"], f"{where}: reals[{j}]"),
-                             r.get("weight", 1), r.get("state", "active")))
+                             r.get("weight", 1), r.get("state", "active"),
+                             r.get("quic_id", 0)))
     return ServiceCfg(vip=_ip(d["vip"], f"{where}: vip"), port=d["port"],
                       proto=d.get("proto", "tcp"), method=d.get("method", "ipip"),
                       gue_variant=d.get("gue_variant", 1),
                       health=_health(d["health"], where) if "health" in d else None,
-                      reals=tuple(reals))
+                      reals=tuple(reals), quic=d.get("quic", False))
 
 
 def from_dict(d: dict[str, Any], where: str = "config") -> LbConfig:
@@ -301,7 +321,11 @@ def service_to_dict(s: ServiceCfg) -> dict[str, Any]:
     d: dict[str, Any] = {"vip": str(s.vip), "port": s.port, "proto": s.proto,
                          "method": s.method, "gue_variant": s.gue_variant,
                          "reals": [{"address": str(r.address), "weight": r.weight,
-                                    "state": r.state} for r in s.reals]}
+                                    "state": r.state, **({"quic_id": r.quic_id}
+                                                         if r.quic_id else {})}
+                                   for r in s.reals]}
+    if s.quic:
+        d["quic"] = True
     if s.health is not None:
         d["health"] = dict(vars(s.health))
     return d

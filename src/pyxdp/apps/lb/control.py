@@ -61,7 +61,7 @@ REASONS: dict[str, int] = {
     "no_real": dp.R_NO_REAL, "lru_hit": dp.R_LRU_HIT, "lru_miss": dp.R_LRU_MISS,
     "second_hop": dp.R_SECOND_HOP, "icmp_sent": dp.R_ICMP_SENT,
     "too_big_drop": dp.R_TOO_BIG_DROP, "no_route": dp.R_NO_ROUTE, "error": dp.R_ERROR,
-    "stale": dp.R_STALE,
+    "stale": dp.R_STALE, "quic_routed": dp.R_QUIC_ROUTED, "quic_hashed": dp.R_QUIC_HASHED,
 }
 SETTINGS = ("ring_size", "source4", "source6", "icmp_source4", "icmp_source6", "gue_port",
             "mtu", "second_hop", "max_conns", "allowed")
@@ -211,12 +211,13 @@ class LoadBalancer(PortApp):
         self._change(change, check_routes)
 
     def add_service(self, service: str, method: str = "ipip", *, gue_variant: int = 1,
-                    health: Any = None, reals: Iterable[Any] = ()) -> ServiceCfg:
+                    health: Any = None, reals: Iterable[Any] = (),
+                    quic: bool = False) -> ServiceCfg:
         """Add ``service`` (``VIP:PORT[/tcp|udp]``); a duplicate is an error."""
         vip, port, proto = parse_service_key(service)
         new = service_from_dict({"vip": str(vip), "port": port, "proto": proto,
                                  "method": method, "gue_variant": gue_variant,
-                                 "reals": list(reals),
+                                 "reals": list(reals), "quic": quic,
                                  **({"health": health} if health is not None else {})},
                                 f"service {service}")
 
@@ -233,17 +234,20 @@ class LoadBalancer(PortApp):
             return [s for s in cfg.services if s.key != key]
         self._change(change, False)
 
-    def add_real(self, service: str, address: str, weight: int = 1) -> None:
+    def add_real(self, service: str, address: str, weight: int = 1, *,
+                 quic_id: int = 0) -> None:
         key = self._key(service)
 
         def change(cfg: LbConfig) -> list[ServiceCfg]:
             s = cfg.service(key)
             r = RealCfg(ipaddress.ip_address(address) if isinstance(address, str)
-                        else address, weight)
+                        else address, weight, quic_id=quic_id)
             if any(x.address == r.address for x in s.reals):
                 raise LbError(f"service {key}: real {r.address} exists already")
             check_real(cfg, s, r)
-            return [with_real(x, r) if x.key == key else x for x in cfg.services]
+            new = with_real(s, r)
+            return [check_service(cfg, new, [x for x in cfg.services if x.key != key])
+                    if x.key == key else x for x in cfg.services]
         try:
             self._change(change, True)
         except ValueError as e:
@@ -353,6 +357,8 @@ class LoadBalancer(PortApp):
             vk = pg.vip_key(s.vip, s.port, pg.PROTOS[s.proto])
             method = pg.METHODS[s.method]
             num = nums[key]
+            quic_ids = {r.quic_id: slots[f"{key}|{r.address}"] for r in s.reals
+                        if s.quic and r.quic_id}
             if key in old and key in banks:
                 prev = old[key]
                 if prev == s:
@@ -360,20 +366,24 @@ class LoadBalancer(PortApp):
                 active = banks[key]
                 # the second hop must not read the bank about to be rewritten
                 pg.set_vip(maps, vk, num, pg.METHODS[prev.method], active,
-                           prev.gue_variant == 0, 0)
+                           prev.gue_variant == 0, 0, prev.quic)
                 bank = 1 - active
                 pg.write_ring(maps, num, bank, ring, m_size)
+                pg.set_quic_ids(maps, num, quic_ids)
                 pg.set_vip(maps, vk, num, method, bank, s.gue_variant == 0,
-                           now + window if window else 0)
+                           now + window if window else 0, s.quic)
             else:
                 bank = 0
                 pg.write_ring(maps, num, bank, ring, m_size)
-                pg.set_vip(maps, vk, num, method, bank, s.gue_variant == 0, 0)
+                pg.set_quic_ids(maps, num, quic_ids)
+                pg.set_vip(maps, vk, num, method, bank, s.gue_variant == 0, 0, s.quic)
             banks[key] = bank
         for key, s in old.items():
             if key not in want:
                 with contextlib.suppress(KeyError):
                     maps["vips"].delete(pg.vip_key(s.vip, s.port, pg.PROTOS[s.proto]))
+                if key in nums:
+                    pg.set_quic_ids(maps, nums[key], {})
                 nums.pop(key, None)
                 banks.pop(key, None)
         for sk in list(slots):

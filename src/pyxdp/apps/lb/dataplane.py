@@ -83,6 +83,7 @@ M_DSR = 3
 M_MASK = 0xF
 V_BANK = 0x10         # the active ring bank (0 or 1)
 V_GUE0 = 0x20         # GUE variant 0 (a GUE header); else variant 1
+V_QUIC = 0x40         # UDP: route QUIC packets by the host id in their connection id
 
 NO_REAL = 0xFFFFFFFF
 
@@ -102,7 +103,9 @@ R_TOO_BIG_DROP = 11
 R_NO_ROUTE = 12       # bpf_fib_lookup: no route / neighbour for the real: to the stack
 R_ERROR = 13          # adjust_head failed
 R_STALE = 14          # a connection entry whose real is gone: rehashed
-N_REASONS = 16
+R_QUIC_ROUTED = 15    # QUIC: the connection id's host id named the real
+R_QUIC_HASHED = 16    # QUIC: an Initial/0-RTT, or a host id of no real: hashed as usual
+N_REASONS = 20
 
 MAX_VIPS = 64         # resized by the control plane
 MAX_REALS = 1024
@@ -120,6 +123,7 @@ ICMP_SRC6_B = Const(u64, 0)
 MTU = Const(u32, 0)             # outer MTU; 0: the egress route's (bpf_fib_lookup)
 NH_TTL = Const(u64, 1000000000)  # ns a resolved next hop is used before it is refreshed
 SECOND_HOP = Const(u32, 1)
+QUIC = Const(u32, 1)            # 0: no QUIC connection-id routing compiled in (V_QUIC)
 
 
 class VipKey(Struct):
@@ -178,6 +182,8 @@ stats = PerCpuArray[u32, Counter](max_entries=N_REASONS)
 vip_stats = PerCpuArray[u32, Counter](max_entries=MAX_VIPS)
 real_stats = PerCpuArray[u32, Counter](max_entries=MAX_REALS)
 tx_ports = DevMap(max_entries=MAX_IFINDEX)
+# QUIC: (service number << 16 | host id) -> real slot
+quic_ids = HashMap[u32, u32](max_entries=4096)
 # per CPU: packets since the clock was last read for the next-hop cache (read every 64)
 nh_tick = PerCpuArray[u32, u64](max_entries=1)
 
@@ -364,6 +370,52 @@ def too_big6(ctx, mtu, length):
     msg.checksum = csum_fold(csum_diff(None, msg, csum_diff(None, ph, 0)))
     count(R_ICMP_SENT, length)
     return XDP_TX
+
+
+@subprog
+def quic_real(ctx, off, num):
+    """The real a QUIC packet's destination connection id names, or NO_REAL (then the
+    packet is hashed as any other).  Connection ids this balancer routes are the ones the
+    reals issue: first byte 01xxxxxx, then a 16-bit host id (big-endian), then anything;
+    the packet's UDP payload is at ``off``.  Long-header Initial and 0-RTT packets carry
+    a client-chosen id and are hashed."""
+    b0 = ctx.load(u8, off)
+    if not b0:
+        count(R_QUIC_HASHED, 0)
+        return NO_REAL
+    first = b0.value
+    cid: u32 = off + 1                          # short header: the DCID right after
+    if first & 0x80:
+        ptype = (first >> 4) & 3
+        if ptype == 0 or ptype == 1:            # Initial, 0-RTT
+            count(R_QUIC_HASHED, 0)
+            return NO_REAL
+        n = ctx.load(u8, off + 5)               # after the 4-byte version
+        if not n or n.value < 3:
+            count(R_QUIC_HASHED, 0)
+            return NO_REAL
+        cid = off + 6
+    elif (first & 0x40) == 0:                   # the fixed bit: not QUIC
+        count(R_QUIC_HASHED, 0)
+        return NO_REAL
+    c0 = ctx.load(u8, cid)
+    c1 = ctx.load(u8, cid + 1)
+    c2 = ctx.load(u8, cid + 2)
+    if not c0 or not c1 or not c2 or (c0.value >> 6) != 1:
+        count(R_QUIC_HASHED, 0)
+        return NO_REAL
+    hid: u32 = (u32(c1.value) << 8) | c2.value
+    s = quic_ids.lookup((num << 16) | hid)
+    if not s:
+        count(R_QUIC_HASHED, 0)
+        return NO_REAL
+    slot: u32 = s.value
+    r = reals.lookup(slot)
+    if not r or r.fam == 0:
+        count(R_QUIC_HASHED, 0)
+        return NO_REAL
+    count(R_QUIC_ROUTED, 0)
+    return slot
 
 
 @subprog
@@ -590,6 +642,7 @@ def xdp_lb(ctx):
         count(R_NOT_IP, length)
         return XDP_PASS
     syn = 0
+    poff: u32 = 0
     if k.proto == 6:
         t = c.parse(TCP)
         if not t:
@@ -606,6 +659,7 @@ def xdp_lb(ctx):
             return XDP_PASS
         k.sport = u.source
         k.dport = u.dest
+        poff = c.offset()
     else:
         count(R_NOT_VIP, length)
         return XDP_PASS
@@ -621,7 +675,11 @@ def xdp_lb(ctx):
             return XDP_PASS
     num = v.num
     flags = v.flags
-    real = pick(k, v, syn)
+    real: u32 = NO_REAL
+    if QUIC and (flags & V_QUIC) and k.proto == 17:
+        real = quic_real(ctx, poff, num)
+    if real == NO_REAL:
+        real = pick(k, v, syn)
     if real == NO_REAL:
         count(R_NO_REAL, length)
         return XDP_DROP

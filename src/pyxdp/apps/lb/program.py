@@ -24,7 +24,7 @@ from pyxdp.spec import ObjectSpec
 
 PROGRAM = "xdp_lb"
 MAPS = ("vips", "ring", "reals", "conns", "stats", "vip_stats", "real_stats", "tx_ports",
-        "nh_tick")
+        "nh_tick", "quic_ids")
 METHODS = {"ipip": dp.M_IPIP, "gue": dp.M_GUE, "dsr": dp.M_DSR}
 PROTOS = {"tcp": 6, "udp": 17}
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -119,9 +119,10 @@ def write_ring(maps: dict[str, Any], num: int, bank: int, ring: list[int],
 
 
 def set_vip(maps: dict[str, Any], key: Any, num: int, method: int, bank: int,
-            gue0: bool, prev_until: int) -> None:
+            gue0: bool, prev_until: int, quic: bool = False) -> None:
     """One map update: the service's entry, naming its active bank."""
-    flags = method | (dp.V_BANK if bank else 0) | (dp.V_GUE0 if gue0 else 0)
+    flags = (method | (dp.V_BANK if bank else 0) | (dp.V_GUE0 if gue0 else 0)
+             | (dp.V_QUIC if quic else 0))
     maps["vips"][key] = dp.Vip(num=num, flags=flags, prev_until=prev_until)
 
 
@@ -135,5 +136,16 @@ def set_real(maps: dict[str, Any], slot: int, addr: IP | None, epoch: int) -> No
     maps["reals"][slot] = dp.Real(a=a, b=b, fam=addr.version, epoch=epoch)
 
 
+def set_quic_ids(maps: dict[str, Any], num: int, ids: dict[int, int]) -> None:
+    """Service ``num``'s QUIC host ids (host id -> real slot): written, then the service's
+    other ids removed."""
+    m = maps["quic_ids"]
+    for hid, slot in ids.items():
+        m[(num << 16) | hid] = slot
+    for key in list(m.keys()):
+        if key >> 16 == num and (key & 0xFFFF) not in ids:
+            m.delete(key)
+
+
 __all__ = ["MAPS", "METHODS", "PROGRAM", "PROTOS", "compiled", "flow_hash", "lb_spec", "load_lb",
-           "set_real", "set_vip", "vip_key", "words", "write_ring"]
+           "set_quic_ids", "set_real", "set_vip", "vip_key", "words", "write_ring"]

@@ -420,51 +420,51 @@ class Map(OwnedObject, MapBase):
             reader = self._ringbuf = RingBufReader(self.fd.fileno(), self.spec.max_entries)
         return reader.drain(limit)
 
+    def _mmap_write(self, start: int, data: bytes | memoryview) -> bool:
+        """Write ``data`` at byte ``start`` of an mmapable array's shared mapping (values
+        8-byte aligned in it); False when the map cannot be mapped (then the caller goes
+        through bpf())."""
+        if not (self.spec.flags & BPF_F_MMAPABLE and self.spec.type == MapType.ARRAY):
+            return False
+        stride = (self.spec.value_size + 7) & ~7
+        page = mmap.PAGESIZE
+        length = (stride * self.spec.max_entries + page - 1) // page * page
+        if start < 0 or start + len(data) > length:
+            return False
+        try:
+            mm = mmap.mmap(self.fd.fileno(), length, mmap.MAP_SHARED,
+                           mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError:
+            return False
+        with mm:
+            mm[start:start + len(data)] = data
+        return True
+
     def write_value_bytes(self, key: bytes, offset: int, data: bytes) -> None:
         """Overwrite bytes of one value.  An mmapable array (every global data map libbpf-
         style) is written through a shared mapping, just those bytes, so a running
         program's concurrent writes to its neighbours are never undone; other maps (and
         kernels before 5.5) fall back to read-modify-write."""
-        if self.spec.flags & BPF_F_MMAPABLE and self.spec.type == MapType.ARRAY and (
-                len(key) == 4):
+        if len(key) == 4:
             index = int.from_bytes(key, "little")
             stride = (self.spec.value_size + 7) & ~7
-            if offset >= 0 and offset + len(data) <= self.spec.value_size and (
-                    index < self.spec.max_entries):
-                page = mmap.PAGESIZE
-                length = (stride * self.spec.max_entries + page - 1) // page * page
-                try:
-                    mm = mmap.mmap(self.fd.fileno(), length, mmap.MAP_SHARED,
-                                   mmap.PROT_READ | mmap.PROT_WRITE)
-                except OSError:
-                    pass
-                else:
-                    with mm:
-                        start = index * stride + offset
-                        mm[start:start + len(data)] = data
-                    return
+            if (offset >= 0 and offset + len(data) <= self.spec.value_size
+                    and index < self.spec.max_entries
+                    and self._mmap_write(index * stride + offset, data)):
+                return
         super().write_value_bytes(key, offset, data)
 
     def write_array(self, values: bytes | memoryview, start: int = 0) -> int:
-        """Consecutive values of an ARRAY map from one blob; an mmapable array (whose
-        values are 8-byte aligned in the mapping) is written through a shared mapping in
-        one copy, tens of megabytes in milliseconds, others by one batch update."""
+        """Consecutive values of an ARRAY map from one blob; an mmapable array whose
+        values are whole 8-byte words (so the mapping holds them back to back) is written
+        through its shared mapping in one copy, tens of megabytes in milliseconds; others
+        by one batch update."""
         vs = self.spec.value_size
         values = memoryview(values).cast("B")
-        if (self.spec.flags & BPF_F_MMAPABLE and self.spec.type == MapType.ARRAY
-                and vs % 8 == 0 and vs and len(values) % vs == 0 and start >= 0
-                and start + len(values) // vs <= self.spec.max_entries):
-            page = mmap.PAGESIZE
-            length = (vs * self.spec.max_entries + page - 1) // page * page
-            try:
-                mm = mmap.mmap(self.fd.fileno(), length, mmap.MAP_SHARED,
-                               mmap.PROT_READ | mmap.PROT_WRITE)
-            except OSError:
-                pass
-            else:
-                with mm:
-                    mm[start * vs:start * vs + len(values)] = values
-                return len(values) // vs
+        if (vs and vs % 8 == 0 and len(values) % vs == 0 and start >= 0
+                and start + len(values) // vs <= self.spec.max_entries
+                and self._mmap_write(start * vs, values)):
+            return len(values) // vs
         return super().write_array(values, start)
 
     def update_batch_raw(self, keys: bytes, values: bytes, flags: int = 0) -> int:

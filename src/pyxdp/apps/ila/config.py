@@ -26,10 +26,10 @@ Unknown keys, wrong types and bad addresses are :class:`IlaError`\\ s naming the
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyxdp.apps._config import read_toml
 from pyxdp.apps.ila.control import (
     IlaError,
     Sir,
@@ -108,13 +108,7 @@ def parse_config(d: dict[str, Any], where: str = "config", base: str = ".") -> I
 
 
 def load_config(path: str) -> IlaConfig:
-    try:
-        with open(path, "rb") as f:
-            d = tomllib.load(f)
-    except OSError as e:
-        raise IlaError(f"cannot read ILA config {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise IlaError(f"{path}: not valid TOML: {e}") from None
+    d = read_toml(path, IlaError, "ILA")
     return parse_config(d, path, os.path.dirname(path) or ".")
 
 

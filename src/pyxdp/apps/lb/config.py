@@ -29,10 +29,10 @@ Every mistake is an :class:`LbError` naming the service, the real and the key.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pyxdp.apps._config import read_toml
 from pyxdp.apps.lb import maglev
 from pyxdp.errors import PyxdpError
 
@@ -307,14 +307,7 @@ def from_dict(d: dict[str, Any], where: str = "config") -> LbConfig:
 
 
 def load_file(path: str) -> LbConfig:
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise LbError(f"{path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise LbError(f"{path}: not valid TOML: {e}") from None
-    return from_dict(data, path)
+    return from_dict(read_toml(path, LbError, "lb"), path)
 
 
 def service_to_dict(s: ServiceCfg) -> dict[str, Any]:

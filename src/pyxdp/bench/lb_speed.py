@@ -14,7 +14,8 @@ natively to ``l0`` in turn:
 * **Katran**: ``balancer.o`` from ``../shared/references/katran`` (built with its
   ``build.sh``: clang -O2, IPIP encapsulation), loaded by pyxdp, its maps filled as its
   test provisioning does (``vip_map``, ``reals`` from index 1, ``ch_rings``, the default
-  router MAC in ``ctl_array[0]``); its LRU is the fallback cache (no per-CPU inner maps);
+  router MAC in ``ctl_array[0]``, one LRU hash per CPU in ``lru_mapping`` as its control
+  plane makes them);
 * **nftables DNAT**: no XDP; the LB namespace forwards, ``dnat to numgen inc mod 3 map``
   (the kube-proxy nftables way), conntrack on.
 
@@ -242,6 +243,17 @@ class Bench:
         maps["ch_rings"].write_array(struct.pack(f"<{ring_size}I", *ring), 0)
         mac = bytes(int(x, 16) for x in G_MAC.split(":"))
         maps["ctl_array"]._update(struct.pack("<I", 0), mac + bytes(2), 0)
+        # its per-CPU connection tables, as its control plane makes them: one LRU hash per
+        # possible CPU in lru_mapping (flow_key 40 bytes -> real_pos_lru 16 bytes)
+        from pyxdp.abi import MapType
+        from pyxdp.kernel import Map, possible_cpus
+        from pyxdp.maps import MapSpec
+
+        for cpu in range(possible_cpus()):
+            with Map.create(MapSpec(f"katran_lru{cpu}", MapType.LRU_HASH, 40, 16,
+                                    100_000)) as inner:
+                maps["lru_mapping"]._update(struct.pack("<I", cpu),
+                                            struct.pack("<I", inner.fd.fileno()), 0)
 
     def run(self) -> Report:
         from pyxdp import xdp
@@ -362,9 +374,9 @@ class Bench:
         r.notes += [
             "The bounce does no parsing and no lookup: it is the floor of XDP forwarding on"
             " this bed, not a balancer.",
-            "Katran runs without its per-CPU LRU inner maps (lru_mapping is empty), so its"
-            " flows use the shared fallback LRU; pyxdp lb's connection table is one LRU hash"
-            " with per-CPU LRU lists.",
+            "Katran's connection tables are its per-CPU LRU maps (one per possible CPU in"
+            " lru_mapping, 100,000 entries each); pyxdp lb's is one LRU hash with per-CPU LRU"
+            " lists.",
             "The machine is a shared 2-vCPU VM: read the spreads, not one number.",
         ]
 

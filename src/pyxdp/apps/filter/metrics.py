@@ -12,6 +12,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from pyxdp.apps import _metrics
+
 
 class FilterCollector(Collector):
     """Exposes ``pyxdp_filter_*`` metrics of one :class:`~pyxdp.apps.filter.Filter`."""
@@ -50,15 +52,10 @@ class FilterCollector(Collector):
 
 
 def registry_for(filt: Any, call: Callable[..., Any] | None = None) -> CollectorRegistry:
-    reg = CollectorRegistry()
-    reg.register(FilterCollector(filt, call))
-    return reg
+    return _metrics.registry(FilterCollector(filt, call))
 
 
 def serve(filt: Any, port: int, addr: str = "127.0.0.1",
           call: Callable[..., Any] | None = None) -> Any:
     """Start the HTTP exporter on ``addr:port``; returns the server (``.shutdown()``)."""
-    from prometheus_client import start_http_server
-
-    server, _thread = start_http_server(port, addr=addr, registry=registry_for(filt, call))
-    return server
+    return _metrics.serve(registry_for(filt, call), port, addr)

@@ -36,6 +36,7 @@ class Client:
         self.tb = tb
         self.answers: Counter[str] = Counter()
         self.failed = 0
+        self.errors: Counter[str] = Counter()      # failures by kind (refused, reset, ...)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -46,16 +47,19 @@ class Client:
             try:
                 who = self.tb.call("c", lbed.http_get, VIP, 80, 2.0)
                 self.answers[who] += 1
-            except OSError:
+            except OSError as e:
                 self.failed += 1
+                self.errors["timeout" if isinstance(e, TimeoutError)
+                            else type(e).__name__] += 1
             time.sleep(0.01)
 
-    def take(self) -> tuple[dict[str, int], int]:
-        """What was answered since the last take."""
-        a, f = dict(self.answers), self.failed
+    def take(self) -> tuple[dict[str, int], int, dict[str, int]]:
+        """What was answered, how many failed and why, since the last take."""
+        a, f, e = dict(self.answers), self.failed, dict(self.errors)
         self.answers.clear()
+        self.errors.clear()
         self.failed = 0
-        return a, f
+        return a, f, e
 
     def __enter__(self) -> Client:
         self._thread.start()
@@ -96,11 +100,14 @@ def run_kernel_demo(seconds: float = 2.0, log: Callable[[str], None] = print
             with Client(tb) as client, hc:
                 def phase(name: str) -> None:
                     time.sleep(seconds)
-                    answers, failed = client.take()
-                    phases.append({"phase": name, "answered": answers, "failed": failed})
+                    answers, failed, errors = client.take()
+                    phases.append({"phase": name, "answered": answers, "failed": failed,
+                                   "errors": errors})
                     spread = ", ".join(f"{k} {v}" for k, v in sorted(answers.items()))
+                    why = (" (" + ", ".join(f"{k} {v}" for k, v in sorted(errors.items()))
+                           + ")") if errors else ""
                     log(f"  {name:<34} answered {sum(answers.values()):4d} ({spread}),"
-                        f" failed {failed}")
+                        f" failed {failed}{why}")
 
                 phase("three reals")
                 tb.call("lb", lb.drain, key, lbed.real4(2))

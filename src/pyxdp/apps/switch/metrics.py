@@ -9,6 +9,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from pyxdp.apps import _metrics
+
 
 class SwitchCollector(Collector):
     """Exposes ``pyxdp_switch_*`` metrics of one :class:`~pyxdp.apps.switch.Switch`."""
@@ -18,14 +20,10 @@ class SwitchCollector(Collector):
         self.call = call or (lambda fn, *a: fn(*a))   # to read inside a namespace thread
 
     def collect(self) -> Iterator[Any]:
-        pk = CounterMetricFamily("pyxdp_switch_packets",
-                                 "Frames (or learning events) per reason", labels=["reason"])
-        by = CounterMetricFamily("pyxdp_switch_bytes", "Bytes per reason", labels=["reason"])
-        for name, (p, b) in self.call(self.switch.stats).items():
-            pk.add_metric([name], p)
-            by.add_metric([name], b)
-        yield pk
-        yield by
+        yield from _metrics.counter_pair("pyxdp_switch", "reason",
+                                         self.call(self.switch.stats),
+                                         "Frames (or learning events) per reason",
+                                         "Bytes per reason")
         fams = {k: CounterMetricFamily(f"pyxdp_switch_port_{k}", f"Per-port {k}",
                                        labels=["iface"])
                 for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")}
@@ -39,18 +37,13 @@ class SwitchCollector(Collector):
 
 
 def registry_for(switch: Any, call: Callable[..., Any] | None = None) -> CollectorRegistry:
-    reg = CollectorRegistry()
-    reg.register(SwitchCollector(switch, call))
-    return reg
+    return _metrics.registry(SwitchCollector(switch, call))
 
 
 def serve(switch: Any, port: int, addr: str = "127.0.0.1",
           call: Callable[..., Any] | None = None) -> Any:
     """Start the HTTP exporter on ``addr:port``; returns the server (``.shutdown()``)."""
-    from prometheus_client import start_http_server
-
-    server, _thread = start_http_server(port, addr=addr, registry=registry_for(switch, call))
-    return server
+    return _metrics.serve(registry_for(switch, call), port, addr)
 
 
 __all__ = ["SwitchCollector", "registry_for", "serve"]

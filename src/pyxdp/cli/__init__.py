@@ -65,8 +65,8 @@ COMMANDS: dict[str, Command] = {
     "disasm": Command("_asm", "disassemble raw instructions or an ELF object"),
     "emu": Command("_emu", "run an XDP program in the emulator over packets"),
     "trafficgen": Command("_trafficgen", "send XDP live frames (UDP/TCP SYN/ICMP, v4/v6)"),
-    "demo": Command("_demo", "the filter against a SYN flood on a test bed (emulator if not"
-                             " root)"),
+    "demo": Command("_demo", "the filter against a SYN flood, or (demo lb) a load-balanced"
+                             " service losing a real, on a test bed (emulator if not root)"),
     "bench": Command("_bench", "TC vs XDP drop/TX rates on a veth test bed, with reference tools"),
 }
 

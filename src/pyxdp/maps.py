@@ -22,7 +22,6 @@ import array
 import ctypes
 import ipaddress
 import struct
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -419,9 +418,7 @@ class MapBase(ABC):
             raise MapError(f"map {self.name!r}: {len(values)} bytes from index {start} are"
                            f" not whole {vs}-byte values inside its {self.spec.max_entries}"
                            " entries")
-        keys = array.array("I", range(start, start + n))
-        if sys.byteorder != "little":
-            keys.byteswap()
+        keys = array.array("I", range(start, start + n))     # u32 keys, native order
         return self.update_batch_raw(keys.tobytes(), bytes(values))
 
     def write_value_bytes(self, key: bytes, offset: int, data: bytes) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from pyxdp import xdp
 from pyxdp.apps.filter import Filter, Prefixes, Rule, RuleSet, parse_rules_text
 from pyxdp.bench import harness
+from pyxdp.bench.filter_scale import REPEAT
 from pyxdp.bench.harness import LOWER, Report, alternate, fmt, stderr_log
 from pyxdp.kernel import KernelBackend, Program, enable_stats
 from pyxdp.testbed import Testbed
@@ -152,13 +153,8 @@ class Sides:
         return (float(t1_s) - float(t0_s)) / XDP_FILTER_ADDS * PREFIXES
 
 
-def fsc_repeat() -> int:
-    from pyxdp.bench.filter_scale import REPEAT
-    return REPEAT
-
-
 def _test_run_ns(prog: Any, pkt: bytes) -> float:
-    return float(prog.test_run(pkt, repeat=fsc_repeat()).duration_ns)
+    return float(prog.test_run(pkt, repeat=REPEAT).duration_ns)
 
 
 def feature_cost(rounds: int) -> tuple[dict[str, int], dict[str, list[float]]]:

@@ -114,9 +114,10 @@ def bounce(ctx):
 
 
 def katran_dir() -> Path:
-    for cand in (Path(os.environ.get("PYXDP_KATRAN", "")), KATRAN_SRC.resolve(),
-                 Path("/work/shared/references/katran")):
-        if str(cand) and (cand / "build.sh").exists():
+    """``$PYXDP_KATRAN``, else ``../shared/references/katran`` beside the checkout."""
+    env = os.environ.get("PYXDP_KATRAN")
+    for cand in ([Path(env)] if env else []) + [KATRAN_SRC.resolve()]:
+        if (cand / "build.sh").exists():
             return cand
     raise RuntimeError("Katran's sources are not found (set PYXDP_KATRAN to the directory"
                        " with build.sh)")
